@@ -1,0 +1,20 @@
+//! `kb agent`: options of kb's SSH server.
+
+use std::path::PathBuf;
+
+/// Options of `kb agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentOpts {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:2222", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// The host's private key (OpenSSH format); clients pin its public half.
+    #[arg(long, value_name = "FILE")]
+    pub host_key: PathBuf,
+    /// The one public key (OpenSSH `authorized_keys` line) allowed to log in.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_key: PathBuf,
+    /// Print the bound address on stdout once listening (for tests and scripts that pass port 0).
+    #[arg(long)]
+    pub print_address: bool,
+}

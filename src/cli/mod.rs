@@ -1,0 +1,60 @@
+//! The command line: clap types only, no I/O beyond what clap prints for `--help` and usage errors.
+
+pub mod agent;
+pub mod parallel;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+pub use agent::AgentOpts;
+pub use parallel::ParallelOpts;
+
+/// kb: GNU parallel's interface, with a Kubernetes cluster as the machine.
+#[derive(Debug, Parser)]
+#[command(name = "kb", version, about, propagate_version = true, max_term_width = 110)]
+pub struct Cli {
+    /// Print diagnostics on stderr (repeat for more); `RUST_LOG` overrides.
+    #[arg(long = "debug", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kb's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command once per input, like GNU parallel, on pods, SSH hosts or local slots.
+    #[command(after_help = parallel::AFTER_HELP)]
+    Parallel(ParallelOpts),
+    /// kb's SSH server, the process that runs jobs inside every pod.
+    Agent(AgentOpts),
+}
+
+impl Command {
+    /// The subcommand's name, which decides the exit status of errors (GNU parallel's 255 for `parallel`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Parallel(_) => "parallel",
+            Command::Agent(_) => "agent",
+        }
+    }
+}
+
+/// Parses the process arguments. On `--help`/`--version` it prints and returns `Err(0)`; on a usage error it prints
+/// clap's message and returns the exit status: 255 for `kb parallel` (GNU parallel's contract), 2 otherwise.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Ok(cli),
+        Err(err) => {
+            let _ = err.print();
+            if !err.use_stderr() {
+                return Err(crate::error::exit::SUCCESS);
+            }
+            let parallel = args.get(1).is_some_and(|a| a == "parallel");
+            Err(if parallel { crate::error::exit::OTHER } else { crate::error::exit::USAGE })
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `kb parallel`: GNU parallel's options, plus kb's choice of workers.
+
+use std::path::PathBuf;
+
+/// Shown after `kb parallel --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  find . -name '*.txt' | kb parallel --local-procs 4 -- wc -l {}
+  kb parallel -S 8/alice@node1,node2 -- gzip -9 {} ::: *.log
+  kb parallel --local-procs 2 -k -- echo {1}-{2} ::: a b ::: 1 2
+
+Exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than 100 failed; 255 any other error.";
+
+/// Options of `kb parallel` (GNU parallel's names and meanings).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParallelOpts {
+    /// Job slots per worker (per SSH host; local slots come from --local-procs).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print output in the order of the input, not of completion.
+    #[arg(short = 'k', long = "keep-order")]
+    pub keep_order: bool,
+    /// Print a job's output when it ends, stdout then stderr (the default).
+    #[arg(long, conflicts_with_all = ["line_buffer", "ungroup"])]
+    pub group: bool,
+    /// Print whole lines as soon as they are complete.
+    #[arg(long = "line-buffer", visible_alias = "lb", conflicts_with = "ungroup")]
+    pub line_buffer: bool,
+    /// Print output as soon as it arrives, even half lines.
+    #[arg(short = 'u', long)]
+    pub ungroup: bool,
+    /// Prefix each output line with the job's arguments and a tab.
+    #[arg(long)]
+    pub tag: bool,
+    /// Prefix each output line with this string (replacement strings allowed) and a tab.
+    #[arg(long, value_name = "STR")]
+    pub tagstring: Option<String>,
+    /// Write GNU parallel's tab-separated job log; `+FILE` appends.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<String>,
+    /// Skip jobs already in the joblog.
+    #[arg(long, requires = "joblog")]
+    pub resume: bool,
+    /// Skip jobs the joblog shows succeeded and re-run the ones that failed.
+    #[arg(long = "resume-failed", requires = "joblog")]
+    pub resume_failed: bool,
+    /// Try a failing job up to N times in all (0 and 1 mean once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// When to stop: `now|soon,fail|success|done=N|N%`, or GNU's short forms 0, 1, 2.
+    #[arg(long, visible_alias = "halt-on-error", value_name = "WHEN")]
+    pub halt: Option<String>,
+    /// Kill a job that runs longer than this (seconds, or with a unit: 90s, 5m, 2h).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Print the commands instead of running them.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Show a progress bar on stderr (only on a terminal).
+    #[arg(long)]
+    pub bar: bool,
+    /// Show the estimated time left on stderr (only on a terminal).
+    #[arg(long)]
+    pub eta: bool,
+    /// Show progress per worker on stderr (only on a terminal).
+    #[arg(long)]
+    pub progress: bool,
+    /// Read input from FILE (repeatable: each is one input source).
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
+    pub arg_files: Vec<PathBuf>,
+    /// Input items are separated by NUL, not newline.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Input items are separated by DELIM, not newline.
+    #[arg(short = 'd', long = "delimiter", value_name = "DELIM", conflicts_with = "null")]
+    pub delimiter: Option<String>,
+    /// SSH hosts to run on, as `[N/][user@]host[:port]` (comma-separated, repeatable).
+    #[arg(short = 'S', long = "sshlogin", value_name = "LOGIN", value_delimiter = ',')]
+    pub sshlogin: Vec<String>,
+    /// A file of sshlogins, one per line (`#` starts a comment).
+    #[arg(long = "sshloginfile", visible_alias = "slf", value_name = "FILE")]
+    pub sshloginfile: Vec<PathBuf>,
+    /// SSH private key to log in with (repeatable); default: ssh-agent, then ~/.ssh/id_*.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Also run N jobs at a time on this machine.
+    #[arg(long = "local-procs", value_name = "N")]
+    pub local_procs: Option<usize>,
+    /// Seconds to wait after SIGTERM before SIGKILL on the first Ctrl-C.
+    #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0)]
+    pub grace: f64,
+    /// The command, its arguments, then input sources: `::: args`, `:::+ args` (linked), `:::: files`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

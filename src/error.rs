@@ -1,0 +1,101 @@
+//! The top-level error: every module error converts into it, and it decides the exit status and how the message
+//! is shown (`kb: error: ...`, then `caused by:` for each source, then `hint:` lines saying what to do).
+
+use std::io::Write;
+
+/// Exit statuses, documented in `docs/exit-codes.md` and pinned by `tests/cli.rs`.
+pub mod exit {
+    /// Success.
+    pub const SUCCESS: u8 = 0;
+    /// A subcommand other than `parallel` failed.
+    pub const FAILURE: u8 = 1;
+    /// A usage error in a subcommand other than `parallel` (as clap).
+    pub const USAGE: u8 = 2;
+    /// `kb parallel`: more than 100 jobs failed.
+    pub const MANY_FAILED: u8 = 101;
+    /// Interrupted by the user.
+    pub const INTERRUPTED: u8 = 130;
+    /// `kb parallel`: any error other than failed jobs (usage, config, cluster or SSH unreachable).
+    pub const OTHER: u8 = 255;
+}
+
+/// Anything that stops a kb command before it could finish its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line is wrong; the hint says what to give instead.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong, in the user's terms.
+        message: String,
+        /// What to do about it.
+        hint: Option<String>,
+    },
+    /// Reading the input of a run failed.
+    #[error(transparent)]
+    Input(#[from] crate::input::Error),
+    /// The joblog could not be read or written.
+    #[error(transparent)]
+    Joblog(#[from] crate::joblog::Error),
+    /// An SSH connection, key or agent failure.
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::Error),
+    /// The run itself could not go on (no workers left, for example).
+    #[error(transparent)]
+    Sched(#[from] crate::sched::Error),
+    /// An I/O error with what kb was doing at the time.
+    #[error("failed to {action}")]
+    Io {
+        /// What kb was doing, as a verb phrase.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The user interrupted the command.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A result whose error is the top-level [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A usage error with a hint.
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Usage { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    /// The exit status for this error when it ends `subcommand` (GNU parallel's 255 for `kb parallel`).
+    pub fn exit_code(&self, subcommand: &str) -> u8 {
+        match self {
+            Error::Interrupted => exit::INTERRUPTED,
+            _ if subcommand == "parallel" => exit::OTHER,
+            Error::Usage { .. } => exit::USAGE,
+            _ => exit::FAILURE,
+        }
+    }
+
+    fn hints(&self) -> Vec<String> {
+        match self {
+            Error::Usage { hint, .. } => hint.iter().cloned().collect(),
+            Error::Ssh(err) => err.hint().into_iter().collect(),
+            Error::Sched(err) => err.hint().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Writes the message, its chain of causes and the hints.
+    pub fn render(&self, out: &mut dyn Write) {
+        let _ = writeln!(out, "kb: error: {self}");
+        let mut source = std::error::Error::source(self);
+        // `transparent` variants forward `source()` to the inner error's source, so the chain does not repeat
+        // the top message.
+        while let Some(cause) = source {
+            let _ = writeln!(out, "  caused by: {cause}");
+            source = cause.source();
+        }
+        for hint in self.hints() {
+            let _ = writeln!(out, "  hint: {hint}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! kb: GNU parallel's interface over SSH channels, with Kubernetes pods as workers.
+//!
+//! The module tree mirrors the architecture (see `docs/architecture.md`): `cli` parses, `commands` runs one
+//! subcommand each, `sched` owns a run (queue, slots, retries, halt, output order), workers run jobs (`sched::local`,
+//! `ssh`), and `template`, `input` and `joblog` implement GNU parallel's contract as pure code.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod input;
+pub mod joblog;
+pub mod model;
+pub mod output;
+pub mod sched;
+pub mod worker;
+pub mod signal;
+pub mod ssh;
+pub mod template;
+
+/// Runs a parsed command line and returns the process exit status.
+pub async fn run(cli: cli::Cli) -> u8 {
+    let subcommand = cli.command.name();
+    match commands::dispatch(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            err.render(&mut std::io::stderr());
+            err.exit_code(subcommand)
+        }
+    }
+}
+
+/// Sends diagnostics (`tracing`) to stderr; `-v` raises the level, `RUST_LOG` overrides it.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "kb=info",
+        2 => "kb=debug",
+        _ => "kb=trace,russh=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,1 @@
+//! Local job slots: `/bin/sh -c` children of kb, each in its own process group.

@@ -1,0 +1,1 @@
+//! A worker over one SSH connection: one channel per running job.
