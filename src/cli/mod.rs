@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod parallel;
+pub mod pods;
 
 use std::ffi::OsString;
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub use agent::AgentOpts;
 pub use parallel::ParallelOpts;
+pub use pods::PodOpts;
 
 /// kb: GNU parallel's interface, with a Kubernetes cluster as the machine.
 #[derive(Debug, Parser)]

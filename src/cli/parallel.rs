@@ -86,6 +86,9 @@ pub struct ParallelOpts {
     /// Also run N jobs at a time on this machine.
     #[arg(long = "local-procs", value_name = "N")]
     pub local_procs: Option<usize>,
+    /// Kubernetes pods as workers.
+    #[command(flatten)]
+    pub pods: crate::cli::PodOpts,
     /// Seconds to wait after SIGTERM before SIGKILL on the first Ctrl-C.
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0)]
     pub grace: f64,
