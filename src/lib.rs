@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod input;
 pub mod joblog;
+pub mod k8s;
 pub mod model;
 pub mod output;
 pub mod sched;

@@ -1,0 +1,14 @@
+//! The Kubernetes backend: one Job per task whose pods run kb's agent, reached over SSH through port-forwards.
+//!
+//! It owns creating, watching and deleting the objects of a task, and the client configuration every command uses.
+//! It knows nothing of queues or output: pods are announced to the scheduler as [`crate::worker::Worker`]s.
+
+pub mod client;
+pub mod error;
+pub mod keys;
+pub mod manifests;
+pub mod quantity;
+pub mod resources;
+
+pub use client::{Kube, Target};
+pub use error::{Error, Result};

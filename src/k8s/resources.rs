@@ -1,0 +1,289 @@
+//! Pure builders of the objects a task creates: one Job (N pods running kb's agent) and one Secret (the keys),
+//! as k8s-openapi structs. No I/O here.
+//!
+//! Why a Job with `parallelism: N` and no `completions`, not a ReplicaSet: the Job controller also replaces a pod
+//! that dies (up to `backoffLimit`), but unlike a ReplicaSet it can bound the task on the server side
+//! (`activeDeadlineSeconds`, so a task whose client vanished still ends) and clean up after itself
+//! (`ttlSecondsAfterFinished`), and `kubectl get jobs` is where users look for batch work.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Secret, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The label every object kb creates carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kb");
+/// The label with the task id.
+pub const TASK_ID: &str = "kb.dev/task-id";
+/// The label with the machine that created the task.
+pub const ORIGIN: &str = "kb.dev/origin";
+/// The annotation with the working directory of the task's client.
+pub const PWD: &str = "kb.dev/pwd";
+/// The annotation with the task's command line.
+pub const COMMAND: &str = "kb.dev/command";
+/// The annotation with the creation time (RFC 3339).
+pub const CREATED: &str = "kb.dev/created";
+/// The annotation with the kind of task (`parallel` or `shell`).
+pub const KIND: &str = "kb.dev/kind";
+/// The annotation with the task's total number of jobs, when known.
+pub const TOTAL: &str = "kb.dev/jobs-total";
+
+/// The port kb's agent listens on inside every pod.
+pub const AGENT_PORT: u16 = 2222;
+/// Where the init container puts the static kb (and busybox) for the main container.
+pub const AGENT_DIR: &str = "/kb";
+/// Where the main container sees the task's Secret.
+pub const KEYS_DIR: &str = "/etc/kb";
+/// The Secret's key holding the agent's host key (OpenSSH private key).
+pub const HOST_KEY: &str = "host_key";
+/// The Secret's key holding the client's public key (an `authorized_keys` line).
+pub const AUTHORIZED_KEY: &str = "authorized_key";
+/// The name of the main container.
+pub const MAIN_CONTAINER: &str = "main";
+/// Where the agent image keeps its static kb.
+pub const AGENT_IMAGE_KB: &str = "/usr/local/bin/kb";
+/// Where the agent image keeps its static busybox.
+pub const AGENT_IMAGE_BUSYBOX: &str = "/bin/busybox";
+
+/// Everything the builders need to know about a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task id (lowercase letters and digits).
+    pub id: String,
+    /// This machine's name, cleaned up to be a label value.
+    pub origin: String,
+    /// The client's working directory.
+    pub pwd: String,
+    /// The command line the task runs.
+    pub command: String,
+    /// When the task was created.
+    pub created: String,
+    /// `parallel` or `shell`.
+    pub kind: &'static str,
+    /// The user's image, which runs the jobs.
+    pub image: String,
+    /// The image with the static kb that the init container copies.
+    pub agent_image: String,
+    /// How many pods.
+    pub pods: i32,
+    /// The CPU request (a valid quantity).
+    pub cpu: String,
+    /// The memory request (a valid quantity).
+    pub mem: String,
+    /// Whether `mem` is also the limit (when the user gave `--mem`).
+    pub mem_limit: bool,
+    /// The hard bound on the task's life, enforced by Kubernetes.
+    pub max_runtime_secs: Option<i64>,
+    /// The total number of jobs, when known up front.
+    pub total_jobs: Option<u64>,
+}
+
+impl TaskSpec {
+    /// The name of the Job and of the Secret.
+    pub fn name(&self) -> String {
+        format!("kb-{}", self.id)
+    }
+}
+
+/// The labels every object of the task carries.
+pub fn build_labels(spec: &TaskSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (TASK_ID.to_string(), spec.id.clone()),
+        (ORIGIN.to_string(), spec.origin.clone()),
+    ])
+}
+
+/// The label selector of one task's objects.
+pub fn task_selector(id: &str) -> String {
+    format!("{}={},{TASK_ID}={id}", MANAGED_BY.0, MANAGED_BY.1)
+}
+
+/// The label selector of all of kb's objects, optionally only those made on `origin`.
+pub fn managed_selector(origin: Option<&str>) -> String {
+    match origin {
+        Some(origin) => format!("{}={},{ORIGIN}={origin}", MANAGED_BY.0, MANAGED_BY.1),
+        None => format!("{}={}", MANAGED_BY.0, MANAGED_BY.1),
+    }
+}
+
+fn build_annotations(spec: &TaskSpec) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([
+        (PWD.to_string(), spec.pwd.clone()),
+        (COMMAND.to_string(), truncate(&spec.command, 4096)),
+        (CREATED.to_string(), spec.created.clone()),
+        (KIND.to_string(), spec.kind.to_string()),
+    ]);
+    if let Some(total) = spec.total_jobs {
+        annotations.insert(TOTAL.to_string(), total.to_string());
+    }
+    annotations
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// A label value made of `raw`: only `[A-Za-z0-9._-]`, at most 63 characters, alphanumeric at both ends.
+pub fn label_value(raw: &str) -> String {
+    let cleaned: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).take(63).collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() { "unknown".to_string() } else { trimmed.to_string() }
+}
+
+/// The task's Job: `spec.pods` pods, each an init container copying the static kb from the agent image and the
+/// user's image running `kb agent` with the Secret's keys.
+pub fn build_job(spec: &TaskSpec) -> Job {
+    let labels = build_labels(spec);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(spec.name()),
+            labels: Some(labels.clone()),
+            annotations: Some(build_annotations(spec)),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            parallelism: Some(spec.pods),
+            // A pod only ends when its agent dies; replace a few, then give up rather than loop forever.
+            backoff_limit: Some(spec.pods + 2),
+            active_deadline_seconds: spec.max_runtime_secs,
+            ttl_seconds_after_finished: Some(60),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(build_pod_spec(spec)),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
+    let bin_volume = "kb-bin";
+    let keys_volume = "kb-keys";
+    let install = format!("{AGENT_IMAGE_BUSYBOX} cp {AGENT_IMAGE_KB} {AGENT_IMAGE_BUSYBOX} /kb-install/");
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        // The agent stops on SIGTERM; a short grace makes `kb finish` quick.
+        termination_grace_period_seconds: Some(3),
+        // The workers never talk to the API server.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        volumes: Some(vec![
+            Volume { name: bin_volume.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume {
+                name: keys_volume.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(spec.name()),
+                    default_mode: Some(0o400),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        init_containers: Some(vec![Container {
+            name: "kb-install".into(),
+            image: Some(spec.agent_image.clone()),
+            command: Some(vec![AGENT_IMAGE_BUSYBOX.into(), "sh".into(), "-c".into(), install]),
+            volume_mounts: Some(vec![mount(bin_volume, "/kb-install", false)]),
+            ..Default::default()
+        }]),
+        containers: vec![Container {
+            name: MAIN_CONTAINER.into(),
+            image: Some(spec.image.clone()),
+            command: Some(build_agent_command()),
+            ports: Some(vec![ContainerPort {
+                container_port: i32::from(AGENT_PORT),
+                name: Some("kb-agent".into()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(AGENT_PORT)), host: None }),
+                period_seconds: Some(1),
+                ..Default::default()
+            }),
+            resources: Some(build_resources(spec)),
+            env: Some(vec![EnvVar { name: "KB_TASK_ID".into(), value: Some(spec.id.clone()), ..Default::default() }]),
+            volume_mounts: Some(vec![mount(bin_volume, AGENT_DIR, true), mount(keys_volume, KEYS_DIR, true)]),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The main container's command: kb's agent, from the emptyDir, with the task's keys.
+pub fn build_agent_command() -> Vec<String> {
+    [
+        &format!("{AGENT_DIR}/kb"),
+        "agent",
+        "--listen",
+        &format!("0.0.0.0:{AGENT_PORT}"),
+        "--host-key",
+        &format!("{KEYS_DIR}/{HOST_KEY}"),
+        "--authorized-key",
+        &format!("{KEYS_DIR}/{AUTHORIZED_KEY}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: volume.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
+}
+
+fn build_resources(spec: &TaskSpec) -> ResourceRequirements {
+    let requests = BTreeMap::from([
+        ("cpu".to_string(), Quantity(spec.cpu.clone())),
+        ("memory".to_string(), Quantity(spec.mem.clone())),
+    ]);
+    let limits = spec.mem_limit.then(|| BTreeMap::from([("memory".to_string(), Quantity(spec.mem.clone()))]));
+    ResourceRequirements { requests: Some(requests), limits, ..Default::default() }
+}
+
+/// The task's Secret, owned by its Job so that deleting the Job deletes it.
+pub fn build_secret(spec: &TaskSpec, job: &Job, host_key: &str, authorized_key: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(spec.name()),
+            labels: Some(build_labels(spec)),
+            owner_references: Some(vec![build_owner_reference(job)]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            (HOST_KEY.to_string(), host_key.to_string()),
+            (AUTHORIZED_KEY.to_string(), authorized_key.to_string()),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// An owner reference to `job` (which must have been created: it needs the uid).
+pub fn build_owner_reference(job: &Job) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid: job.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }
+}
+
+#[cfg(test)]
+#[path = "resources_tests.rs"]
+mod tests;

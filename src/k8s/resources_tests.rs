@@ -1,0 +1,108 @@
+//! Unit tests of the builders, on the typed structs.
+
+use super::*;
+
+fn spec() -> TaskSpec {
+    TaskSpec {
+        id: "abc123".into(),
+        origin: "laptop".into(),
+        pwd: "/home/alice/proj".into(),
+        command: "wc -l {}".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        kind: "parallel",
+        image: "127.0.0.1:5000/kb/debian:bookworm".into(),
+        agent_image: "127.0.0.1:5000/kb/agent:0.1.0".into(),
+        pods: 3,
+        cpu: "500m".into(),
+        mem: "1Gi".into(),
+        mem_limit: true,
+        max_runtime_secs: Some(3600),
+        total_jobs: None,
+    }
+}
+
+#[test]
+fn job_has_labels_annotations_and_n_pods() {
+    let job = build_job(&spec());
+    assert_eq!(job.metadata.name.as_deref(), Some("kb-abc123"));
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "kb");
+    assert_eq!(labels["kb.dev/task-id"], "abc123");
+    assert_eq!(labels["kb.dev/origin"], "laptop");
+    let annotations = job.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations[PWD], "/home/alice/proj");
+    assert_eq!(annotations[COMMAND], "wc -l {}");
+    assert_eq!(annotations[CREATED], "2026-01-01T00:00:00Z");
+    let job_spec = job.spec.as_ref().unwrap();
+    assert_eq!(job_spec.parallelism, Some(3));
+    assert_eq!(job_spec.completions, None);
+    assert_eq!(job_spec.active_deadline_seconds, Some(3600));
+    let pod_labels = job_spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    assert_eq!(pod_labels, labels, "pods carry the task's labels, so finish can select them");
+}
+
+#[test]
+fn pod_runs_the_agent_from_an_init_container_in_the_users_image() {
+    let job = build_job(&spec());
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("127.0.0.1:5000/kb/agent:0.1.0"));
+    let main = &pod.containers[0];
+    assert_eq!(main.image.as_deref(), Some("127.0.0.1:5000/kb/debian:bookworm"));
+    let command = main.command.as_ref().unwrap();
+    assert_eq!(command[0], "/kb/kb");
+    assert_eq!(command[1], "agent");
+    assert!(command.contains(&"0.0.0.0:2222".to_string()));
+    assert!(command.contains(&"/etc/kb/host_key".to_string()));
+    assert!(command.contains(&"/etc/kb/authorized_key".to_string()));
+    let secret_volume = pod.volumes.as_ref().unwrap().iter().find_map(|v| v.secret.as_ref()).unwrap();
+    assert_eq!(secret_volume.secret_name.as_deref(), Some("kb-abc123"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert!(main.readiness_probe.as_ref().unwrap().tcp_socket.is_some());
+    // The init container writes where the main container reads.
+    let init_mount = &init.volume_mounts.as_ref().unwrap()[0];
+    let main_mount = main.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == init_mount.name).unwrap();
+    assert_eq!(main_mount.mount_path, "/kb");
+    assert!(init.command.as_ref().unwrap()[3].contains(&init_mount.mount_path));
+}
+
+#[test]
+fn resources_request_cpu_and_memory_and_limit_memory_only() {
+    let job = build_job(&spec());
+    let resources = job.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap();
+    let requests = resources.requests.unwrap();
+    assert_eq!(requests["cpu"].0, "500m");
+    assert_eq!(requests["memory"].0, "1Gi");
+    let limits = resources.limits.unwrap();
+    assert_eq!(limits.get("cpu"), None, "no CPU limit: throttling helps nobody");
+    assert_eq!(limits["memory"].0, "1Gi");
+}
+
+#[test]
+fn secret_is_owned_by_the_job() {
+    let mut job = build_job(&spec());
+    job.metadata.uid = Some("uid-1".into());
+    let secret = build_secret(&spec(), &job, "PRIVATE", "ssh-ed25519 AAAA");
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Job", "kb-abc123", "uid-1"));
+    let data = secret.string_data.unwrap();
+    assert_eq!(data[HOST_KEY], "PRIVATE");
+    assert_eq!(data[AUTHORIZED_KEY], "ssh-ed25519 AAAA");
+    assert_eq!(secret.metadata.labels.unwrap()["kb.dev/task-id"], "abc123");
+}
+
+#[test]
+fn label_values_are_valid() {
+    assert_eq!(label_value("alice's MacBook.local"), "alice-s-MacBook.local");
+    assert_eq!(label_value("-x-"), "x");
+    assert_eq!(label_value("???"), "unknown");
+    assert_eq!(label_value(&"a".repeat(100)).len(), 63);
+}
+
+#[test]
+fn selectors() {
+    assert_eq!(task_selector("x1"), "app.kubernetes.io/managed-by=kb,kb.dev/task-id=x1");
+    assert_eq!(managed_selector(Some("h")), "app.kubernetes.io/managed-by=kb,kb.dev/origin=h");
+    assert_eq!(managed_selector(None), "app.kubernetes.io/managed-by=kb");
+}
