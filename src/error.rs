@@ -99,3 +99,15 @@ impl Error {
         }
     }
 }
+
+/// One line with an error and its causes (`a: b: c`), for warnings and events that carry a reason as text.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

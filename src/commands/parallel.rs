@@ -1,9 +1,225 @@
 //! `kb parallel`: build the input, the template and the workers from the options, then hand them to the scheduler.
+//! Everything the options say is checked here, before any worker is contacted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::ParallelOpts;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::input::{InputSpec, Inputs, Separator, Source};
+use crate::output::printer::{Mode, Printer};
+use crate::output::progress::Progress;
+use crate::sched::{self, RunSpec, halt};
+use crate::ssh::{ClientConfig, SshLogin};
+use crate::template::Template;
+use crate::worker::WorkerSource;
+use crate::worker::local::LocalSource;
+use crate::worker::ssh::SshSource;
 
 /// Runs `kb parallel`.
-pub async fn exec(_opts: ParallelOpts) -> Result<u8> {
-    todo!("issue [engine]")
+pub async fn exec(opts: ParallelOpts) -> Result<u8> {
+    let (words, sources) = crate::input::split_command(&opts.command);
+    if words.is_empty() {
+        return Err(Error::usage(
+            "no command given",
+            "put the command after the options, e.g. `kb parallel --local-procs 4 -- gzip {} ::: *.log`",
+        ));
+    }
+    let spec = input_spec(&opts, sources);
+    let template = Template::parse(&words);
+    let halt = match &opts.halt {
+        Some(value) => halt::parse(value).map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
+        None => None,
+    };
+    let timeout = opts.timeout.as_deref().map(parse_timeout).transpose()?;
+    let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
+        (Some(path), true) => Some(crate::joblog::read_resume(path.trim_start_matches('+'), opts.resume_failed)?),
+        _ => None,
+    };
+    if opts.dry_run {
+        let inputs = Inputs::open(spec)?;
+        return dry_run(&template, inputs, resume.as_ref(), opts.jobs.or(opts.local_procs).unwrap_or(1));
+    }
+    let workers = worker_sources(&opts)?;
+    let joblog = match &opts.joblog {
+        // --resume appends to the log it resumes from, as GNU parallel does.
+        Some(path) if resume.is_some() && !path.starts_with('+') => Some(crate::joblog::Writer::open(&format!("+{path}"))?),
+        Some(path) => Some(crate::joblog::Writer::open(path)?),
+        None => None,
+    };
+    let tag = match (&opts.tagstring, opts.tag) {
+        (Some(s), _) => Some(Template::parse_tagstring(s)),
+        (None, true) => Some(Template::parse_tagstring("{}")),
+        (None, false) => None,
+    };
+    let mode = if opts.ungroup {
+        Mode::Ungroup
+    } else if opts.line_buffer {
+        Mode::LineBuffer
+    } else {
+        Mode::Group
+    };
+    let run = RunSpec {
+        template,
+        tag,
+        printer: Printer::new(mode, opts.keep_order),
+        retries: opts.retries,
+        halt,
+        timeout,
+        joblog,
+        resume,
+        grace: Duration::from_secs_f64(opts.grace.max(0.0)),
+        progress: Progress::new(opts.bar, opts.eta, opts.progress),
+    };
+    let inputs = Inputs::open(spec)?;
+    Ok(sched::run(run, inputs, workers, crate::signal::SignalHandler::standard()).await?)
+}
+
+fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
+    let mut all: Vec<(Source, bool)> = opts.arg_files.iter().map(|f| (Source::File(f.clone()), false)).collect();
+    all.extend(sources);
+    let separator = if opts.null {
+        Separator::Nul
+    } else if let Some(d) = &opts.delimiter {
+        Separator::Delimiter(unescape_delimiter(d))
+    } else {
+        Separator::Newline
+    };
+    InputSpec { sources: all, separator }
+}
+
+/// GNU parallel's `-d`: `\n`, `\t`, `\0` and `\\` are interpreted.
+fn unescape_delimiter(d: &str) -> String {
+    let mut out = String::new();
+    let mut chars = d.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn parse_timeout(value: &str) -> Result<Duration> {
+    let bad = || {
+        Error::usage(
+            format!("invalid --timeout `{value}`"),
+            "give seconds (`30`, `2.5`) or a duration with a unit (`90s`, `5m`, `1h30m`)",
+        )
+    };
+    if let Ok(secs) = value.parse::<f64>() {
+        return if secs > 0.0 && secs.is_finite() { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
+    }
+    humantime::parse_duration(value).map_err(|_| bad())
+}
+
+/// The workers the options ask for; at least one kind must be given.
+fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
+    let mut logins = Vec::new();
+    let mut local = opts.local_procs;
+    for file in &opts.sshloginfile {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| Error::Io { action: format!("read the sshloginfile `{}`", file.display()), source })?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            collect_login(line, opts, &mut logins, &mut local)?;
+        }
+    }
+    for value in &opts.sshlogin {
+        collect_login(value.trim(), opts, &mut logins, &mut local)?;
+    }
+    let mut sources: Vec<Box<dyn WorkerSource>> = Vec::new();
+    if let Some(n) = local {
+        if n == 0 {
+            return Err(Error::usage("--local-procs must be at least 1", "give --local-procs N with N >= 1"));
+        }
+        sources.push(Box::new(LocalSource::new(n)));
+    }
+    if !logins.is_empty() {
+        let config = ClientConfig { identities: opts.identity.clone(), ..ClientConfig::default() };
+        check_identities(&opts.identity)?;
+        sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
+    }
+    if let Some(pods) = opts.pods.pods {
+        sources.push(pod_workers(opts, pods)?);
+    }
+    if sources.is_empty() {
+        return Err(Error::usage(
+            "no workers: say where the jobs run",
+            "give --pods N (Kubernetes), -S [user@]host (SSH hosts) or --local-procs N (this machine)",
+        ));
+    }
+    Ok(sources)
+}
+
+fn collect_login(value: &str, opts: &ParallelOpts, logins: &mut Vec<SshLogin>, local: &mut Option<usize>) -> Result<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let login: SshLogin = value.parse()?;
+    if login.host == ":" || value == ":" {
+        // GNU parallel's `-S :` is this machine.
+        let slots = login.slots.or(opts.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        *local = Some(local.unwrap_or(0) + slots);
+    } else {
+        logins.push(login);
+    }
+    Ok(())
+}
+
+fn check_identities(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        if !path.is_file() {
+            return Err(Error::usage(
+                format!("identity file `{}` does not exist", path.display()),
+                "give -i the path of an SSH private key",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--pods`: the Kubernetes backend (issue [k8s]).
+fn pod_workers(_opts: &ParallelOpts, _pods: usize) -> Result<Box<dyn WorkerSource>> {
+    Err(Error::usage(
+        "--pods is not available in this build yet",
+        "use -S [user@]host or --local-procs N until the Kubernetes backend lands",
+    ))
+}
+
+/// `--dry-run`: print each command instead of running it, streaming.
+fn dry_run(template: &Template, inputs: Inputs, resume: Option<&crate::joblog::Resume>, slots: usize) -> Result<u8> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let slots = slots.max(1) as u64;
+    for (i, record) in inputs.enumerate() {
+        let args = record?;
+        let seq = i as u64 + 1;
+        if resume.is_some_and(|r| r.skip.contains(&seq)) {
+            continue;
+        }
+        let line = template.render(&args, seq, ((seq - 1) % slots + 1) as usize);
+        let written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
+        if let Err(err) = written {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(crate::error::exit::SUCCESS);
+            }
+            return Err(Error::Io { action: "write to stdout".into(), source: err });
+        }
+    }
+    match out.flush() {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Io { action: "write to stdout".into(), source: err })
+        }
+        _ => Ok(crate::error::exit::SUCCESS),
+    }
 }

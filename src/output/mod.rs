@@ -1,1 +1,4 @@
-//! What the user reads: job output in GNU parallel's modes, and progress on stderr.
+//! What the user reads: job output in GNU parallel's modes (`printer`), and progress on stderr (`progress`).
+
+pub mod printer;
+pub mod progress;

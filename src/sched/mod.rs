@@ -1,27 +1,95 @@
 //! The scheduler of a run: the dispatcher owns the queue, the slots, retries, halt and output order; executors run
 //! one attempt each on a worker and report back. See `docs/architecture.md`, "The run loop".
 
+pub mod core;
+pub mod dispatcher;
+pub mod executor;
+pub mod halt;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::input::Inputs;
+use crate::joblog;
+use crate::output::printer::Printer;
+use crate::output::progress::Progress;
+use crate::signal::SignalHandler;
+use crate::template::Template;
+use crate::worker::WorkerSource;
+
 /// A failure of the run as a whole (failed jobs are not errors: they are counted in the exit status).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No worker is left to run the remaining jobs.
-    #[error("no worker left to run the remaining {remaining} jobs")]
+    #[error("no worker left to run the remaining jobs ({remaining} queued)")]
     NoWorkers {
-        /// Jobs that did not run.
+        /// Jobs queued that did not run.
         remaining: u64,
         /// Why each worker was lost.
         reasons: Vec<String>,
     },
+    /// The input could not be read.
+    #[error(transparent)]
+    Input(#[from] crate::input::Error),
 }
 
 impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::NoWorkers { reasons, .. } if reasons.is_empty() => None,
             Error::NoWorkers { reasons, .. } => Some(format!("workers were lost: {}", reasons.join("; "))),
+            Error::Input(_) => None,
         }
     }
 }
 
 /// A result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a run needs besides its input and workers.
+pub struct RunSpec {
+    /// The command template.
+    pub template: Template,
+    /// `--tag`/`--tagstring`: the template of the line prefix.
+    pub tag: Option<Template>,
+    /// Where job output goes.
+    pub printer: Printer,
+    /// `--retries`.
+    pub retries: u32,
+    /// `--halt`.
+    pub halt: Option<halt::Halt>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--joblog`.
+    pub joblog: Option<joblog::Writer>,
+    /// `--resume`/`--resume-failed`.
+    pub resume: Option<joblog::Resume>,
+    /// Time between SIGTERM and SIGKILL on the first interrupt.
+    pub grace: Duration,
+    /// `--bar`/`--eta`/`--progress`.
+    pub progress: Progress,
+}
+
+/// Runs every record of `inputs` through `spec` on the workers `sources` announce; returns the exit status.
+pub async fn run(
+    spec: RunSpec,
+    inputs: Inputs,
+    sources: Vec<Box<dyn WorkerSource>>,
+    signals: SignalHandler,
+) -> Result<u8> {
+    let (tx, rx) = mpsc::channel(1024);
+    // Input is read on a blocking thread (stdin may be a terminal or a slow pipe) and handed over a bounded
+    // channel, so memory stays constant and the first job starts before the input ends. The thread is not joined:
+    // it ends at the next record once the receiver is gone, and a read blocked on a terminal must not hold up exit.
+    std::thread::spawn(move || {
+        for record in inputs {
+            if tx.blocking_send(record).is_err() {
+                return;
+            }
+        }
+    });
+    let ended = dispatcher::Dispatcher::new(spec).run(rx, sources, signals).await?;
+    Ok(ended.status)
+}
