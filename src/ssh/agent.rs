@@ -1,0 +1,361 @@
+//! kb's agent: the SSH server of every pod. Public-key login with the one authorised key; `exec` and `shell`
+//! (with or without a PTY), `env`, `signal` and `window-change` requests; each channel's command runs in a process
+//! group of its own (see `job`), and closing the channel or the connection kills that group. No forwarding, no
+//! subsystems: it runs commands and nothing else.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::keys::PublicKey;
+use russh::server::{
+    Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Server, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelWriteHalf, MethodKind, MethodSet, Pty, Sig};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::error::{Error, Result};
+use super::job::{self, Control, JobSpec, PtySpec};
+use super::reaper::{self, Reaper};
+use crate::cli::AgentOpts;
+
+/// Runs kb's agent (the SSH server of every pod) until the process gets SIGTERM or SIGINT; then kills every job.
+pub async fn serve_agent(opts: &AgentOpts) -> Result<()> {
+    let host_key =
+        russh::keys::load_secret_key(&opts.host_key, None).map_err(|source| Error::AgentKey {
+            what: "host key",
+            path: opts.host_key.clone(),
+            source,
+        })?;
+    let authorized = load_authorized(&opts.authorized_key)?;
+    let listen_error = |source| Error::Listen {
+        addr: opts.listen.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .map_err(listen_error)?;
+    let reaper = Reaper::install().map_err(listen_error)?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(listen_error)?;
+    if opts.print_address {
+        let address = listener.local_addr().map_err(listen_error)?;
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "{address}").and_then(|()| stdout.flush());
+    }
+    let config = Arc::new(server_config(host_key));
+    let tasks = TaskTracker::new();
+    let mut server = AgentServer {
+        authorized: Arc::new(authorized),
+        tasks: tasks.clone(),
+    };
+    let result = tokio::select! {
+        result = server.run_on_socket(config, &listener) => result.map_err(listen_error),
+        () = reaper.run() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    reaper::kill_all();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
+    result
+}
+
+fn load_authorized(path: &Path) -> Result<Vec<PublicKey>> {
+    let error = |source| Error::AgentKey {
+        what: "authorized key",
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.into()))?;
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| PublicKey::from_openssh(line).map_err(|e| error(e.into())))
+        .collect::<Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        return Err(error(russh::keys::Error::CouldNotReadKey));
+    }
+    Ok(keys)
+}
+
+fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        // The client sends keepalives; these catch a client that vanished without closing the connection.
+        keepalive_interval: Some(Duration::from_secs(10)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        event_buffer_size: 1024,
+        window_size: 16 * 1024 * 1024,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+struct AgentServer {
+    authorized: Arc<Vec<PublicKey>>,
+    tasks: TaskTracker,
+}
+
+impl Server for AgentServer {
+    type Handler = AgentSession;
+
+    fn new_client(&mut self, peer: Option<std::net::SocketAddr>) -> AgentSession {
+        tracing::debug!("connection from {peer:?}");
+        AgentSession {
+            authorized: self.authorized.clone(),
+            tasks: self.tasks.clone(),
+            channels: HashMap::new(),
+        }
+    }
+
+    fn handle_session_error(&mut self, error: russh::Error) {
+        tracing::debug!("session ended: {error}");
+    }
+}
+
+/// One connection. Dropping it (the connection ended) drops every job's control sender, which kills the jobs.
+struct AgentSession {
+    authorized: Arc<Vec<PublicKey>>,
+    tasks: TaskTracker,
+    channels: HashMap<ChannelId, ChannelState>,
+}
+
+enum ChannelState {
+    /// Requests (env, pty-req) gathered before exec or shell.
+    Setup {
+        spec: JobSpec,
+        writer: ChannelWriteHalf<Msg>,
+    },
+    /// The job runs; messages for it go here.
+    Running(mpsc::UnboundedSender<Control>),
+    /// The job could not start, or the channel's one command is done.
+    Spent,
+}
+
+impl AgentSession {
+    fn authorized(&self, key: &PublicKey) -> Auth {
+        if self
+            .authorized
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+        {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        }
+    }
+
+    fn start(
+        &mut self,
+        id: ChannelId,
+        command: Option<&[u8]>,
+        session: &mut Session,
+    ) -> std::result::Result<(), russh::Error> {
+        let state = self.channels.insert(id, ChannelState::Spent);
+        let Some(ChannelState::Setup { mut spec, writer }) = state else {
+            return session.channel_failure(id);
+        };
+        spec.command = command.map(<[u8]>::to_vec);
+        match job::start(&spec) {
+            Ok(job) => {
+                session.channel_success(id)?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.tasks
+                    .spawn(job::supervise(job, rx, writer, session.handle(), id));
+                self.channels.insert(id, ChannelState::Running(tx));
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!("cannot start a job: {err}");
+                session.channel_failure(id)
+            }
+        }
+    }
+
+    fn control(&self, id: ChannelId, message: Control) {
+        if let Some(ChannelState::Running(tx)) = self.channels.get(&id) {
+            let _ = tx.send(message);
+        }
+    }
+}
+
+impl russh::server::Handler for AgentSession {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.authorized(offer.public_key))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.authorized(key.public_key))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Requests arrive through this handler's callbacks; the channel's own queue would only fill up unread.
+        let (reader, writer) = channel.split();
+        drop(reader);
+        self.channels.insert(
+            writer.id(),
+            ChannelState::Setup {
+                spec: JobSpec::default(),
+                writer,
+            },
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.channels.get_mut(&id) {
+            Some(ChannelState::Setup { spec, .. }) => {
+                spec.env.push((name.to_owned(), value.to_owned()));
+                session.channel_success(id)
+            }
+            _ => session.channel_failure(id),
+        }
+    }
+
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.channels.get_mut(&id) {
+            Some(ChannelState::Setup { spec, .. }) => {
+                spec.pty = Some(PtySpec {
+                    term: term.to_owned(),
+                    cols,
+                    rows,
+                });
+                session.channel_success(id)
+            }
+            _ => session.channel_failure(id),
+        }
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        command: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(id, Some(command), session)
+    }
+
+    async fn shell_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(id, None, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(id)
+    }
+
+    async fn data(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.control(id, Control::Stdin(Bytes::copy_from_slice(data)));
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        id: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.control(id, Control::Eof);
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        id: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let number = crate::model::signal_number(super::client::sig_name(&signal));
+        match nix::sys::signal::Signal::try_from(number) {
+            Ok(signal) => self.control(id, Control::Signal(signal)),
+            Err(_) => tracing::debug!("ignoring unknown signal {signal:?}"),
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        id: ChannelId,
+        cols: u32,
+        rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.channels.get_mut(&id) {
+            Some(ChannelState::Setup {
+                spec: JobSpec { pty: Some(pty), .. },
+                ..
+            }) => {
+                pty.cols = cols;
+                pty.rows = rows;
+            }
+            _ => self.control(id, Control::Resize(cols, rows)),
+        }
+        session.channel_success(id)
+    }
+
+    async fn channel_close(
+        &mut self,
+        id: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping the job's control sender kills the job if it still runs.
+        self.channels.remove(&id);
+        Ok(())
+    }
+}

@@ -1,0 +1,375 @@
+//! kb's SSH client: one [`Connection`] per host (over TCP or any byte stream, such as a Kubernetes port-forward),
+//! many commands at once, one channel each. Host keys are checked against pinned keys or `known_hosts`; keepalives
+//! detect a dead peer within about 15 s.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Sig, client};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::error::{Error, ExecError, Result};
+use super::known_hosts::{self, Verdict};
+use super::login::SshLogin;
+use crate::model::{JobExit, JobSignal, OutputTx, Stream, signal_number};
+
+/// How long connecting, the handshake and the login may take together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keepalive period; after [`KEEPALIVE_MAX`] unanswered ones the connection counts as dead.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(4);
+const KEEPALIVE_MAX: usize = 3;
+/// How long to wait for the server's answer after kb closed a channel itself.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How the client authenticates and checks host keys.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Private keys from `-i`; when empty, the ssh-agent and `~/.ssh/id_*` are used.
+    pub identities: Vec<PathBuf>,
+    /// Pinned host keys (OpenSSH public key lines); when empty, `known_hosts` files are checked.
+    pub pinned_host_keys: Vec<String>,
+    /// `known_hosts` files to check; when empty, `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`.
+    pub known_hosts: Vec<PathBuf>,
+}
+
+impl ClientConfig {
+    fn known_hosts_files(&self) -> Vec<PathBuf> {
+        if !self.known_hosts.is_empty() {
+            return self.known_hosts.clone();
+        }
+        let mut files: Vec<PathBuf> = super::keys::home_dir()
+            .map(|home| home.join(".ssh/known_hosts"))
+            .into_iter()
+            .collect();
+        files.push("/etc/ssh/ssh_known_hosts".into());
+        files
+    }
+}
+
+/// One SSH connection; commands run on channels of it, many at once and from many tasks (`Send + Sync`).
+pub struct Connection {
+    handle: client::Handle<HostKeyCheck>,
+    label: String,
+}
+
+impl Connection {
+    /// Connects to `login` over TCP and logs in (user: the login's, else the current user; port: else 22).
+    pub async fn connect(login: &SshLogin, config: &ClientConfig) -> Result<Connection> {
+        let port = login.port_or_default();
+        let address = if login.host.contains(':') {
+            format!("[{}]:{port}", login.host)
+        } else {
+            format!("{}:{port}", login.host)
+        };
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((login.host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            host: address.clone(),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        })?
+        .map_err(|source| Error::Unreachable {
+            host: address.clone(),
+            source,
+        })?;
+        let _ = stream.set_nodelay(true);
+        let lookup = known_hosts::lookup_name(&login.host, port);
+        Self::establish(stream, &login.user_or_default(), &address, lookup, config).await
+    }
+
+    /// Runs SSH over an already open byte stream (a Kubernetes port-forward, for example) and logs in as `user`.
+    /// `label` names the peer in messages and is the name looked up in `known_hosts` when no key is pinned.
+    pub async fn connect_stream<S>(
+        stream: S,
+        user: &str,
+        label: &str,
+        config: &ClientConfig,
+    ) -> Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::establish(stream, user, label, label.to_owned(), config).await
+    }
+
+    async fn establish<S>(
+        stream: S,
+        user: &str,
+        label: &str,
+        lookup: String,
+        config: &ClientConfig,
+    ) -> Result<Self>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let problem = Arc::new(Mutex::new(None));
+        let check = HostKeyCheck {
+            lookup,
+            pinned: config.pinned_host_keys.clone(),
+            files: config.known_hosts_files(),
+            problem: problem.clone(),
+        };
+        let login = async {
+            let mut handle = client::connect_stream(Arc::new(client_config()), stream, check)
+                .await
+                .map_err(|source| {
+                    let problem = problem.lock().ok().and_then(|mut p| p.take());
+                    problem.unwrap_or_else(|| Error::Handshake {
+                        host: label.to_owned(),
+                        source,
+                    })
+                })?;
+            super::keys::authenticate(&mut handle, user, label, &config.identities).await?;
+            Ok(handle)
+        };
+        let handle = tokio::time::timeout(CONNECT_TIMEOUT, login)
+            .await
+            .map_err(|_| Error::Timeout {
+                host: label.to_owned(),
+                seconds: CONNECT_TIMEOUT.as_secs(),
+            })??;
+        Ok(Connection {
+            handle,
+            label: label.to_owned(),
+        })
+    }
+
+    /// The peer's name, as given to `connect_stream` or `host:port`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs `command` on a new channel; output goes to `out`; signals go to the remote process group; when
+    /// `signals` closes while the command runs, the channel is closed (kb's agent then kills the job).
+    pub async fn exec(
+        &self,
+        command: &str,
+        out: OutputTx,
+        signals: mpsc::UnboundedReceiver<JobSignal>,
+    ) -> Result<JobExit, ExecError> {
+        self.exec_with_env(command, &[], out, signals).await
+    }
+
+    /// [`Connection::exec`] with environment variables sent as `env` requests first (OpenSSH's sshd accepts only
+    /// the names its `AcceptEnv` lists and ignores the others; kb's agent accepts all).
+    pub async fn exec_with_env(
+        &self,
+        command: &str,
+        env: &[(&str, &str)],
+        out: OutputTx,
+        signals: mpsc::UnboundedReceiver<JobSignal>,
+    ) -> Result<JobExit, ExecError> {
+        let not_started = |e: russh::Error| {
+            ExecError::NotStarted(format!("cannot open a channel to `{}`: {e}", self.label))
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(not_started)?;
+        for (name, value) in env {
+            channel
+                .set_env(false, *name, *value)
+                .await
+                .map_err(not_started)?;
+        }
+        channel.exec(true, command).await.map_err(not_started)?;
+        // Jobs read no input, as with GNU parallel: their stdin is at its end from the start.
+        let _ = channel.eof().await;
+        run_channel(channel, &self.label, out, signals).await
+    }
+
+    /// Opens a bare session channel (for a PTY shell, say); the caller sends the requests.
+    pub async fn open_session(&self) -> Result<russh::Channel<client::Msg>, ExecError> {
+        self.handle.channel_open_session().await.map_err(|e| {
+            ExecError::NotStarted(format!("cannot open a channel to `{}`: {e}", self.label))
+        })
+    }
+
+    /// True once the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Closes the connection (kb's agent then kills the commands still running on it).
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+async fn run_channel(
+    mut channel: russh::Channel<client::Msg>,
+    label: &str,
+    out: OutputTx,
+    mut signals: mpsc::UnboundedReceiver<JobSignal>,
+) -> Result<JobExit, ExecError> {
+    let mut exit = None;
+    let mut signals_open = true;
+    let mut closing_since = None;
+    loop {
+        let msg = tokio::select! {
+            msg = channel.wait() => msg,
+            signal = signals.recv(), if signals_open => {
+                match signal {
+                    Some(signal) => {
+                        let _ = channel.signal(to_sig(signal)).await;
+                    }
+                    None => {
+                        signals_open = false;
+                        closing_since = Some(tokio::time::Instant::now());
+                        let _ = channel.close().await;
+                    }
+                }
+                continue;
+            }
+            _ = wait_until(closing_since.map(|t| t + CLOSE_WAIT)) => break,
+        };
+        match msg {
+            Some(ChannelMsg::Data { data }) => {
+                let _ = out.send((Stream::Stdout, data)).await;
+            }
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                let _ = out.send((Stream::Stderr, data)).await;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                exit = Some(JobExit::Code(exit_status as i32))
+            }
+            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                exit = Some(JobExit::Signal(signal_number(sig_name(&signal_name))));
+            }
+            Some(ChannelMsg::Failure) if exit.is_none() => {
+                return Err(ExecError::NotStarted(format!(
+                    "`{label}` refused to run the command"
+                )));
+            }
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    match exit {
+        Some(exit) => Ok(exit),
+        None if closing_since.is_some() => Err(ExecError::Lost(format!(
+            "kb closed the channel to `{label}` before the command ended"
+        ))),
+        None => Err(ExecError::Lost(format!(
+            "lost the connection to `{label}` while the command ran"
+        ))),
+    }
+}
+
+async fn wait_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn to_sig(signal: JobSignal) -> Sig {
+    match signal {
+        JobSignal::Term => Sig::TERM,
+        JobSignal::Kill => Sig::KILL,
+        JobSignal::Int => Sig::INT,
+    }
+}
+
+/// The SSH name of a signal, without `SIG`.
+pub(crate) fn sig_name(sig: &Sig) -> &str {
+    match sig {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name.trim_start_matches("SIG"),
+    }
+}
+
+fn client_config() -> client::Config {
+    client::Config {
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        inactivity_timeout: None,
+        // Large windows: a job's output never waits for a window adjustment.
+        window_size: 16 * 1024 * 1024,
+        channel_buffer_size: 256,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// The russh handler: checks the server's host key and remembers why it refused one.
+struct HostKeyCheck {
+    lookup: String,
+    pinned: Vec<String>,
+    files: Vec<PathBuf>,
+    problem: Arc<Mutex<Option<Error>>>,
+}
+
+impl HostKeyCheck {
+    fn verdict(&self, key: &PublicKey) -> Option<Error> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let (verdict, checked) = if self.pinned.is_empty() {
+            let checked = self
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                known_hosts::check_files(&self.files, &self.lookup, key),
+                checked,
+            )
+        } else {
+            (
+                known_hosts::check_pinned(&self.pinned, key),
+                "the pinned keys".to_owned(),
+            )
+        };
+        match verdict {
+            Verdict::Trusted => None,
+            Verdict::Unknown => Some(Error::HostKeyUnknown {
+                host: self.lookup.clone(),
+                fingerprint,
+                checked,
+            }),
+            Verdict::Mismatch(recorded) => Some(Error::HostKeyMismatch {
+                host: self.lookup.clone(),
+                fingerprint,
+                recorded,
+            }),
+        }
+    }
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false);
+        };
+        let problem = self.verdict(key);
+        let trusted = problem.is_none();
+        if let Ok(mut slot) = self.problem.lock() {
+            *slot = problem;
+        }
+        Ok(trusted)
+    }
+}
