@@ -93,6 +93,6 @@ pub struct ParallelOpts {
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0)]
     pub grace: f64,
     /// The command, its arguments, then input sources: `::: args`, `:::+ args` (linked), `:::: files`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

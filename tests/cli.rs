@@ -1,0 +1,89 @@
+//! CLI tests: the real `kb` binary in a temporary directory; usage errors, hints and exit statuses (the contract in
+//! docs/exit-codes.md). No cluster, no SSH server.
+
+use std::process::{Command, Output, Stdio};
+
+fn kb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kb")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn parallel_without_workers_is_a_usage_error_naming_the_choices() {
+    let out = kb(&["parallel", "echo", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    let err = stderr(&out);
+    assert!(err.contains("no workers"), "{err}");
+    assert!(err.contains("--pods N") && err.contains("-S") && err.contains("--local-procs N"), "{err}");
+}
+
+#[test]
+fn parallel_usage_errors_exit_255_and_say_what_to_do() {
+    for (args, needle) in [
+        (vec!["parallel", "--local-procs", "2", "--halt", "later", "echo"], "invalid --halt"),
+        (vec!["parallel", "--local-procs", "2", "--timeout", "soon", "echo"], "invalid --timeout"),
+        (vec!["parallel", "--local-procs", "2"], "no command given"),
+        (vec!["parallel", "--local-procs", "0", "echo", ":::", "a"], "at least 1"),
+        (vec!["parallel", "-S", "1/2/3@@", "echo", ":::", "a"], "sshlogin"),
+        (vec!["parallel", "--no-such-option", "echo"], "unexpected argument"),
+        (vec!["parallel", "-i", "/nonexistent/key", "-S", "host", "echo", ":::", "a"], "identity file"),
+    ] {
+        let out = kb(&args);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn other_subcommands_use_clap_usage_status() {
+    let out = kb(&["agent", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = kb(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let out = kb(&["parallel", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--keep-order") && help.contains("Exit status"), "{help}");
+    assert_eq!(kb(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn exit_status_counts_failed_jobs_and_caps_at_101() {
+    let out = kb(&["parallel", "--local-procs", "4", "exit {}", ":::", "0", "1", "2", "0", "3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let many: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    let mut args = vec!["parallel", "--local-procs", "8", "false", ":::"];
+    args.extend(many.iter().map(String::as_str));
+    assert_eq!(kb(&args).status.code(), Some(101));
+}
+
+#[test]
+fn first_job_starts_before_stdin_ends() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["parallel", "--local-procs", "2", "--line-buffer", "echo", "got"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run kb");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "first").expect("write");
+    stdin.flush().expect("flush");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // stdin is still open: the job for the first line must have run anyway.
+    assert_eq!(lines.next().expect("a line").expect("utf-8"), "got first");
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+}
