@@ -60,7 +60,7 @@ pid_of() {
 }
 
 # start_daemon NAME CMD...: start CMD in its own session with its log in $LOG_DIR/NAME.log and
-# its PID in $RUN_DIR/NAME.pid, unless it already runs. Prints the step, one line.
+# its PID in $RUN_DIR/NAME.pid, unless it already runs. Records NAME in STARTED.
 start_daemon() {
   local name=$1; shift
   local pid exe
@@ -76,7 +76,6 @@ start_daemon() {
   local i
   for i in $(seq 50); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.02; done
   STARTED+=("$name")
-  log "started $name (pid $(<"$RUN_DIR/$name.pid"), log $LOG_DIR/$name.log)"
 }
 
 # stop_daemon NAME [SECONDS]: TERM, then KILL after SECONDS (default 10); forgets the PID file.
