@@ -1,0 +1,198 @@
+//! GNU parallel compatibility suite: every case in `compat/cases.rs` runs through Debian's `parallel` (the
+//! reference, 20221122) and through `kb parallel --local-procs N`, comparing stdout, stderr and exit status (and
+//! joblogs and written files where a case says so); a subset also runs over SSH (`parallel -S` and `kb -S` against
+//! the same sshd, and `kb -S` against `kb agent`). The normalisations are documented in `compat/harness.rs` and in
+//! docs/gnu-compat.md, which lists every case.
+//!
+//! Needs GNU parallel (`apt-get install parallel`) and, for the SSH tests, OpenSSH (`apt-get install
+//! openssh-server openssh-client`); a missing one fails the tests saying so.
+
+#[path = "compat/cases.rs"]
+mod cases;
+#[path = "compat/harness.rs"]
+mod harness;
+mod support;
+
+use harness::{Target, Tool};
+
+/// Runs one case locally and fails with every difference.
+fn check(name: &str) {
+    let case = cases::all()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case `{name}`"));
+    let gnu = harness::run(&case, Tool::Gnu, &Target::Local);
+    let kb = harness::run(&case, Tool::Kb, &Target::Local);
+    let diffs = harness::compare(&case, &gnu, &kb, &Target::Local);
+    assert!(
+        diffs.is_empty(),
+        "case `{name}` ({}): kb differs from GNU parallel:\n{}",
+        case.doc,
+        diffs.join("\n")
+    );
+}
+
+macro_rules! compat_cases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check(stringify!($name));
+            }
+        )*
+        /// The names of the cases that have a test above.
+        const TESTED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+compat_cases!(
+    repl_braces,
+    repl_no_ext,
+    repl_basename,
+    repl_dirname,
+    repl_basename_no_ext,
+    repl_seq,
+    repl_slot,
+    repl_positional,
+    repl_positional_forms,
+    repl_negative_positional,
+    repl_appended,
+    repl_inside_word,
+    repl_command_is_input,
+    tagstring,
+    tag,
+    stdin_lines,
+    stdin_no_final_newline,
+    stdin_empty_lines,
+    stdin_crlf,
+    empty_input,
+    arg_file,
+    arg_files_product,
+    four_colons_file,
+    four_colons_stdin,
+    cartesian_product,
+    link_plus,
+    link_unequal,
+    link_file_plus,
+    arg_file_then_args,
+    null_separated,
+    delimiter,
+    delimiter_escape,
+    args_split_on_separator,
+    empty_source,
+    quoting_odd_values,
+    quoting_dry_run,
+    redirection,
+    pipe_in_command,
+    double_dash_options_end,
+    double_dash_in_command,
+    dry_run,
+    dry_run_stdin,
+    keep_order,
+    completion_order,
+    group,
+    line_buffer,
+    line_buffer_keep_order,
+    ungroup,
+    stderr_of_jobs,
+    joblog,
+    joblog_append,
+    resume,
+    resume_failed,
+    retries_then_success,
+    retries_exhausted,
+    halt_now_fail,
+    halt_soon_fail,
+    halt_now_kills_running,
+    halt_success,
+    halt_done,
+    halt_fail_percent,
+    halt_legacy_2,
+    exit_all_ok,
+    exit_counts_failures,
+    exit_101,
+    exit_killed_by_signal,
+    timeout,
+    parallel_seq_env,
+    parallel_jobslot_env,
+    many_jobs_keep_order,
+    unicode_values,
+    command_from_input,
+    unordered_many,
+);
+
+#[test]
+fn every_case_has_a_test_and_a_docs_row() {
+    let all = cases::all();
+    assert!(
+        all.len() >= 40,
+        "the suite must cover at least 40 behaviours, it has {}",
+        all.len()
+    );
+    let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+    assert_eq!(
+        names, TESTED,
+        "compat_cases! and cases::all() must list the same cases in the same order"
+    );
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gnu-compat.md"))
+        .unwrap();
+    for name in names {
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/gnu-compat.md has no row for `{name}`"
+        );
+    }
+}
+
+#[test]
+fn the_reference_is_gnu_parallel_20221122() {
+    let out = std::process::Command::new("parallel")
+        .arg("--version")
+        .output()
+        .expect("GNU parallel is needed for the compat suite: apt-get install parallel");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("GNU parallel 20221122"),
+        "expected GNU parallel 20221122, found: {text}"
+    );
+}
+
+/// Runs the SSH subset with GNU parallel and kb against `server`, and kb against `kb_server` too.
+fn check_ssh(server: &support::SshServer, kb_server: Option<&support::SshServer>) {
+    let target = |s: &support::SshServer| Target::Ssh {
+        kb_login: s.login.clone(),
+        ssh_config: server.ssh_config.clone(),
+        kb_home: s.home.clone(),
+    };
+    let mut failures = Vec::new();
+    let subset: Vec<_> = cases::all().into_iter().filter(|c| c.ssh).collect();
+    assert!(subset.len() >= 10, "the SSH subset should stay meaningful");
+    for case in &subset {
+        let gnu = harness::run(case, Tool::Gnu, &target(server));
+        let kb_targets = [Some(server), kb_server];
+        for s in kb_targets.into_iter().flatten() {
+            let kb = harness::run(case, Tool::Kb, &target(s));
+            let diffs = harness::compare(case, &gnu, &kb, &target(s));
+            if !diffs.is_empty() {
+                failures.push(format!(
+                    "case `{}` via {}:\n{}",
+                    case.name,
+                    s.login,
+                    diffs.join("\n")
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "kb -S differs from GNU parallel -S:\n\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn ssh_subset_against_sshd_and_kb_agent() {
+    let sshd = support::Sshd::start();
+    let agent = support::Agent::start();
+    check_ssh(&sshd, Some(&agent));
+}

@@ -1,0 +1,632 @@
+//! The table of compatibility cases: each a documented GNU parallel behaviour (quotes from parallel.pod /
+//! parallel_tutorial.pod of GNU parallel 20221122, abbreviated). docs/gnu-compat.md lists the same cases.
+
+use super::harness::{Case, case};
+
+const ODD: [&str; 14] = [
+    "a b",
+    "it's",
+    "$HOME",
+    "*",
+    "",
+    "ü é",
+    "a\"b",
+    "a\\b",
+    "~",
+    ";ls",
+    "$(echo x)",
+    "`id`",
+    "-n",
+    "tab\there",
+];
+
+fn with_odd(head: &[&'static str]) -> Vec<&'static str> {
+    let mut v = head.to_vec();
+    v.push(":::");
+    v.extend(ODD);
+    v
+}
+
+/// Every case, in the order of docs/gnu-compat.md.
+pub fn all() -> Vec<Case> {
+    let seq150: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+    let seq150: Vec<&'static str> = seq150
+        .into_iter()
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .collect();
+    let mut false150 = vec!["false", ":::"];
+    false150.extend(seq150);
+    vec![
+        // Replacement strings.
+        case(
+            "repl_braces",
+            "{}: input line",
+            &["-k", "echo", "{}", ":::", "a", "b", "c"],
+        )
+        .ssh(),
+        case(
+            "repl_no_ext",
+            "{.}: input line without extension",
+            &[
+                "-k", "echo", "{.}", ":::", "a.b/c.d", "e.tar.gz", "noext", ".hidden",
+            ],
+        )
+        .ssh(),
+        case(
+            "repl_basename",
+            "{/}: basename of input line",
+            &["-k", "echo", "{/}", ":::", "a/b/c.d", "/x", "e", "d/"],
+        ),
+        case(
+            "repl_dirname",
+            "{//}: dirname of input line",
+            &["-k", "echo", "{//}", ":::", "a/b/c.d", "/x", "e", "d/"],
+        ),
+        case(
+            "repl_basename_no_ext",
+            "{/.}: basename without extension",
+            &["-k", "echo", "{/.}", ":::", "a/b/c.d", "/x.y", "e"],
+        ),
+        case(
+            "repl_seq",
+            "{#}: sequence number of the job",
+            &["-k", "echo", "{#}", "{}", ":::", "a", "b", "c"],
+        )
+        .ssh(),
+        case(
+            "repl_slot",
+            "{%}: job slot number (1 with one slot)",
+            &["-k", "echo", "{%}", "{}", ":::", "a", "b", "c"],
+        ),
+        case(
+            "repl_positional",
+            "{n}: argument from input source n",
+            &["-k", "echo", "{2}", "{1}", ":::", "a", "b", ":::", "x", "y"],
+        )
+        .ssh(),
+        case(
+            "repl_positional_forms",
+            "{n.} {n/} {n//} {n/.}: positional forms",
+            &[
+                "-k", "echo", "{1.}", "{1/}", "{1//}", "{1/.}", "{2}", ":::", "d/a.x", ":::", "y",
+            ],
+        ),
+        case(
+            "repl_negative_positional",
+            "{-n}: argument n counted from the end",
+            &[
+                "-k", "echo", "{-1}", "{-2}", ":::", "a", ":::", "b", ":::", "c",
+            ],
+        ),
+        case(
+            "repl_appended",
+            "no replacement string: {} appended (all sources)",
+            &["-k", "echo", ":::", "a", "b", ":::", "1", "2"],
+        )
+        .ssh(),
+        case(
+            "repl_inside_word",
+            "replacement strings inside a word",
+            &["-k", "echo", "pre{}post", ":::", "a", "b c"],
+        ),
+        case(
+            "repl_command_is_input",
+            "a replacement string as the command is not quoted",
+            &["-k", "{}", ":::", "echo a b", "echo c"],
+        ),
+        case(
+            "tagstring",
+            "--tagstring str: prefix lines with str (replacement strings allowed) and TAB",
+            &["-k", "--tagstring", "{#}-{}", "echo", "x", ":::", "a", "b"],
+        ),
+        case(
+            "tag",
+            "--tag: prefix each line with the arguments and TAB",
+            &[
+                "-k", "--tag", "printf", "'%s\\n'", "l1", "l2", ":::", "a", "b c",
+            ],
+        )
+        .ssh(),
+        // Input.
+        case(
+            "stdin_lines",
+            "input from stdin, one item per line",
+            &["-k", "echo"],
+        )
+        .stdin(b"a\nb c\nd\n")
+        .ssh(),
+        case(
+            "stdin_no_final_newline",
+            "a last line without newline is an item",
+            &["-k", "echo"],
+        )
+        .stdin(b"a\nb"),
+        case(
+            "stdin_empty_lines",
+            "an empty line is an empty item",
+            &["-k", "echo", "[{}]"],
+        )
+        .stdin(b"a\n\nb\n"),
+        case(
+            "stdin_crlf",
+            "CR is kept; GNU warns when the first three values end in CR-NL",
+            &["-k", "printf", "'%s|\\n'"],
+        )
+        .stdin(b"a\r\nb\r\nc\r\n"),
+        case("empty_input", "no input: no jobs, exit 0", &["echo", "x"]).stdin(b""),
+        case(
+            "arg_file",
+            "-a file: input from file",
+            &["-a", "in.txt", "-k", "echo"],
+        )
+        .file("in.txt", b"1\n2\n3\n"),
+        case(
+            "arg_files_product",
+            "several -a: all combinations",
+            &["-a", "f1", "-a", "f2", "-k", "echo"],
+        )
+        .file("f1", b"1\n2\n")
+        .file("f2", b"x\ny\n"),
+        case(
+            "four_colons_file",
+            ":::: file: arguments from a file",
+            &["-k", "echo", "::::", "f1"],
+        )
+        .file("f1", b"1\n2\n"),
+        case(
+            "four_colons_stdin",
+            ":::: -: arguments from stdin",
+            &["-k", "echo", "::::", "-", ":::", "x", "y"],
+        )
+        .stdin(b"a\nb\n"),
+        case(
+            "cartesian_product",
+            "several ::: sources: all combinations, first source slowest",
+            &[
+                "-k", "echo", ":::", "a", "b", ":::", "1", "2", ":::", "x", "y",
+            ],
+        )
+        .ssh(),
+        case(
+            "link_plus",
+            ":::+ links to the previous source",
+            &["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2", "3"],
+        ),
+        case(
+            "link_unequal",
+            ":::+ with fewer values: values do not wrap",
+            &["-k", "echo", ":::", "a", "b", "c", ":::+", "1", "2"],
+        ),
+        case(
+            "link_file_plus",
+            "::::+ links a file to the previous source",
+            &["-k", "echo", ":::", "a", "b", "::::", "f1", "::::+", "f2"],
+        )
+        .file("f1", b"1\n2\n")
+        .file("f2", b"x\ny\n"),
+        case(
+            "arg_file_then_args",
+            "-a sources come before ::: sources",
+            &["-a", "f1", "-k", "echo", ":::", "x", "y"],
+        )
+        .file("f1", b"1\n2\n"),
+        case(
+            "null_separated",
+            "-0: items separated by NUL",
+            &["-0", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"a b\0c\nd\0e"),
+        case(
+            "delimiter",
+            "-d delim: items separated by delim",
+            &["-d", ",", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"a,b,,c"),
+        case(
+            "delimiter_escape",
+            "-d '\\t': backslash escapes in the delimiter",
+            &["-d", "\\t", "-k", "echo"],
+        )
+        .stdin(b"a\tb c\td"),
+        case(
+            "args_split_on_separator",
+            "::: values are written to a file and read back with the separator",
+            &["-k", "echo", ":::", "a\nb", "c"],
+        ),
+        case(
+            "empty_source",
+            "an empty source gives one empty argument",
+            &["-k", "echo", ":::", "a", "b", "::::", "empty"],
+        )
+        .file("empty", b""),
+        // Quoting and the command line.
+        case(
+            "quoting_odd_values",
+            "replacement values are quoted for the shell",
+            &with_odd(&["-k", "printf", "'[%s]\\n'"]),
+        )
+        .ssh(),
+        case(
+            "quoting_dry_run",
+            "--dry-run shows the quoted command lines",
+            &with_odd(&["--dry-run", "-k", "echo"]),
+        ),
+        case(
+            "redirection",
+            "the command is not quoted: '>' redirects",
+            &["-k", "echo", "{}", ">", "{}.out", ":::", "a", "b"],
+        )
+        .output("a.out")
+        .output("b.out"),
+        case(
+            "pipe_in_command",
+            "shell syntax in the command works",
+            &[
+                "-k", "echo", "{}", "|", "tr", "a-z", "A-Z", ":::", "ab", "cd",
+            ],
+        )
+        .ssh(),
+        case(
+            "double_dash_options_end",
+            "-- ends the options",
+            &["-k", "--", "echo", ":::", "a"],
+        ),
+        case(
+            "double_dash_in_command",
+            "-- after the command is a command word",
+            &["-k", "echo", "--", "{}", ":::", "a"],
+        ),
+        case(
+            "dry_run",
+            "--dry-run prints the jobs without running them",
+            &["--dry-run", "-k", "touch", "{}", ":::", "x", "y z"],
+        )
+        .output("x"),
+        case(
+            "dry_run_stdin",
+            "--dry-run with stdin",
+            &["--dry-run", "-k", "gzip"],
+        )
+        .stdin(b"a.txt\nb c.txt\n"),
+        // Output.
+        case(
+            "keep_order",
+            "-k: output in the order of the input",
+            &["-k", "sleep {}; echo {}", ":::", "0.6", "0.1", "0.3"],
+        )
+        .jobs(3)
+        .ssh(),
+        case(
+            "completion_order",
+            "without -k: output as jobs complete",
+            &["sleep {}; echo {}", ":::", "0.9", "0.1", "0.5"],
+        )
+        .jobs(3),
+        case(
+            "group",
+            "--group: a job's output is printed together when it ends",
+            &[
+                "sleep {1}; echo {2}-1; sleep 0.6; echo {2}-2",
+                ":::",
+                "0",
+                "0.3",
+                ":::+",
+                "a",
+                "b",
+            ],
+        )
+        .jobs(2),
+        case(
+            "line_buffer",
+            "--line-buffer: whole lines as they come, jobs mixed",
+            &[
+                "--line-buffer",
+                "sleep {1}; echo {2}-1; sleep 0.6; echo {2}-2",
+                ":::",
+                "0",
+                "0.3",
+                ":::+",
+                "a",
+                "b",
+            ],
+        )
+        .jobs(2),
+        case(
+            "line_buffer_keep_order",
+            "--line-buffer -k: job 1 live, the others after",
+            &[
+                "--line-buffer",
+                "-k",
+                "sleep {1}; echo {2}-1; sleep 0.6; echo {2}-2",
+                ":::",
+                "0",
+                "0.3",
+                ":::+",
+                "a",
+                "b",
+            ],
+        )
+        .jobs(2),
+        case(
+            "ungroup",
+            "-u: output as soon as possible",
+            &[
+                "-u",
+                "sleep {1}; echo {2}-1; sleep 0.6; echo {2}-2",
+                ":::",
+                "0",
+                "0.3",
+                ":::+",
+                "a",
+                "b",
+            ],
+        )
+        .jobs(2),
+        case(
+            "stderr_of_jobs",
+            "--group: stderr of a job printed after its stdout, on stderr",
+            &["-k", "echo out {}; echo err {} >&2", ":::", "a", "b"],
+        )
+        .ssh(),
+        // Joblog, resume, retries.
+        case(
+            "joblog",
+            "--joblog: tab-separated log with a header",
+            &[
+                "--joblog",
+                "log",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "1",
+                "2",
+            ],
+        )
+        .joblog("log")
+        .ssh(),
+        case(
+            "joblog_append",
+            "--joblog +file appends without a second header",
+            &["--joblog", "log", "echo", ":::", "a"],
+        )
+        .then(&["--joblog", "+log", "echo", ":::", "b"])
+        .joblog("log"),
+        case(
+            "resume",
+            "--resume: skip the jobs in the joblog",
+            &[
+                "--joblog", "log", "-k", "exit {}", ":::", "0", "1", "0", "2",
+            ],
+        )
+        .then(&[
+            "--joblog",
+            "log",
+            "--resume",
+            "-k",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "1",
+            "0",
+            "2",
+            "3",
+            "4",
+        ])
+        .joblog("log"),
+        case(
+            "resume_failed",
+            "--resume-failed: re-run the failed jobs and the new ones",
+            &[
+                "--joblog", "log", "-k", "exit {}", ":::", "0", "1", "0", "2",
+            ],
+        )
+        .then(&[
+            "--joblog",
+            "log",
+            "--resume-failed",
+            "-k",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "1",
+            "0",
+            "2",
+            "3",
+        ])
+        .joblog("log"),
+        case(
+            "retries_then_success",
+            "--retries n: a failing job is tried again; only the last try's output is printed",
+            &[
+                "--retries",
+                "3",
+                "n=$(cat c{} 2>/dev/null || echo 0); n=$((n+1)); echo $n > c{}; echo try $n; test $n -ge 2",
+                ":::",
+                "a",
+            ],
+        ),
+        case(
+            "retries_exhausted",
+            "--retries n: still failing after n tries counts as failed",
+            &["--retries", "2", "echo {}; exit 1", ":::", "a"],
+        ),
+        // Halt.
+        case(
+            "halt_now_fail",
+            "--halt now,fail=1: exit status is the failing job's",
+            &[
+                "--halt",
+                "now,fail=1",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "3",
+                "0",
+            ],
+        ),
+        case(
+            "halt_soon_fail",
+            "--halt soon,fail=1: no new jobs after the first failure",
+            &[
+                "--halt",
+                "soon,fail=1",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "3",
+                "0",
+            ],
+        ),
+        case(
+            "halt_now_kills_running",
+            "--halt now: running jobs are killed",
+            &[
+                "--halt",
+                "now,fail=1",
+                "sleep {1}; echo {1}; exit {2}",
+                ":::",
+                "3",
+                "0.3",
+                ":::+",
+                "0",
+                "1",
+            ],
+        )
+        .jobs(2),
+        case(
+            "halt_success",
+            "--halt now,success=1: stop at the first success",
+            &[
+                "--halt",
+                "now,success=1",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "1",
+                "0",
+                "1",
+            ],
+        ),
+        case(
+            "halt_done",
+            "--halt now,done=2: stop after 2 jobs",
+            &[
+                "--halt",
+                "now,done=2",
+                "-k",
+                "echo",
+                ":::",
+                "a",
+                "b",
+                "c",
+                "d",
+            ],
+        ),
+        case(
+            "halt_fail_percent",
+            "--halt soon,fail=50%: percentage of jobs",
+            &[
+                "--halt",
+                "soon,fail=50%",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "1",
+                "1",
+                "0",
+                "0",
+                "0",
+            ],
+        ),
+        case(
+            "halt_legacy_2",
+            "--halt 2: same as now,fail=1",
+            &[
+                "--halt",
+                "2",
+                "-k",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "4",
+                "0",
+            ],
+        ),
+        // Exit status, timeout, environment.
+        case(
+            "exit_all_ok",
+            "exit 0: all jobs ran without error",
+            &["true", ":::", "a", "b"],
+        )
+        .ssh(),
+        case(
+            "exit_counts_failures",
+            "exit 1-100: the number of failed jobs",
+            &["exit {}", ":::", "0", "1", "2", "3", "0", "5"],
+        )
+        .jobs(4)
+        .ssh(),
+        case("exit_101", "exit 101: more than 100 jobs failed", &false150).jobs(8),
+        case(
+            "exit_killed_by_signal",
+            "a job killed by a signal failed; joblog Signal column",
+            &["--joblog", "log", "kill -9 $$", ":::", "a"],
+        )
+        .joblog("log"),
+        case(
+            "timeout",
+            "--timeout secs: kill jobs that run longer",
+            &[
+                "--timeout",
+                "1",
+                "-k",
+                "sleep {}; echo {}",
+                ":::",
+                "0.1",
+                "3",
+            ],
+        )
+        .jobs(2),
+        case(
+            "parallel_seq_env",
+            "$PARALLEL_SEQ: the job's sequence number",
+            &["-k", "echo $PARALLEL_SEQ", ":::", "a", "b", "c"],
+        )
+        .ssh(),
+        case(
+            "parallel_jobslot_env",
+            "$PARALLEL_JOBSLOT: the job's slot",
+            &["-k", "echo $PARALLEL_JOBSLOT", ":::", "a", "b"],
+        ),
+        case(
+            "many_jobs_keep_order",
+            "-k with many jobs on several slots",
+            &[
+                "-k", "echo", ":::", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+            ],
+        )
+        .jobs(4),
+        case(
+            "unicode_values",
+            "non-ASCII values pass through",
+            &["-k", "echo", "{}", "{.}", ":::", "日本.txt", "ü"],
+        ),
+        case(
+            "command_from_input",
+            "no command: the input lines are the commands",
+            &["-k"],
+        )
+        .stdin(b"echo a\necho 'b c'\n"),
+        case(
+            "unordered_many",
+            "jobs in parallel without -k: every job's output once",
+            &["echo", ":::", "a", "b", "c", "d", "e", "f"],
+        )
+        .jobs(3)
+        .sorted(),
+    ]
+}
