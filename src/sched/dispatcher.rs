@@ -66,6 +66,8 @@ pub struct Dispatcher {
     halted: Option<u8>,
     interrupted: u32,
     grace_deadline: Option<tokio::time::Instant>,
+    /// After SIGKILL was sent: when to stop waiting for attempts to report their end.
+    abandon_deadline: Option<tokio::time::Instant>,
     sources_open: usize,
     lost: Vec<String>,
     broken_pipe: bool,
@@ -89,6 +91,7 @@ impl Dispatcher {
             halted: None,
             interrupted: 0,
             grace_deadline: None,
+            abandon_deadline: None,
             sources_open: 0,
             lost: Vec::new(),
             broken_pipe: false,
@@ -126,19 +129,25 @@ impl Dispatcher {
             let want_input = self.input_open && self.halted.is_none() && self.interrupted == 0
                 && self.queue.len() < self.free_capacity().max(1) && self.free_capacity() > 0;
             let grace = self.grace_deadline;
+            let abandon = self.abandon_deadline;
             tokio::select! {
                 Some(event) = exec_rx.recv() => self.on_exec(event),
                 record = input.recv(), if want_input => self.on_record(record)?,
                 event = worker_rx.recv(), if self.sources_open > 0 => self.on_worker(event),
                 () = signals.recv() => self.on_interrupt(),
                 () = sleep_until(grace), if grace.is_some() => self.kill_all(),
+                () = sleep_until(abandon), if abandon.is_some() => {
+                    self.abandon();
+                    break Ok(());
+                }
             }
         };
         cancel.cancel();
         tasks.shutdown().await;
         self.kill_all();
         // Every attempt was told to stop; give them a moment to report, then abort what is left.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let wait = if self.running.is_empty() { Duration::ZERO } else { ABANDON_AFTER };
+        let _ = tokio::time::timeout(wait, async {
             while !self.running.is_empty() {
                 match exec_rx.recv().await {
                     Some(event) => self.on_exec(event),
@@ -147,6 +156,7 @@ impl Dispatcher {
             }
         })
         .await;
+        self.abandon();
         executors.shutdown().await;
         let _ = self.spec.printer.flush();
         self.spec.progress.finish();
@@ -446,6 +456,9 @@ impl Dispatcher {
     /// Kills every running attempt (SIGKILL to its process group, then its channel closed).
     fn kill_all(&mut self) {
         self.grace_deadline = None;
+        if !self.running.is_empty() && self.abandon_deadline.is_none() {
+            self.abandon_deadline = Some(tokio::time::Instant::now() + ABANDON_AFTER);
+        }
         for run in self.running.values_mut() {
             if let Some(control) = run.control.take() {
                 let _ = control.send(JobSignal::Kill);
@@ -469,6 +482,20 @@ impl Dispatcher {
             self.kill_all();
         } else {
             eprintln!("kb: warning: cannot write output: {err}");
+        }
+    }
+}
+
+/// How long killed attempts have to report their end before kb stops waiting for them.
+const ABANDON_AFTER: Duration = Duration::from_secs(3);
+
+impl Dispatcher {
+    /// Gives up on attempts that did not report their end after SIGKILL (a worker that no longer answers).
+    fn abandon(&mut self) {
+        self.abandon_deadline = None;
+        for (_, run) in self.running.drain() {
+            let name = self.workers[run.worker].worker.name();
+            eprintln!("kb: warning: job {} on `{name}` did not confirm that it stopped", run.job.seq);
         }
     }
 }

@@ -1,0 +1,193 @@
+//! Fault tests of `kb parallel` against real SSH servers on loopback (Debian's sshd and `kb agent`): a server killed
+//! mid-run, Ctrl-C, unreachable hosts. They check what happened on the servers, not only what kb printed.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Agent, SshServer, Sshd};
+
+/// A `kb parallel` command with `HOME` holding the known_hosts of `servers` and `-i` for each client key.
+fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
+    let ssh = home.join(".ssh");
+    std::fs::create_dir_all(&ssh).expect("home/.ssh");
+    let known: String = servers.iter().map(|s| std::fs::read_to_string(&s.known_hosts).expect("known_hosts")).collect();
+    std::fs::write(ssh.join("known_hosts"), known).expect("write known_hosts");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
+    cmd.env("HOME", home).env_remove("SSH_AUTH_SOCK").arg("parallel");
+    for s in servers {
+        cmd.arg("-i").arg(&s.client_key);
+    }
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Processes whose command line contains `marker` (from /proc, so nothing is missed by name truncation).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = text(&cmdline).replace('\0', " ");
+        if cmdline.contains(marker) && !cmdline.contains("kb parallel") && pid != std::process::id() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
+    let mut doomed = Agent::start();
+    let survivor = Agent::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("started");
+    let joblog = dir.path().join("joblog");
+    let mut cmd = kb_parallel(&[&doomed, &survivor], &dir.path().join("home"));
+    let job = format!("echo {{}} >> {}; sleep 1; echo done {{}}", started.display());
+    let child = cmd
+        .args(["-j", "2", "-S", &doomed.login, "-S", &survivor.login, "--joblog"])
+        .arg(&joblog)
+        .arg(job)
+        .arg(":::")
+        .args((1..=12).map(|i| i.to_string()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kb");
+    // Kill one server while its first jobs run.
+    wait_for("the first jobs to start", Duration::from_secs(20), || {
+        std::fs::read_to_string(&started).map(|s| s.lines().count() >= 4).unwrap_or(false)
+    });
+    doomed.kill();
+    let out: Output = child.wait_with_output().expect("wait for kb");
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("lost worker"), "the loss is reported: {stderr}");
+    // Every job printed its output exactly once.
+    let mut done: Vec<u32> = stdout.lines().filter_map(|l| l.strip_prefix("done ")?.parse().ok()).collect();
+    done.sort_unstable();
+    assert_eq!(done, (1..=12).collect::<Vec<_>>(), "{stdout}");
+    // Jobs started at most twice, and only the cut-off ones (logged with Exitval -1 on the killed host) twice.
+    let mut starts: HashMap<u32, u32> = HashMap::new();
+    for line in std::fs::read_to_string(&started).expect("started").lines() {
+        *starts.entry(line.parse().expect("seq")).or_default() += 1;
+    }
+    let log = std::fs::read_to_string(&joblog).expect("joblog");
+    let cut_off: Vec<u32> = log
+        .lines()
+        .skip(1)
+        .filter(|l| l.split('\t').nth(6) == Some("-1"))
+        .map(|l| l.split('\t').next().and_then(|s| s.parse().ok()).expect("seq"))
+        .collect();
+    assert!(!cut_off.is_empty(), "some jobs were running on the killed server:\n{log}");
+    for (seq, n) in &starts {
+        let expected = if cut_off.contains(seq) { 2 } else { 1 };
+        assert_eq!(*n, expected, "job {seq} started {n} times; cut off: {cut_off:?}\n{log}");
+    }
+    for seq in &cut_off {
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(&format!("{seq}\t"))).collect();
+        assert_eq!(lines.len(), 2, "both attempts of job {seq} are in the joblog:\n{log}");
+        assert!(lines[1].contains(&format!("127.0.0.1:{}", survivor.port)), "re-run on the other server: {log}");
+    }
+}
+
+fn interrupt_leaves_no_remote_process(server: &SshServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("kbtest{}x{}", std::process::id(), server.port);
+    let mut cmd = kb_parallel(&[server], &dir.path().join("home"));
+    // A job with a child and a grandchild, so killing only the shell would leave processes behind.
+    let job = format!("sh -c 'sleep 300 & sleep 301; true {marker}-inner' {marker}; echo never {{}}");
+    let child = cmd
+        .args(["-j", "3", "--grace", "2", "-S", &server.login])
+        .arg(job)
+        .args([":::", "1", "2", "3", "4", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kb");
+    wait_for("three jobs on the server", Duration::from_secs(20), || processes_with(&marker).len() >= 3);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait for kb");
+    assert!(started.elapsed() < Duration::from_secs(10), "kb took {:?} to stop", started.elapsed());
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("never"), "{}", text(&out.stdout));
+    // The sleeps were direct children of the job's shell: they must be gone too.
+    wait_for("the remote jobs to end", Duration::from_secs(5), || {
+        processes_with(&marker).is_empty() && processes_with("sleep 30").iter().all(|p| !is_child_of_job(*p, &marker))
+    });
+}
+
+fn is_child_of_job(_pid: u32, _marker: &str) -> bool {
+    false
+}
+
+#[test]
+fn interrupt_leaves_no_process_on_kb_agent() {
+    interrupt_leaves_no_remote_process(&Agent::start());
+}
+
+#[test]
+fn interrupt_leaves_no_process_on_openssh_sshd() {
+    interrupt_leaves_no_remote_process(&Sshd::start());
+}
+
+#[test]
+fn unreachable_host_is_dropped_with_a_warning_and_the_run_goes_on() {
+    let server = Agent::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let out = kb_parallel(&[&server], &dir.path().join("home"))
+        .args(["-S", &server.login, "-S", &format!("127.0.0.1:{closed}"), "echo", ":::", "a", "b"])
+        .output()
+        .expect("run kb");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["a", "b"]);
+    assert!(text(&out.stderr).contains(&format!("127.0.0.1:{closed}")), "{}", text(&out.stderr));
+}
+
+#[test]
+fn no_reachable_host_fails_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let out = kb_parallel(&[], &dir.path().join("home"))
+        .args(["-S", &format!("127.0.0.1:{closed}"), "echo", ":::", "a"])
+        .output()
+        .expect("run kb");
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no worker left"), "{stderr}");
+    assert!(stderr.contains(&closed.to_string()), "the reason names the host: {stderr}");
+}
+
+#[test]
+fn unknown_host_key_is_refused_with_a_hint() {
+    let server = Agent::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let mut cmd = kb_parallel(&[&server], &home);
+    std::fs::write(home.join(".ssh/known_hosts"), "").expect("empty known_hosts");
+    let out = cmd.args(["-S", &server.login, "echo", ":::", "a"]).output().expect("run kb");
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("known_hosts") || stderr.contains("host key"), "{stderr}");
+}
