@@ -196,3 +196,62 @@ fn ssh_subset_against_sshd_and_kb_agent() {
     let agent = support::Agent::start();
     check_ssh(&sshd, Some(&agent));
 }
+
+/// GNU parallel "only reads the next job when ready to schedule it": the first job runs (and, without `-k`,
+/// prints) while stdin is still open. Checked for both tools with a pipe that stays open.
+#[test]
+fn stdin_is_read_lazily() {
+    use std::io::{BufRead, Write};
+    for tool in [Tool::Gnu, Tool::Kb] {
+        let mut cmd = match tool {
+            Tool::Gnu => {
+                let mut c = std::process::Command::new("parallel");
+                c.args(["--will-cite", "-j1"]);
+                c
+            }
+            Tool::Kb => {
+                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kb"));
+                c.args(["parallel", "--local-procs", "1"]);
+                c
+            }
+        };
+        let mut child = cmd
+            .args(["echo", "got"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("GNU parallel is needed for the compat suite: apt-get install parallel");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"first\n").expect("write the first line");
+        stdin.flush().expect("flush");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for line in lines {
+                let _ = tx.send(Some(line));
+            }
+        });
+        let first = rx.recv_timeout(std::time::Duration::from_secs(20));
+        let first = first.ok().flatten().and_then(|l| l.ok());
+        if first.is_none() {
+            let _ = child.kill();
+        }
+        assert_eq!(
+            first.as_deref(),
+            Some("got first"),
+            "{tool:?}: no output for the first line while stdin was open"
+        );
+        stdin.write_all(b"second\n").expect("write the second line");
+        drop(stdin);
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "{tool:?} exited with {status}");
+        let second = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .and_then(|l| l.ok());
+        assert_eq!(second.as_deref(), Some("got second"), "{tool:?}");
+    }
+}
