@@ -1,4 +1,28 @@
-//! Options that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`).
+//! Options that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`) and the cluster and namespace
+//! every Kubernetes command talks to.
+
+use crate::k8s::Target;
+
+/// The size and images of a task's pods (`kb parallel --pods`, `kb shell`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PodShapeOpts {
+    /// CPU each pod asks for, as a Kubernetes quantity (2, 0.5, 500m) [default: 100m].
+    #[arg(long, value_name = "Q")]
+    pub cpu: Option<String>,
+    /// Memory each pod asks for and may use, as a Kubernetes quantity (512Mi, 4Gi) [default: 128Mi, no limit].
+    #[arg(long, value_name = "Q")]
+    pub mem: Option<String>,
+    /// The image the jobs run in; it needs no sshd, shell tools or language runtime of kb's [default: debian:bookworm].
+    #[arg(long, env = "KB_IMAGE", value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The image holding kb's static agent, copied into every pod by an init container
+    /// [default: `$KB_REGISTRY/kb/agent:VERSION`, or `kb/agent:VERSION` without `KB_REGISTRY`].
+    #[arg(long = "agent-image", env = "KB_AGENT_IMAGE", value_name = "IMAGE")]
+    pub agent_image: Option<String>,
+    /// Stop the pods after this long whatever happens, enforced by Kubernetes (90s, 5m, 2h) [default: 24h].
+    #[arg(long = "max-runtime", value_name = "DURATION")]
+    pub max_runtime: Option<String>,
+}
 
 /// Where and how big the pods of a task are.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -6,4 +30,41 @@ pub struct PodOpts {
     /// Run on N pods of the cluster.
     #[arg(long, value_name = "N")]
     pub pods: Option<usize>,
+    /// Job slots per pod [default: the `--cpu` cores, rounded up].
+    #[arg(long = "procs-per-pod", value_name = "N")]
+    pub procs_per_pod: Option<usize>,
+    /// Size and images of the pods.
+    #[command(flatten)]
+    pub shape: PodShapeOpts,
+    /// The kubeconfig context [default: the current context].
+    #[arg(long, env = "KB_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace (no `-n` here: GNU parallel's `-n` is max-args) [default: the context's, else `kb`].
+    #[arg(long, env = "KB_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+impl PodOpts {
+    /// The cluster and namespace chosen.
+    pub fn target(&self) -> Target {
+        Target { context: self.context.clone(), namespace: self.namespace.clone() }
+    }
+}
+
+/// The cluster and namespace of a Kubernetes command other than `kb parallel`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KubeOpts {
+    /// The kubeconfig context [default: the current context].
+    #[arg(long, env = "KB_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace [default: the context's, else `kb`].
+    #[arg(short = 'n', long, env = "KB_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+impl KubeOpts {
+    /// The cluster and namespace chosen.
+    pub fn target(&self) -> Target {
+        Target { context: self.context.clone(), namespace: self.namespace.clone() }
+    }
 }

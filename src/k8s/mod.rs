@@ -7,8 +7,16 @@ pub mod client;
 pub mod error;
 pub mod keys;
 pub mod manifests;
+pub mod pod_state;
+pub mod progress;
 pub mod quantity;
 pub mod resources;
+pub mod source;
+pub mod task;
+pub mod tracker;
+pub mod upload;
+pub mod worker;
 
 pub use client::{Kube, Target};
 pub use error::{Error, Result};
+pub use task::{PodTask, TaskRequest, finish_task};

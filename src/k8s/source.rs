@@ -1,0 +1,134 @@
+//! The task's pods as a [`WorkerSource`]: a watch on the task's pods; each pod that becomes Ready is connected to
+//! (port-forward, SSH with the pinned host key, working directory copied) and announced as it joins, so the first
+//! job starts with the first pod. Pods that cannot start are reported at once, and the source gives up when the
+//! whole task cannot start.
+
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::pod_state::observe;
+use super::progress::PodProgress;
+use super::resources::task_selector;
+use super::tracker::{Action, Tracker};
+use super::upload::DirArchive;
+use super::worker::{AgentAccess, PodWorker, join_pod};
+use crate::worker::{WorkerEvent, WorkerSource};
+
+/// Announces the pods of one task as workers.
+pub struct PodSource {
+    /// How to reach the agents.
+    pub access: AgentAccess,
+    /// The task id.
+    pub task_id: String,
+    /// How many pods the task asked for.
+    pub pods: usize,
+    /// Job slots per pod.
+    pub slots: usize,
+    /// Where jobs run in the pods.
+    pub workdir: Option<PathBuf>,
+    /// The working directory to copy into each pod.
+    pub archive: Option<Arc<DirArchive>>,
+    /// How long to wait for the first pod before giving up.
+    pub start_timeout: Duration,
+}
+
+type Joining = (String, super::Result<PodWorker>);
+
+impl WorkerSource for PodSource {
+    fn start(self: Box<Self>, events: mpsc::Sender<WorkerEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        async move {
+            self.run(&events, cancel).await;
+            let _ = events.send(WorkerEvent::Done).await;
+        }
+        .boxed()
+    }
+}
+
+impl PodSource {
+    async fn run(self: Box<Self>, events: &mpsc::Sender<WorkerEvent>, cancel: CancellationToken) {
+        let pods: Api<Pod> = Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        let config = watcher::Config::default().labels(&task_selector(&self.task_id));
+        let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
+        let mut tracker = Tracker::new(self.pods);
+        let mut joining: JoinSet<Joining> = JoinSet::new();
+        let progress = PodProgress::new(self.pods);
+        let deadline = tokio::time::sleep(self.start_timeout);
+        let mut deadline = pin!(deadline);
+        let task = format!("task `{}`", self.task_id);
+        loop {
+            let actions = tokio::select! {
+                () = cancel.cancelled() => break,
+                () = &mut deadline, if tracker.joined() == 0 => {
+                    let reason = format!(
+                        "no pod became ready within {} s; `kb status` and `kubectl describe pods -l {}` show why",
+                        self.start_timeout.as_secs(), task_selector(&self.task_id));
+                    let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
+                    break;
+                }
+                Some(joined) = joining.join_next() => match joined {
+                    Ok((name, Ok(worker))) => {
+                        tracker.on_joined(&name);
+                        let _ = events.send(WorkerEvent::Joined(Arc::new(worker))).await;
+                        Vec::new()
+                    }
+                    Ok((name, Err(err))) => vec![tracker.on_join_failed(&name, &crate::error::chain(&err))],
+                    Err(_) => Vec::new(),
+                },
+                item = stream.next() => match item {
+                    Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                        tracker.on_pod(&pod.metadata.name.clone().unwrap_or_default(), observe(&pod))
+                    }
+                    Some(Ok(Event::Delete(pod))) => {
+                        tracker.on_deleted(&pod.metadata.name.clone().unwrap_or_default());
+                        Vec::new()
+                    }
+                    Some(Ok(Event::Init | Event::InitDone)) => Vec::new(),
+                    Some(Err(err)) => {
+                        tracing::warn!("watching the pods of {task}: {}", crate::error::chain(&err));
+                        Vec::new()
+                    }
+                    None => break,
+                },
+            };
+            for action in actions {
+                match action {
+                    Action::Connect(name) => self.spawn_join(&mut joining, name),
+                    Action::Report { name, reason } => {
+                        let _ = events.send(WorkerEvent::Failed { name, reason }).await;
+                    }
+                }
+            }
+            progress.update(tracker.counts(), tracker.joined());
+            if tracker.all_joined() {
+                progress.finish();
+            }
+            if let Some(reason) = tracker.fatal() {
+                let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
+                break;
+            }
+        }
+        progress.finish();
+        joining.shutdown().await;
+    }
+
+    fn spawn_join(&self, joining: &mut JoinSet<Joining>, name: String) {
+        let access = self.access.clone();
+        let (slots, workdir, archive) = (self.slots, self.workdir.clone(), self.archive.clone());
+        joining.spawn(async move {
+            let result = join_pod(&access, &name, slots, workdir, archive).await;
+            (name, result)
+        });
+    }
+}

@@ -1,0 +1,360 @@
+//! A task's life in the cluster: check the request, create the Job and its Secret, hand out the pods as workers,
+//! and delete everything (by label, idempotently) at the end, on Ctrl-C, or from `kb finish`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+use super::client::{self, Kube, RUN_RIGHTS, Target, classify};
+use super::error::{Error, Result};
+use super::keys::{TaskKeys, build_task_keys};
+use super::quantity::{self, capacities, check_fits};
+use super::resources::{TaskSpec, build_job, build_secret, label_value, task_selector};
+use super::source::PodSource;
+use super::upload::{DirArchive, build_archive, copy_limit};
+use super::worker::AgentAccess;
+use crate::cli::PodOpts;
+use crate::cli::pods::PodShapeOpts;
+use crate::worker::WorkerSource;
+
+/// The image jobs run in when neither `--image` nor `KB_IMAGE` says.
+pub const DEFAULT_IMAGE: &str = "debian:bookworm";
+/// The CPU each pod asks for when `--cpu` is not given.
+pub const DEFAULT_CPU: &str = "100m";
+/// The memory each pod asks for when `--mem` is not given (no limit then).
+pub const DEFAULT_MEM: &str = "128Mi";
+/// The hard bound on a task's life when `--max-runtime` is not given.
+pub const DEFAULT_MAX_RUNTIME: Duration = Duration::from_secs(24 * 3600);
+/// How long to wait for the first pod; `KB_START_TIMEOUT` (seconds) changes it.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a task is for.
+#[derive(Debug, Clone)]
+pub struct TaskRequest<'a> {
+    /// The cluster and namespace.
+    pub target: Target,
+    /// The size and images of the pods.
+    pub shape: &'a PodShapeOpts,
+    /// How many pods.
+    pub pods: usize,
+    /// Job slots per pod, when given.
+    pub slots: Option<usize>,
+    /// `parallel` or `shell`.
+    pub kind: &'static str,
+    /// The command line, for `kb status`.
+    pub command: &'a str,
+}
+
+/// A task whose Job exists in the cluster. Call [`PodTask::finish`] to remove it.
+pub struct PodTask {
+    kube: Kube,
+    spec: TaskSpec,
+    slots: usize,
+    access: AgentAccess,
+    key_dir: PathBuf,
+    workdir: PathBuf,
+    archive: Arc<DirArchive>,
+}
+
+impl PodTask {
+    /// Creates the task of `kb parallel --pods N`: checks first, then creates the Job and the Secret.
+    pub async fn create(opts: &PodOpts, command_line: &str) -> Result<PodTask> {
+        let request = TaskRequest {
+            target: opts.target(),
+            shape: &opts.shape,
+            pods: opts.pods.unwrap_or(1),
+            slots: opts.procs_per_pod,
+            kind: "parallel",
+            command: command_line,
+        };
+        Self::create_with(request).await
+    }
+
+    /// Creates a task; nothing is left in the cluster when it fails.
+    pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
+        let shape = check_shape(request.shape)?;
+        if request.pods == 0 {
+            return Err(Error::BadQuantity { what: "pod count", value: "0".into(), reason: "give at least 1".into() });
+        }
+        let workdir = std::env::current_dir()
+            .map_err(|source| Error::Io { action: "find the working directory".into(), source })?;
+        let archive = {
+            let (dir, cap) = (workdir.clone(), copy_limit());
+            tokio::task::spawn_blocking(move || build_archive(&dir, cap))
+                .await
+                .map_err(|e| Error::Io { action: "pack the working directory".into(), source: e.into() })??
+        };
+        let kube = client::connect(&request.target, RUN_RIGHTS).await?;
+        check_nodes(&kube, &shape).await?;
+        let keys = build_task_keys()?;
+        let spec = TaskSpec {
+            id: new_task_id(),
+            origin: origin(),
+            pwd: workdir.display().to_string(),
+            command: request.command.to_string(),
+            created: k8s_openapi::jiff::Timestamp::now().to_string(),
+            kind: request.kind,
+            image: shape.image,
+            agent_image: shape.agent_image,
+            pods: i32::try_from(request.pods).unwrap_or(i32::MAX),
+            cpu: shape.cpu,
+            mem: shape.mem,
+            mem_limit: shape.mem_limit,
+            max_runtime_secs: Some(i64::try_from(shape.max_runtime.as_secs()).unwrap_or(i64::MAX)),
+            total_jobs: None,
+        };
+        let key_dir = write_client_key(&spec.id, &keys)?;
+        let ssh = crate::ssh::ClientConfig {
+            identities: vec![key_dir.join("id_ed25519")],
+            pinned_host_keys: vec![keys.host_public.clone()],
+            ..Default::default()
+        };
+        let slots = request.slots.unwrap_or(shape.cpu_cores.ceil().max(1.0) as usize).max(1);
+        let access = AgentAccess { kube: kube.clone(), ssh };
+        let task = PodTask { kube, spec, slots, access, key_dir, workdir, archive: Arc::new(archive) };
+        if let Err(err) = task.apply(&keys).await {
+            let _ = task.finish().await;
+            return Err(err);
+        }
+        Ok(task)
+    }
+
+    async fn apply(&self, keys: &TaskKeys) -> Result<()> {
+        let jobs: Api<Job> = Api::namespaced(self.kube.client.clone(), &self.kube.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.kube.client.clone(), &self.kube.namespace);
+        let name = self.spec.name();
+        let ns = &self.kube.namespace;
+        let job = jobs
+            .create(&PostParams::default(), &build_job(&self.spec))
+            .await
+            .map_err(|e| classify(&self.kube, &format!("create job `{name}` in namespace `{ns}`"), e))?;
+        let secret = build_secret(&self.spec, &job, &keys.host_private, &keys.client_public);
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(|e| classify(&self.kube, &format!("create secret `{name}` in namespace `{ns}`"), e))?;
+        Ok(())
+    }
+
+    /// The task id (as `kb status` and `kb finish` show and take it).
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The namespace of the task.
+    pub fn namespace(&self) -> &str {
+        &self.kube.namespace
+    }
+
+    /// Job slots per pod.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// How kb reaches the task's agents (for `kb shell`).
+    pub fn access(&self) -> &AgentAccess {
+        &self.access
+    }
+
+    /// The working directory packed for the pods, which is also where jobs run.
+    pub fn archive(&self) -> Arc<DirArchive> {
+        self.archive.clone()
+    }
+
+    /// The task's pods as workers, announced as they become Ready.
+    pub fn worker_source(&self) -> Box<dyn WorkerSource> {
+        Box::new(PodSource {
+            access: self.access.clone(),
+            task_id: self.spec.id.clone(),
+            pods: usize::try_from(self.spec.pods).unwrap_or(1),
+            slots: self.slots,
+            workdir: Some(self.workdir.clone()),
+            archive: Some(self.archive.clone()),
+            start_timeout: start_timeout(),
+        })
+    }
+
+    /// Deletes everything the task created (by label; running it again is harmless).
+    pub async fn finish(self) -> Result<()> {
+        let _ = std::fs::remove_dir_all(&self.key_dir);
+        finish_task(&self.kube, &self.spec.id).await.map(|_| ())
+    }
+}
+
+/// Deletes the Job, Secret and pods labelled with task `id`; returns whether there was anything to delete.
+pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
+    let list = ListParams::default().labels(&task_selector(id));
+    // Background: the Job goes at once (so it makes no new pods) and the garbage collector takes what it owns.
+    let delete = DeleteParams::background();
+    let ns = &kube.namespace;
+    let what = |kind: &str| format!("delete the {kind} of task `{id}` in namespace `{ns}`");
+    let jobs: Api<Job> = Api::namespaced(kube.client.clone(), ns);
+    let deleted_jobs = jobs.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("job"), e))?;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
+    let deleted_secrets =
+        secrets.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("secrets"), e))?;
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
+    let deleted_pods = pods.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("pods"), e))?;
+    let count = |left: Option<usize>| left.unwrap_or(0);
+    let found = count(deleted_jobs.left().map(|l| l.items.len()))
+        + count(deleted_secrets.left().map(|l| l.items.len()))
+        + count(deleted_pods.left().map(|l| l.items.len()));
+    Ok(found > 0)
+}
+
+/// `--cpu`, `--mem`, images and `--max-runtime`, checked and with defaults filled in.
+struct Shape {
+    cpu: String,
+    cpu_cores: f64,
+    mem: String,
+    mem_bytes: f64,
+    mem_limit: bool,
+    image: String,
+    agent_image: String,
+    max_runtime: Duration,
+}
+
+fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
+    let cpu = opts.cpu.clone().unwrap_or_else(|| DEFAULT_CPU.into());
+    let mem = opts.mem.clone().unwrap_or_else(|| DEFAULT_MEM.into());
+    let max_runtime = match &opts.max_runtime {
+        Some(text) => humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
+            what: "duration",
+            value: text.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => DEFAULT_MAX_RUNTIME,
+    };
+    Ok(Shape {
+        cpu_cores: quantity::parse("cpu", &cpu)?,
+        mem_bytes: quantity::parse("memory", &mem)?,
+        cpu,
+        mem,
+        mem_limit: opts.mem.is_some(),
+        image: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
+        agent_image: opts.agent_image.clone().unwrap_or_else(default_agent_image),
+        max_runtime,
+    })
+}
+
+/// `$KB_REGISTRY/kb/agent:VERSION`, or `kb/agent:VERSION` without `KB_REGISTRY`.
+pub fn default_agent_image() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match std::env::var("KB_REGISTRY").ok().filter(|r| !r.is_empty()) {
+        Some(registry) => format!("{}/kb/agent:{version}", registry.trim_end_matches('/')),
+        None => format!("kb/agent:{version}"),
+    }
+}
+
+/// Fails when no node can hold one pod; skipped when the user may not list nodes (a namespaced user), in which
+/// case the scheduler's Unschedulable report speaks instead.
+async fn check_nodes(kube: &Kube, shape: &Shape) -> Result<()> {
+    let nodes: Api<Node> = Api::all(kube.client.clone());
+    match nodes.list(&ListParams::default()).await {
+        Ok(list) => check_fits(shape.cpu_cores, shape.mem_bytes, &capacities(&list.items)),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+        Err(err) => Err(classify(kube, "list the nodes", err)),
+    }
+}
+
+fn start_timeout() -> Duration {
+    std::env::var("KB_START_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_START_TIMEOUT)
+}
+
+/// A fresh task id: 8 characters of `[a-z0-9]`, starting with a letter.
+pub fn new_task_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut value: u64 = rand::random();
+    let mut id = String::with_capacity(8);
+    id.push(char::from(ALPHABET[(value % 26) as usize]));
+    value /= 26;
+    for _ in 1..8 {
+        id.push(char::from(ALPHABET[(value % 36) as usize]));
+        value /= 36;
+    }
+    id
+}
+
+/// This machine's name as a label value.
+pub fn origin() -> String {
+    let name = nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    label_value(&name)
+}
+
+/// Writes the client key where only this user can read it, for the SSH client, which reads keys from files.
+fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |action: &str| {
+        let action = action.to_string();
+        move |source| Error::Io { action, source }
+    };
+    let uid = nix::unistd::getuid();
+    let dir = std::env::temp_dir().join(format!("kb-{uid}")).join(id);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io("create the key directory"))?;
+    let text = keys.client.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|source| Error::Keys { source })?;
+    let path = dir.join("id_ed25519");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("write the task's client key"))?;
+    file.write_all(text.as_bytes()).map_err(io("write the task's client key"))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_dns_friendly() {
+        for _ in 0..100 {
+            let id = new_task_id();
+            assert_eq!(id.len(), 8);
+            assert!(id.chars().next().unwrap().is_ascii_lowercase());
+            assert!(id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn shape_defaults_and_errors() {
+        let shape = check_shape(&PodShapeOpts::default()).unwrap();
+        assert_eq!((shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit), ("100m", "128Mi", false));
+        assert_eq!(shape.max_runtime, DEFAULT_MAX_RUNTIME);
+        let bad = PodShapeOpts { mem: Some("1x".into()), ..Default::default() };
+        assert!(check_shape(&bad).is_err());
+        let given = PodShapeOpts { mem: Some("1Gi".into()), max_runtime: Some("90s".into()), ..Default::default() };
+        let shape = check_shape(&given).unwrap();
+        assert!(shape.mem_limit);
+        assert_eq!(shape.max_runtime, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn origin_is_a_label_value() {
+        let origin = origin();
+        assert!(!origin.is_empty() && origin.len() <= 63);
+    }
+
+    #[test]
+    fn client_key_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let keys = build_task_keys().unwrap();
+        let dir = write_client_key(&new_task_id(), &keys).unwrap();
+        let mode = std::fs::metadata(dir.join("id_ed25519")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = crate::ssh::keys::load_private_key(&dir.join("id_ed25519")).unwrap();
+        assert_eq!(loaded.public_key().to_openssh().unwrap(), keys.client_public);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! A pod as a worker: kb's SSH client over a Kubernetes port-forward to the pod's agent, the host key pinned.
+//! Jobs run through [`crate::worker::ssh::SshWorker`]; this file only makes the connection and keeps the
+//! port-forward alive as long as the worker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Portforwarder};
+use tokio::sync::mpsc;
+
+use super::error::{Error, Result};
+use super::resources::AGENT_PORT;
+use super::upload::{DirArchive, send_archive};
+use crate::model::{JobExit, JobSignal, OutputTx};
+use crate::ssh::{ClientConfig, Connection};
+use crate::worker::ssh::SshWorker;
+use crate::worker::{JobRun, RunError, Worker};
+
+/// How many times kb tries to reach the agent of a Ready pod before it gives up on the pod.
+const CONNECT_TRIES: u32 = 3;
+
+/// How kb reaches the agents of one task.
+#[derive(Clone)]
+pub struct AgentAccess {
+    /// The Kubernetes client and namespace.
+    pub kube: super::Kube,
+    /// The client key file and the pinned host key.
+    pub ssh: ClientConfig,
+}
+
+/// A pod that runs jobs.
+pub struct PodWorker {
+    inner: Arc<SshWorker>,
+    forward: Portforwarder,
+}
+
+impl Drop for PodWorker {
+    fn drop(&mut self) {
+        self.forward.abort();
+    }
+}
+
+impl Worker for PodWorker {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn slots(&self) -> usize {
+        self.inner.slots()
+    }
+
+    fn run(
+        self: Arc<Self>,
+        job: JobRun,
+        out: OutputTx,
+        signals: mpsc::UnboundedReceiver<JobSignal>,
+    ) -> BoxFuture<'static, Result<JobExit, RunError>> {
+        self.inner.clone().run(job, out, signals)
+    }
+
+    fn is_gone(&self) -> bool {
+        self.inner.is_gone()
+    }
+}
+
+/// An SSH connection to the agent of `pod` and the port-forward it rides on.
+pub async fn connect_agent(access: &AgentAccess, pod: &str) -> Result<(Connection, Portforwarder)> {
+    let mut last = None;
+    for attempt in 0..CONNECT_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        }
+        match try_connect(access, pod).await {
+            Ok(pair) => return Ok(pair),
+            Err(err) => {
+                tracing::debug!(pod, attempt, "cannot reach the agent yet: {}", crate::error::chain(&err));
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Timeout { what: format!("kb's agent in pod `{pod}`"), seconds: 0 }))
+}
+
+async fn try_connect(access: &AgentAccess, pod: &str) -> Result<(Connection, Portforwarder)> {
+    let pods: Api<Pod> = Api::namespaced(access.kube.client.clone(), &access.kube.namespace);
+    let agent = |source: Box<dyn std::error::Error + Send + Sync>| Error::Agent { pod: pod.to_string(), source };
+    let mut forward = pods.portforward(pod, &[AGENT_PORT]).await.map_err(|e| agent(Box::new(e)))?;
+    let stream = forward.take_stream(AGENT_PORT).ok_or_else(|| agent("the port-forward gave no stream".into()))?;
+    match Connection::connect_stream(stream, "kb", pod, &access.ssh).await {
+        Ok(conn) => Ok((conn, forward)),
+        Err(err) => {
+            forward.abort();
+            Err(agent(Box::new(err)))
+        }
+    }
+}
+
+/// Connects to `pod`, copies the working directory into it when `archive` is given, and returns it as a worker
+/// with `slots` slots whose jobs run in `workdir`.
+pub async fn join_pod(
+    access: &AgentAccess,
+    pod: &str,
+    slots: usize,
+    workdir: Option<PathBuf>,
+    archive: Option<Arc<DirArchive>>,
+) -> Result<PodWorker> {
+    let (conn, forward) = connect_agent(access, pod).await?;
+    if let Some(archive) = archive
+        && let Err(err) = send_archive(&conn, archive).await
+    {
+        forward.abort();
+        return Err(err);
+    }
+    let workdir = workdir.map(|d| d.display().to_string());
+    let inner = Arc::new(SshWorker::new(pod.to_string(), conn, slots, workdir.as_deref()));
+    Ok(PodWorker { inner, forward })
+}
