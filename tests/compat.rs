@@ -135,7 +135,7 @@ fn every_case_has_a_test_and_a_docs_row() {
         "compat_cases! and cases::all() must list the same cases in the same order"
     );
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gnu-compat.md"))
-        .unwrap();
+        .expect("read docs/gnu-compat.md");
     for name in names {
         assert!(
             docs.contains(&format!("`{name}`")),
