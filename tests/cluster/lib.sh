@@ -53,7 +53,7 @@ pid_of() {
   local name=$1 pidfile=$RUN_DIR/$1.pid pid exe
   [[ -f $pidfile ]] || return 1
   pid=$(<"$pidfile")
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   [[ -f $RUN_DIR/$name.exe && $exe == "$(<"$RUN_DIR/$name.exe")" ]] || return 1
   echo "$pid"
@@ -78,13 +78,22 @@ start_daemon() {
   STARTED+=("$name")
 }
 
+# alive PID: the process exists and is not a zombie (our daemons' parent is PID 1, which may
+# reap them late).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
 # stop_daemon NAME [SECONDS]: TERM, then KILL after SECONDS (default 10); forgets the PID file.
 stop_daemon() {
   local name=$1 grace=${2:-10} pid i
   if pid=$(pid_of "$name"); then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq $((grace * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
+    for i in $(seq $((grace * 20))); do alive "$pid" || break; sleep 0.05; done
+    if alive "$pid"; then
       kill -KILL "$pid" 2>/dev/null || true
       log "killed $name (pid $pid) after ${grace}s"
     else
