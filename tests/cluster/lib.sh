@@ -1,5 +1,5 @@
 # Shared settings and helpers for tests/cluster/*. Sourced, not run.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the settings are used by the scripts that source this
 
 # The pinned release; tests/cluster/k8s/go.mod requires the same version. Kubelets from 1.35 on
 # refuse cgroup v1, which this machine has (docs/testing.md).
@@ -71,10 +71,20 @@ start_daemon() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   echo "$exe" >"$RUN_DIR/$name.exe"
   # setsid may fork; the inner shell records its own PID and then becomes the daemon by exec.
+  # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
     >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 50); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.02; done
+  local deadline=$((SECONDS + 30))
+  until [[ -s $RUN_DIR/$name.pid ]]; do
+    ((SECONDS < deadline)) || die "$name did not start in 30s (log: $LOG_DIR/$name.log)"
+    sleep 0.02
+  done
+  # Until the inner shell has exec'ed, /proc/PID/exe is bash; wait for the daemon (or its exit).
+  pid=$(<"$RUN_DIR/$name.pid")
+  while alive "$pid" && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) != "$exe" ]]; do
+    ((SECONDS < deadline)) || break
+    sleep 0.02
+  done
   STARTED+=("$name")
 }
 
@@ -89,10 +99,11 @@ alive() {
 
 # stop_daemon NAME [SECONDS]: TERM, then KILL after SECONDS (default 10); forgets the PID file.
 stop_daemon() {
-  local name=$1 grace=${2:-10} pid i
+  local name=$1 grace=${2:-10} pid deadline
   if pid=$(pid_of "$name"); then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq $((grace * 20))); do alive "$pid" || break; sleep 0.05; done
+    deadline=$((SECONDS + grace))
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
     if alive "$pid"; then
       kill -KILL "$pid" 2>/dev/null || true
       log "killed $name (pid $pid) after ${grace}s"
