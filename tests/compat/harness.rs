@@ -12,6 +12,9 @@
 //! - N4 joblog: the header is compared exactly; the lines are compared by `Seq` order on every column but
 //!   `Starttime` and `JobRuntime` (checked to be a recent epoch time and a non-negative number) and `Host`
 //!   (checked to be `:` for local runs, and left alone over SSH where GNU and kb name the host differently).
+//! - N5 over SSH: stderr lines that mention `pyenv` are dropped. Root's `~/.bashrc` on these machines runs
+//!   `pyenv init`, bash sources it for every command sshd runs, and concurrent jobs make it print lock warnings
+//!   that come from the login shell, not from the job or the tool.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -304,8 +307,9 @@ pub fn compare(case: &Case, gnu: &Run, kb: &Run, target: &Target) -> Vec<String>
                 "{step}: stdout differs\n  GNU: {g_out:?}\n  kb:  {k_out:?}"
             ));
         }
-        let (g_jobs, g_diag) = split_stderr(&g.1, Tool::Gnu);
-        let (k_jobs, k_diag) = split_stderr(&k.1, Tool::Kb);
+        let remote = !matches!(target, Target::Local);
+        let (g_jobs, g_diag) = split_stderr(&g.1, Tool::Gnu, remote);
+        let (k_jobs, k_diag) = split_stderr(&k.1, Tool::Kb, remote);
         if g_jobs != k_jobs {
             diffs.push(format!(
                 "{step}: job stderr differs\n  GNU: {g_jobs:?}\n  kb:  {k_jobs:?}"
@@ -353,13 +357,17 @@ fn stdout_view(bytes: &[u8], order: Order) -> String {
 }
 
 /// Splits stderr into the jobs' lines and the tool's own diagnostics (N2).
-fn split_stderr(bytes: &[u8], tool: Tool) -> (String, Vec<String>) {
+fn split_stderr(bytes: &[u8], tool: Tool, remote: bool) -> (String, Vec<String>) {
     let text = String::from_utf8_lossy(bytes);
     let mut jobs = String::new();
     let mut diagnostics = Vec::new();
     let mut in_diagnostic = false;
     let mut takes_next_line = false;
     for line in text.split_inclusive('\n') {
+        if remote && line.contains("pyenv") {
+            // N5: the remote login shell's startup noise on this machine, not the job's.
+            continue;
+        }
         let own = match tool {
             Tool::Gnu => line.starts_with("parallel: "),
             Tool::Kb => line.starts_with("kb: ") || line.starts_with("kb parallel: "),
