@@ -81,5 +81,5 @@ step_pki() {
   write_kubeconfig "$PKI/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
   write_kubeconfig "$PKI/scheduler.kubeconfig" system:kube-scheduler scheduler
   write_kubeconfig "$PKI/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
-  log "certificates: CA, serving and client certs, kubeconfigs in $PKI; admin: $STATE/admin.kubeconfig"
+  say "certificates: CA, serving and client certs, kubeconfigs in $PKI; admin: $STATE/admin.kubeconfig"
 }
