@@ -39,6 +39,9 @@ pub enum Error {
     /// An SSH connection, key or agent failure.
     #[error(transparent)]
     Ssh(#[from] crate::ssh::Error),
+    /// A Kubernetes failure: configuration, API server, permissions, or a task that cannot start.
+    #[error(transparent)]
+    K8s(#[from] crate::k8s::Error),
     /// The run itself could not go on (no workers left, for example).
     #[error(transparent)]
     Sched(#[from] crate::sched::Error),
@@ -79,6 +82,7 @@ impl Error {
         match self {
             Error::Usage { hint, .. } => hint.iter().cloned().collect(),
             Error::Ssh(err) => err.hint().into_iter().collect(),
+            Error::K8s(err) => err.hint().into_iter().collect(),
             Error::Sched(err) => err.hint().into_iter().collect(),
             _ => Vec::new(),
         }

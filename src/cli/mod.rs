@@ -1,8 +1,12 @@
 //! The command line: clap types only, no I/O beyond what clap prints for `--help` and usage errors.
 
 pub mod agent;
+pub mod cluster_setup;
+pub mod finish;
 pub mod parallel;
 pub mod pods;
+pub mod shell;
+pub mod status;
 
 use std::ffi::OsString;
 
@@ -32,6 +36,14 @@ pub enum Command {
     Parallel(ParallelOpts),
     /// kb's SSH server, the process that runs jobs inside every pod.
     Agent(AgentOpts),
+    /// Print the manifests a cluster admin applies once (`kb cluster-setup | kubectl apply -f -`).
+    ClusterSetup(cluster_setup::ClusterSetupOpts),
+    /// An interactive terminal on a pod with the working directory copied in; the pod is deleted on exit.
+    Shell(shell::ShellOpts),
+    /// List kb's tasks in the namespace: this machine's, or everyone's with -A.
+    Status(status::StatusOpts),
+    /// Stop and remove tasks and everything they own (running it twice is not an error).
+    Finish(finish::FinishOpts),
 }
 
 impl Command {
@@ -40,6 +52,10 @@ impl Command {
         match self {
             Command::Parallel(_) => "parallel",
             Command::Agent(_) => "agent",
+            Command::ClusterSetup(_) => "cluster-setup",
+            Command::Shell(_) => "shell",
+            Command::Status(_) => "status",
+            Command::Finish(_) => "finish",
         }
     }
 }

@@ -60,11 +60,11 @@ const fn right(verb: &'static str, group: &'static str, resource: &'static str) 
 /// What `kb parallel --pods` and `kb shell` need.
 pub const RUN_RIGHTS: &[Right] = &[
     right("create", "batch", "jobs"),
-    right("delete", "batch", "jobs"),
+    right("deletecollection", "batch", "jobs"),
     right("watch", "", "pods"),
-    right("delete", "", "pods"),
+    right("deletecollection", "", "pods"),
     right("create", "", "secrets"),
-    right("delete", "", "secrets"),
+    right("deletecollection", "", "secrets"),
     Right { verb: "create", group: "", resource: "pods", subresource: Some("portforward") },
 ];
 
@@ -72,8 +72,11 @@ pub const RUN_RIGHTS: &[Right] = &[
 pub const STATUS_RIGHTS: &[Right] = &[right("list", "batch", "jobs"), right("list", "", "pods")];
 
 /// What `kb finish` needs.
-pub const FINISH_RIGHTS: &[Right] =
-    &[right("delete", "batch", "jobs"), right("delete", "", "pods"), right("delete", "", "secrets")];
+pub const FINISH_RIGHTS: &[Right] = &[
+    right("deletecollection", "batch", "jobs"),
+    right("deletecollection", "", "pods"),
+    right("deletecollection", "", "secrets"),
+];
 
 /// Loads the configuration for `target`, connects, and checks the API server answers, the namespace exists and the
 /// user holds `rights` in it.

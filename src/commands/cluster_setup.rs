@@ -1,0 +1,19 @@
+//! `kb cluster-setup`: print the manifests of `manifests/`, moved to the chosen namespace, for `kubectl apply -f -`.
+
+use std::io::Write;
+
+use crate::cli::cluster_setup::ClusterSetupOpts;
+use crate::error::{Error, Result};
+use crate::k8s::manifests::{build_for_namespace, render};
+
+/// Runs `kb cluster-setup`.
+pub async fn exec(opts: ClusterSetupOpts) -> Result<u8> {
+    let text = render(&build_for_namespace(&opts.namespace)?)?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Io { action: "write the manifests to stdout".into(), source: err })
+        }
+        _ => Ok(crate::error::exit::SUCCESS),
+    }
+}

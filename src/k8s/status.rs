@@ -1,0 +1,229 @@
+//! `kb status`: the tasks in a namespace, read from their Jobs and pods, as rows for a table, JSON or YAML.
+//! Listing is I/O; turning objects into rows is pure and tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use super::client::{Kube, classify};
+use super::error::Result;
+use super::pod_state::{PodState, observe};
+use super::resources::{COMMAND, KIND, ORIGIN, PWD, TASK_ID, TOTAL, managed_selector};
+
+/// One task, as `kb status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, tabled::Tabled)]
+pub struct TaskRow {
+    /// The task id.
+    #[tabled(rename = "ID")]
+    pub id: String,
+    /// Time since creation (`45s`, `3m`, `2h`, `4d`).
+    #[tabled(rename = "AGE")]
+    pub age: String,
+    /// `STARTING`, `RUNNING`, `IMAGE-ERROR`, `UNSCHEDULABLE`, `FAILED`, `DONE`, `FINISHING`.
+    #[tabled(rename = "STATUS")]
+    pub status: String,
+    /// CPU each pod asks for.
+    #[tabled(rename = "CPU")]
+    pub cpu: String,
+    /// Memory each pod asks for.
+    #[tabled(rename = "MEM")]
+    pub mem: String,
+    /// Ready pods / pods asked for.
+    #[tabled(rename = "HEALTH")]
+    pub health: String,
+    /// Jobs done / total, where known; `-` otherwise.
+    #[tabled(rename = "PROGRESS")]
+    pub progress: String,
+    /// The client's working directory.
+    #[tabled(rename = "PWD")]
+    pub pwd: String,
+    /// The command line.
+    #[tabled(rename = "COMMAND")]
+    pub command: String,
+    /// The machine that created the task.
+    #[tabled(skip)]
+    pub origin: String,
+    /// `parallel` or `shell`.
+    #[tabled(skip)]
+    pub kind: String,
+    /// The namespace.
+    #[tabled(skip)]
+    pub namespace: String,
+}
+
+/// Lists the tasks of the namespace: this machine's, or everyone's with `all`.
+pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
+    let origin = super::task::origin();
+    let selector = managed_selector((!all).then_some(origin.as_str()));
+    let params = ListParams::default().labels(&selector);
+    let jobs: Api<Job> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let action = format!("list kb's tasks in namespace `{}`", kube.namespace);
+    let jobs = jobs.list(&params).await.map_err(|e| classify(kube, &action, e))?;
+    let pods = pods.list(&params).await.map_err(|e| classify(kube, &action, e))?;
+    let mut by_task: BTreeMap<String, Vec<PodState>> = BTreeMap::new();
+    for pod in &pods.items {
+        if let Some(id) = pod.metadata.labels.as_ref().and_then(|l| l.get(TASK_ID)) {
+            by_task.entry(id.clone()).or_default().push(observe(pod));
+        }
+    }
+    let now = Timestamp::now();
+    let mut rows: Vec<TaskRow> = jobs
+        .items
+        .iter()
+        .map(|job| {
+            let id = label(job, TASK_ID);
+            let states = by_task.get(&id).map(Vec::as_slice).unwrap_or_default();
+            build_row(job, states, now, &kube.namespace)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+fn label(job: &Job, key: &str) -> String {
+    job.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default()
+}
+
+fn annotation(job: &Job, key: &str) -> Option<String> {
+    job.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned()
+}
+
+/// The row of one task from its Job and the states of its pods.
+pub fn build_row(job: &Job, pods: &[PodState], now: Timestamp, namespace: &str) -> TaskRow {
+    let spec = job.spec.as_ref();
+    let desired = spec.and_then(|s| s.parallelism).unwrap_or(0);
+    let ready = job.status.as_ref().and_then(|s| s.ready).unwrap_or(0);
+    let requests = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.requests.as_ref());
+    let request = |key: &str| requests.and_then(|r| r.get(key)).map(|q| q.0.clone()).unwrap_or_else(|| "-".into());
+    let age = job.metadata.creation_timestamp.as_ref().map(|t| show_age(now, t.0)).unwrap_or_else(|| "-".into());
+    let progress = match annotation(job, TOTAL) {
+        Some(total) => format!("-/{total}"),
+        None => "-".into(),
+    };
+    TaskRow {
+        id: label(job, TASK_ID),
+        age,
+        status: build_status(job, pods, ready, desired),
+        cpu: request("cpu"),
+        mem: request("memory"),
+        health: format!("{ready}/{desired}"),
+        progress,
+        pwd: annotation(job, PWD).unwrap_or_default(),
+        command: annotation(job, COMMAND).unwrap_or_default(),
+        origin: label(job, ORIGIN),
+        kind: annotation(job, KIND).unwrap_or_default(),
+        namespace: namespace.to_string(),
+    }
+}
+
+fn build_status(job: &Job, pods: &[PodState], ready: i32, desired: i32) -> String {
+    if job.metadata.deletion_timestamp.is_some() {
+        return "FINISHING".into();
+    }
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let holds = |kind: &str| conditions.into_iter().flatten().any(|c| c.type_ == kind && c.status == "True");
+    if holds("Failed") {
+        return "FAILED".into();
+    }
+    if holds("Complete") {
+        return "DONE".into();
+    }
+    if ready > 0 && ready >= desired {
+        return "RUNNING".into();
+    }
+    if pods.iter().any(|p| matches!(p, PodState::PullFailed { .. })) {
+        return "IMAGE-ERROR".into();
+    }
+    if pods.iter().any(|p| matches!(p, PodState::Unschedulable(_))) {
+        return "UNSCHEDULABLE".into();
+    }
+    if ready > 0 { "RUNNING".into() } else { "STARTING".into() }
+}
+
+/// kubectl's way of showing an age: the largest unit only.
+pub fn show_age(now: Timestamp, then: Timestamp) -> String {
+    let secs = now.as_second().saturating_sub(then.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 120 * 60 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// The rows as a table with kubectl's look (no borders, columns three spaces apart).
+pub fn render_table(rows: &[TaskRow]) -> String {
+    use tabled::settings::{Padding, Style};
+    let mut table = tabled::Table::new(rows);
+    table.with(Style::empty()).with(Padding::new(0, 3, 0, 0));
+    let text = table.to_string();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kb-abc", "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {"kb.dev/task-id": "abc", "kb.dev/origin": "laptop"},
+                "annotations": {"kb.dev/pwd": "/home/a", "kb.dev/command": "wc -l {}", "kb.dev/kind": "parallel"}},
+            "spec": {"parallelism": 3, "template": {"spec": {"containers": [{"name": "main",
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}}},
+            "status": {"ready": 2}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn row_from_job_and_pods() {
+        let now: Timestamp = "2026-01-01T00:03:10Z".parse().unwrap();
+        let row = build_row(&job(), &[PodState::Ready, PodState::Ready, PodState::Starting], now, "kb");
+        assert_eq!(row.id, "abc");
+        assert_eq!(row.age, "3m");
+        assert_eq!(row.status, "RUNNING");
+        assert_eq!((row.cpu.as_str(), row.mem.as_str()), ("500m", "1Gi"));
+        assert_eq!(row.health, "2/3");
+        assert_eq!(row.progress, "-");
+        assert_eq!((row.pwd.as_str(), row.command.as_str()), ("/home/a", "wc -l {}"));
+        assert_eq!(row.origin, "laptop");
+    }
+
+    #[test]
+    fn status_says_why_a_task_does_not_start() {
+        let mut job = job();
+        job.status = None;
+        let pull = PodState::PullFailed { image: "x".into(), message: "ErrImagePull".into() };
+        assert_eq!(build_status(&job, &[pull], 0, 3), "IMAGE-ERROR");
+        assert_eq!(build_status(&job, &[PodState::Unschedulable("no".into())], 0, 3), "UNSCHEDULABLE");
+        assert_eq!(build_status(&job, &[PodState::Starting], 0, 3), "STARTING");
+    }
+
+    #[test]
+    fn ages() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(show_age(t("2026-01-01T00:00:45Z"), t("2026-01-01T00:00:00Z")), "45s");
+        assert_eq!(show_age(t("2026-01-01T05:00:00Z"), t("2026-01-01T00:00:00Z")), "5h");
+        assert_eq!(show_age(t("2026-01-05T00:00:00Z"), t("2026-01-01T00:00:00Z")), "4d");
+    }
+
+    #[test]
+    fn table_has_the_columns() {
+        let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        let text = render_table(&[build_row(&job(), &[], now, "kb")]);
+        let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
+        assert!(text.lines().nth(1).unwrap().starts_with("abc   10s   RUNNING"), "{text}");
+    }
+}
