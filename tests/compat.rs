@@ -1,7 +1,7 @@
-//! GNU parallel compatibility suite: every case in `compat/cases.rs` runs through Debian's `parallel` (the
+//! GNU parallel compatibility suite: every case in `compat/cases.rs` and `compat/cases_run.rs` runs through Debian's `parallel` (the
 //! reference, 20221122) and through `kb parallel --local-procs N`, comparing stdout, stderr and exit status (and
 //! joblogs and written files where a case says so); a subset also runs over SSH (`parallel -S` and `kb -S` against
-//! the same sshd, and `kb -S` against `kb agent`). The normalisations are documented in `compat/harness.rs` and in
+//! the same sshd, and `kb -S` against `kb agent`). The normalisations are documented in `compat/compare.rs` and in
 //! docs/gnu-compat.md, which lists every case.
 //!
 //! Needs GNU parallel (`apt-get install parallel`) and, for the SSH tests, OpenSSH (`apt-get install
@@ -9,6 +9,10 @@
 
 #[path = "compat/cases.rs"]
 mod cases;
+#[path = "compat/cases_run.rs"]
+mod cases_run;
+#[path = "compat/compare.rs"]
+mod compare;
 #[path = "compat/harness.rs"]
 mod harness;
 mod support;
@@ -23,7 +27,7 @@ fn check(name: &str) {
         .unwrap_or_else(|| panic!("no case `{name}`"));
     let gnu = harness::run(&case, Tool::Gnu, &Target::Local);
     let kb = harness::run(&case, Tool::Kb, &Target::Local);
-    let diffs = harness::compare(&case, &gnu, &kb, &Target::Local);
+    let diffs = compare::compare(&case, &gnu, &kb, &Target::Local);
     assert!(
         diffs.is_empty(),
         "case `{name}` ({}): kb differs from GNU parallel:\n{}",
@@ -172,7 +176,7 @@ fn check_ssh(server: &support::SshServer, kb_server: Option<&support::SshServer>
         let kb_targets = [Some(server), kb_server];
         for s in kb_targets.into_iter().flatten() {
             let kb = harness::run(case, Tool::Kb, &target(s));
-            let diffs = harness::compare(case, &gnu, &kb, &target(s));
+            let diffs = compare::compare(case, &gnu, &kb, &target(s));
             if !diffs.is_empty() {
                 failures.push(format!(
                     "case `{}` via {}:\n{}",
