@@ -1,8 +1,8 @@
-//! GNU parallel compatibility suite: every case in `compat/cases.rs` and `compat/cases_run.rs` runs through Debian's `parallel` (the
-//! reference, 20221122) and through `kb parallel --local-procs N`, comparing stdout, stderr and exit status (and
-//! joblogs and written files where a case says so); a subset also runs over SSH (`parallel -S` and `kb -S` against
-//! the same sshd, and `kb -S` against `kb agent`). The normalisations are documented in `compat/compare.rs` and in
-//! docs/gnu-compat.md, which lists every case.
+//! GNU parallel compatibility suite. Every case in `compat/cases.rs` and `compat/cases_run.rs` runs through
+//! Debian's `parallel` (the reference, 20221122) and through `kb parallel --local-procs N`, comparing stdout,
+//! stderr and exit status (and joblogs and written files where a case says so). A subset also runs over SSH:
+//! `parallel -S` and `kb -S` against the same sshd, and `kb -S` against `kb agent`. The normalisations are
+//! documented in `compat/compare.rs` and in docs/gnu-compat.md, which lists every case.
 //!
 //! Needs GNU parallel (`apt-get install parallel`) and, for the SSH tests, OpenSSH (`apt-get install
 //! openssh-server openssh-client`); a missing one fails the tests saying so.
