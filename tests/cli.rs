@@ -87,3 +87,23 @@ fn first_job_starts_before_stdin_ends() {
     drop(stdin);
     assert!(child.wait().expect("wait").success());
 }
+
+#[test]
+fn memory_stays_flat_with_millions_of_input_lines() {
+    // 3 million lines through --dry-run: peak RSS (from GNU time) must stay far below what holding them would take.
+    let script = format!("seq 3000000 | /usr/bin/time -f %M {} parallel --dry-run echo {{}} > /dev/null", env!("CARGO_BIN_EXE_kb"));
+    let out = Command::new("sh").arg("-c").arg(script).output().expect("run sh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kib: u64 = stderr(&out).trim().lines().last().and_then(|l| l.trim().parse().ok()).expect("GNU time's %M");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB for 3M lines");
+}
+
+#[test]
+fn broken_pipe_on_stdout_ends_the_run_quietly() {
+    let script = format!("seq 100000 | {} parallel --local-procs 2 echo | head -n 3", env!("CARGO_BIN_EXE_kb"));
+    let out = Command::new("bash").arg("-c").arg(format!("set -o pipefail; {script}; echo \"status ${{PIPESTATUS[1]}}\""))
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("status 0"), "kb exits 0 when its reader goes away: {stdout} {}", stderr(&out));
+}

@@ -41,7 +41,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         let inputs = Inputs::open(spec)?;
         return dry_run(&template, inputs, resume.as_ref(), opts.jobs.or(opts.local_procs).unwrap_or(1));
     }
-    let workers = worker_sources(&opts)?;
+    let mut workers = worker_sources(&opts)?;
     let joblog = match &opts.joblog {
         // --resume appends to the log it resumes from, as GNU parallel does.
         Some(path) if resume.is_some() && !path.starts_with('+') => Some(crate::joblog::Writer::open(&format!("+{path}"))?),
@@ -73,7 +73,49 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         progress: Progress::new(opts.bar, opts.eta, opts.progress),
     };
     let inputs = Inputs::open(spec)?;
-    Ok(sched::run(run, inputs, workers, crate::signal::SignalHandler::standard()).await?)
+    // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
+    let mut signals = crate::signal::SignalHandler::standard();
+    let task = match opts.pods.pods {
+        Some(_) => Some(create_pod_task(&opts, &mut signals).await?),
+        None => None,
+    };
+    if let Some(task) = &task {
+        workers.push(task.worker_source());
+        eprintln!("kb: task {} in namespace `{}`", task.id(), task.namespace());
+    }
+    let result = sched::run(run, inputs, workers, signals).await;
+    if let Some(task) = task {
+        let id = task.id().to_string();
+        if let Err(err) = task.finish().await {
+            eprintln!("kb: warning: could not remove task {id}; run `kb finish {id}`: {}", crate::error::chain(&err));
+        }
+    }
+    Ok(result?)
+}
+
+/// Creates the pods' task; an interrupt during creation lets it complete, then removes it.
+async fn create_pod_task(
+    opts: &ParallelOpts,
+    signals: &mut crate::signal::SignalHandler,
+) -> Result<crate::k8s::PodTask> {
+    let command_line = opts.command.join(" ");
+    let create = crate::k8s::PodTask::create(&opts.pods, &command_line);
+    tokio::pin!(create);
+    let mut interrupted = false;
+    let task = loop {
+        tokio::select! {
+            task = &mut create => break task?,
+            () = signals.recv(), if !interrupted => {
+                interrupted = true;
+                eprintln!("kb: interrupted: removing the task being created");
+            }
+        }
+    };
+    if interrupted {
+        let _ = task.finish().await;
+        return Err(Error::Interrupted);
+    }
+    Ok(task)
 }
 
 fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
@@ -149,10 +191,7 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
         check_identities(&opts.identity)?;
         sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
     }
-    if let Some(pods) = opts.pods.pods {
-        sources.push(pod_workers(opts, pods)?);
-    }
-    if sources.is_empty() {
+    if sources.is_empty() && opts.pods.pods.is_none() {
         return Err(Error::usage(
             "no workers: say where the jobs run",
             "give --pods N (Kubernetes), -S [user@]host (SSH hosts) or --local-procs N (this machine)",
@@ -186,14 +225,6 @@ fn check_identities(paths: &[PathBuf]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `--pods`: the Kubernetes backend (issue [k8s]).
-fn pod_workers(_opts: &ParallelOpts, _pods: usize) -> Result<Box<dyn WorkerSource>> {
-    Err(Error::usage(
-        "--pods is not available in this build yet",
-        "use -S [user@]host or --local-procs N until the Kubernetes backend lands",
-    ))
 }
 
 /// `--dry-run`: print each command instead of running it, streaming.
