@@ -237,6 +237,11 @@ fn input_cases() -> Vec<Case> {
             &["-k", "echo", ":::", "a\nb", "c"],
         ),
         case(
+            "missing_arg_file",
+            "an input file that cannot be opened is an error: exit 255",
+            &["-k", "echo", "::::", "nonexistent"],
+        ),
+        case(
             "empty_source",
             "an empty source gives one empty argument",
             &["-k", "echo", ":::", "a", "b", "::::", "empty"],

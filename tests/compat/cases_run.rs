@@ -226,6 +226,20 @@ pub fn run_cases() -> Vec<Case> {
             "--retries n: still failing after n tries counts as failed",
             &["--retries", "2", "echo {}; exit 1", ":::", "a"],
         ),
+        case(
+            "retries_joblog",
+            "--retries with --joblog: only the last try is logged",
+            &[
+                "--joblog",
+                "log",
+                "--retries",
+                "3",
+                "echo {}; exit 1",
+                ":::",
+                "a",
+            ],
+        )
+        .joblog("log"),
         // Halt.
         case(
             "halt_now_fail",
@@ -363,6 +377,26 @@ pub fn run_cases() -> Vec<Case> {
                 ":::",
                 "0.1",
                 "3",
+            ],
+        )
+        .jobs(2),
+        case(
+            "timeout_joblog",
+            "a job killed by --timeout is logged with Exitval -1 and Signal 15",
+            &["--joblog", "log", "--timeout", "1", "sleep", ":::", "3"],
+        )
+        .joblog("log"),
+        case(
+            "repl_slot_reuse",
+            "{%} and $PARALLEL_JOBSLOT: a freed slot is reused, never two running jobs in one slot",
+            &[
+                "-k",
+                "sleep {}; echo {%} $PARALLEL_JOBSLOT",
+                ":::",
+                "0.6",
+                "0.1",
+                "0.1",
+                "0.1",
             ],
         )
         .jobs(2),
