@@ -103,6 +103,7 @@ compat_cases!(
     joblog,
     joblog_append,
     resume,
+    resume_new_joblog,
     resume_failed,
     retries_then_success,
     retries_exhausted,

@@ -190,6 +190,12 @@ pub fn run_cases() -> Vec<Case> {
         ])
         .joblog("log"),
         case(
+            "resume_new_joblog",
+            "--resume with no joblog yet: runs everything and starts the joblog with its header",
+            &["--joblog", "log", "--resume", "-k", "echo", ":::", "a", "b"],
+        )
+        .joblog("log"),
+        case(
             "resume_failed",
             "--resume-failed: re-run the failed jobs and the new ones",
             &[
