@@ -180,7 +180,24 @@ impl Connection {
         channel.exec(true, command).await.map_err(not_started)?;
         // Jobs read no input, as with GNU parallel: their stdin is at its end from the start.
         let _ = channel.eof().await;
-        run_channel(channel, &self.label, out, signals).await
+        run_channel(channel, &self.label, out, signals, false).await
+    }
+
+    /// Runs a command wrapped by [`guard_command`] on a new channel, for servers that cannot stop a job themselves:
+    /// OpenSSH's sshd refuses `signal` requests in sessions without post-authentication privilege separation (every
+    /// root login) and never kills a command when its channel closes. Signals are written as names on the command's
+    /// stdin, and closing `signals` sends EOF, on which the guard kills the job's whole process group.
+    pub async fn exec_guarded(
+        &self,
+        command: &str,
+        out: OutputTx,
+        signals: mpsc::UnboundedReceiver<JobSignal>,
+    ) -> Result<JobExit, ExecError> {
+        let channel = self.open_session().await?;
+        channel.exec(true, command).await.map_err(|e| {
+            ExecError::NotStarted(format!("cannot open a channel to `{}`: {e}", self.label))
+        })?;
+        run_channel(channel, &self.label, out, signals, true).await
     }
 
     /// Opens a bare session channel (for a PTY shell, say); the caller sends the requests.
@@ -209,6 +226,7 @@ async fn run_channel(
     label: &str,
     out: OutputTx,
     mut signals: mpsc::UnboundedReceiver<JobSignal>,
+    guarded: bool,
 ) -> Result<JobExit, ExecError> {
     let mut exit = None;
     let mut signals_open = true;
@@ -218,12 +236,20 @@ async fn run_channel(
             msg = channel.wait() => msg,
             signal = signals.recv(), if signals_open => {
                 match signal {
+                    Some(signal) if guarded => {
+                        let line = format!("{}\n", sig_name(&to_sig(signal)));
+                        let _ = channel.data(line.as_bytes()).await;
+                    }
                     Some(signal) => {
                         let _ = channel.signal(to_sig(signal)).await;
                     }
                     None => {
                         signals_open = false;
                         closing_since = Some(tokio::time::Instant::now());
+                        if guarded {
+                            // The guard kills the job's process group at EOF; the close follows.
+                            let _ = channel.eof().await;
+                        }
                         let _ = channel.close().await;
                     }
                 }
@@ -372,4 +398,19 @@ impl client::Handler for HostKeyCheck {
         }
         Ok(trusted)
     }
+}
+
+/// Wraps `command` for [`Connection::exec_guarded`]: the command runs in a subshell with stdin from `/dev/null`; a
+/// watcher reads signal names (`TERM`, `KILL`, ...) from the channel and sends each to the session's process group,
+/// and at EOF (kb gave up on the job, or the connection died) kills the group. The exit status is the command's; a
+/// command killed by a signal makes the wrapper die of the same signal, so the server reports `exit-signal`.
+pub fn guard_command(command: &str) -> String {
+    format!(
+        "trap : TERM INT HUP; exec 3<&0; (\n{command}\n) </dev/null & p=$!; \
+         {{ trap : TERM INT HUP; while read -r s; do kill -s \"$s\" 0 2>/dev/null; done; kill -s KILL 0; }} <&3 & \
+         w=$!; exec 3<&-; \
+         while :; do wait \"$p\"; s=$?; kill -0 \"$p\" 2>/dev/null || break; done; \
+         kill -s KILL \"$w\" 2>/dev/null; \
+         if [ \"$s\" -gt 128 ]; then trap - TERM INT HUP; kill -s \"$(kill -l \"$s\")\" $$; fi; exit \"$s\""
+    )
 }

@@ -85,6 +85,8 @@ pub(crate) fn start(spec: &JobSpec) -> std::io::Result<Job> {
         }
         None => Command::new(std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())),
     };
+    // Tells clients (and jobs) that kb's agent runs them: it signals and kills process groups itself.
+    command.env("KB_AGENT", "1");
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)

@@ -16,6 +16,6 @@ mod pty;
 mod reaper;
 
 pub use agent::serve_agent;
-pub use client::{ClientConfig, Connection};
+pub use client::{ClientConfig, Connection, guard_command};
 pub use error::{Error, ExecError, Result};
 pub use login::{SshLogin, default_user};

@@ -20,6 +20,8 @@ pub struct SshWorker {
     slots: usize,
     /// `cd DIR && ` in front of every command, when jobs must run in a given directory.
     prefix: String,
+    /// The server cannot signal or kill jobs itself (not kb's agent): wrap commands with `ssh::guard_command`.
+    guarded: bool,
 }
 
 impl SshWorker {
@@ -29,7 +31,14 @@ impl SshWorker {
             Some(dir) => format!("cd {} || exit 255; ", crate::template::quote(dir)),
             None => String::new(),
         };
-        SshWorker { name, conn, slots, prefix }
+        SshWorker { name, conn, slots, prefix, guarded: false }
+    }
+
+    /// The same worker for a server that is not kb's agent (OpenSSH's sshd): jobs are wrapped so that signals and
+    /// a lost client still reach their whole process group.
+    pub fn guarded(mut self) -> Self {
+        self.guarded = true;
+        self
     }
 }
 
@@ -55,7 +64,12 @@ impl Worker for SshWorker {
                 "export PARALLEL_SEQ={} PARALLEL_JOBSLOT={}; {}{}",
                 job.seq, job.slot, self.prefix, job.command
             );
-            self.conn.exec(&command, out, signals).await.map_err(|err| match err {
+            let result = if self.guarded {
+                self.conn.exec_guarded(&crate::ssh::guard_command(&command), out, signals).await
+            } else {
+                self.conn.exec(&command, out, signals).await
+            };
+            result.map_err(|err| match err {
                 ExecError::NotStarted(reason) => RunError::NotStarted { worker: self.name.clone(), reason },
                 ExecError::Lost(reason) => RunError::CutOff { worker: self.name.clone(), reason },
             })
@@ -117,26 +131,32 @@ impl WorkerSource for SshSource {
 
 async fn connect_worker(login: &SshLogin, config: &ClientConfig, jobs: Option<usize>) -> crate::ssh::Result<SshWorker> {
     let conn = Connection::connect(login, config).await?;
-    let slots = match login.slots.or(jobs) {
-        Some(n) => n.max(1),
-        None => remote_cpus(&conn).await.unwrap_or(1),
-    };
-    Ok(SshWorker::new(login_name(login), conn, slots, None))
+    let probe = probe(&conn).await;
+    let slots = login.slots.or(jobs).or(probe.cpus).unwrap_or(1).max(1);
+    let worker = SshWorker::new(login_name(login), conn, slots, None);
+    Ok(if probe.kb_agent { worker } else { worker.guarded() })
 }
 
-/// GNU parallel's default of one slot per CPU of the host, asked from the host itself.
-async fn remote_cpus(conn: &Connection) -> Option<usize> {
+/// What one command tells of a host: whether kb's agent serves it, and its CPU count.
+struct Probe {
+    kb_agent: bool,
+    cpus: Option<usize>,
+}
+
+/// Asks the host whether it is kb's agent and how many CPUs it has (GNU parallel's default of one slot per CPU).
+async fn probe(conn: &Connection) -> Probe {
     let (tx, mut rx) = mpsc::channel(64);
     let (_sig_tx, sig_rx) = mpsc::unbounded_channel();
-    let exit = conn.exec("nproc 2>/dev/null || getconf _NPROCESSORS_ONLN", tx, sig_rx).await.ok()?;
+    let command = "echo \"${KB_AGENT:-0}\"; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN";
+    let exit = conn.exec(command, tx, sig_rx).await;
     let mut text = Vec::new();
     while let Some((_, chunk)) = rx.recv().await {
         text.extend_from_slice(&chunk);
     }
-    if !exit.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&text).trim().parse().ok()
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines().map(str::trim);
+    let kb_agent = exit.is_ok() && lines.next() == Some("1");
+    Probe { kb_agent, cpus: lines.next().and_then(|l| l.parse().ok()) }
 }
 
 /// The sshlogin as GNU parallel shows it in the joblog: `[user@]host[:port]`, without the slot count.
