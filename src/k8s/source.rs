@@ -66,7 +66,7 @@ impl PodSource {
         let progress = PodProgress::new(self.pods);
         let deadline = tokio::time::sleep(self.start_timeout);
         let mut deadline = pin!(deadline);
-        let task = format!("task `{}`", self.task_id);
+        let task = format!("task {}", self.task_id);
         loop {
             let actions = tokio::select! {
                 () = cancel.cancelled() => break,
@@ -114,8 +114,8 @@ impl PodSource {
             if tracker.all_joined() {
                 progress.finish();
             }
-            if let Some(reason) = tracker.fatal() {
-                let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
+            // Every pod that cannot start was reported already; say no more and let the run end.
+            if tracker.fatal().is_some() {
                 break;
             }
         }

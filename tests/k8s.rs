@@ -1,0 +1,286 @@
+//! kb on the real local cluster (`tests/cluster/up`): the README's example, `kb shell` through a pseudo-terminal,
+//! `kb status` and `kb finish` after the client is SIGKILLed, and the errors found before anything is created.
+//!
+//! Every test uses its own `kb-test-<rand>` namespace, checks that nothing labelled
+//! `app.kubernetes.io/managed-by=kb` is left in it, and deletes it. A cluster that cannot be reached is a failure,
+//! never a skip. Images: `KB_TEST_IMAGE` (default `127.0.0.1:5000/kb/debian:bookworm`) and `KB_AGENT_IMAGE`
+//! (default kb's own default with `KB_REGISTRY=127.0.0.1:5000`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+
+const MANAGED: &str = "app.kubernetes.io/managed-by=kb";
+
+fn test_image() -> String {
+    std::env::var("KB_TEST_IMAGE").unwrap_or_else(|_| "127.0.0.1:5000/kb/debian:bookworm".into())
+}
+
+fn kubeconfig() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBECONFIG") {
+        return path.into();
+    }
+    let dir = std::env::var_os("KB_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::home_dir().expect("a home directory").join(".cache/kb/cluster"));
+    dir.join("admin.kubeconfig")
+}
+
+/// A namespace of its own on the local cluster, deleted on drop.
+struct TestNs {
+    name: String,
+    client: kube::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TestNs {
+    fn new() -> TestNs {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let path = kubeconfig();
+        let client = rt.block_on(async {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+                .unwrap_or_else(|e| panic!("no kubeconfig at {}: {e}; run tests/cluster/up", path.display()));
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let version = tokio::time::timeout(Duration::from_secs(20), client.apiserver_version()).await;
+            match version {
+                Ok(Ok(_)) => client,
+                Ok(Err(e)) => panic!("the local cluster is not reachable ({e}); run tests/cluster/up"),
+                Err(_) => panic!("the local cluster did not answer in 20 s; run tests/cluster/up"),
+            }
+        });
+        let name = format!("kb-test-{:08x}", rand::random::<u32>());
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
+        TestNs { name, client, rt }
+    }
+
+    /// `kb ARGS` with this cluster's kubeconfig, run in `dir`.
+    fn kb(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
+        cmd.args(args).current_dir(dir).env("KUBECONFIG", kubeconfig()).env("KB_NAMESPACE", &self.name);
+        cmd.env("KB_IMAGE", test_image()).env("KB_START_TIMEOUT", "120");
+        if std::env::var_os("KB_REGISTRY").is_none() {
+            cmd.env("KB_REGISTRY", "127.0.0.1:5000");
+        }
+        cmd
+    }
+
+    /// Names of the objects labelled managed-by=kb left in the namespace.
+    fn leftovers(&self) -> Vec<String> {
+        let lp = ListParams::default().labels(MANAGED);
+        self.rt.block_on(async {
+            let mut names = Vec::new();
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.name);
+            names.extend(
+                jobs.list(&lp).await.unwrap().items.into_iter().map(|o| format!("job/{}", name_of(&o.metadata))),
+            );
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.name);
+            names.extend(
+                pods.list(&lp).await.unwrap().items.into_iter().map(|o| format!("pod/{}", name_of(&o.metadata))),
+            );
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.name);
+            names.extend(
+                secrets.list(&lp).await.unwrap().items.into_iter().map(|o| format!("secret/{}", name_of(&o.metadata))),
+            );
+            names
+        })
+    }
+
+    /// Waits up to a minute for every object labelled managed-by=kb to be gone (pods take a few seconds to stop).
+    fn assert_clean(&self) {
+        let start = Instant::now();
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "left behind in {}: {left:?}", self.name);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = self.rt.block_on(api.delete(&self.name, &DeleteParams::background()));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    lines.sort();
+    lines
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn readme_example_matches_local_wc() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, lines) in [3, 10, 0, 250, 7, 1].iter().enumerate() {
+        let body: String = (0..*lines).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(dir.path().join(format!("f{i}.txt")), body).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("sub dir")).unwrap();
+    std::fs::write(dir.path().join("sub dir/g.txt"), "a\nb\n").unwrap();
+    let find = Command::new("find").args([".", "-type", "f"]).current_dir(dir.path()).output().unwrap();
+    let files = text(&find.stdout);
+    let out = run_with_stdin(ns.kb(dir.path(), &["parallel", "--pods", "3", "--", "wc", "-l", "{}"]), &files);
+    assert!(out.status.success(), "kb failed: {}", text(&out.stderr));
+    let mut local = String::new();
+    for file in files.lines() {
+        let wc = Command::new("wc").args(["-l", file]).current_dir(dir.path()).output().unwrap();
+        local.push_str(&text(&wc.stdout));
+    }
+    assert_eq!(sorted_lines(&text(&out.stdout)), sorted_lines(&local));
+    ns.assert_clean();
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
+    use std::os::fd::OwnedFd;
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("marker.txt"), "kb-shell-marker\n").unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut cmd = ns.kb(dir.path(), &["shell"]);
+    cmd.env("TERM", "dumb").stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+    let mut child = cmd.spawn().unwrap();
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&text(&chunk)),
+                Err(_) => panic!("no `{needle}` within {secs} s; the terminal showed:\n{seen}"),
+            }
+        }
+    };
+    // The working directory was copied in, and the shell starts in it.
+    master.write_all(b"cat marker.txt; echo kb-$((6*7))\r").unwrap();
+    wait_for("kb-42", 120);
+    wait_for("kb-shell-marker", 5);
+    master.write_all(b"exit 3\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "the terminal showed:\n{seen}");
+    ns.assert_clean();
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = ns
+        .kb(dir.path(), &["parallel", "--pods", "2", "--cpu", "200m", "--", "sleep", "600", ":::", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the task to be running, through `kb status -o json`.
+    let start = Instant::now();
+    let task = loop {
+        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
+        assert!(out.status.success(), "kb status failed: {}", text(&out.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(row) = rows.as_array().and_then(|r| r.first())
+            && row["health"] == "2/2"
+        {
+            break row.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "task never ran: {rows}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let id = task["id"].as_str().unwrap().to_string();
+    assert_eq!(task["status"], "RUNNING");
+    assert_eq!(task["cpu"], "200m");
+    assert_eq!(task["pwd"], dir.path().canonicalize().unwrap().display().to_string());
+    assert!(task["command"].as_str().unwrap().contains("sleep 600"), "{task}");
+    let table = ns.kb(dir.path(), &["status"]).output().unwrap();
+    let table = text(&table.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
+    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("RUNNING") && l.contains("2/2")), "{table}");
+    // The client dies without cleaning up: the task stays until `kb finish`.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(client.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    client.wait().unwrap();
+    assert!(!ns.leftovers().is_empty(), "the task should outlive a SIGKILLed client");
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    let again = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(again.status.success(), "finish twice is not an error: {}", text(&again.stderr));
+    ns.assert_clean();
+}
+
+/// Runs `kb parallel` expecting a failure before any job: exit 255, `want` in the message, nothing left.
+fn expect_error(ns: &TestNs, extra: &[&str], env: &[(&str, &str)], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["parallel", "--pods", "2"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "echo", "{}", ":::", "a", "b"]);
+    let mut cmd = ns.kb(dir.path(), &args);
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{args:?}: {stderr}");
+    assert!(stderr.contains(want), "{args:?}: wanted `{want}` in:\n{stderr}");
+    assert!(stderr.contains("hint:"), "{args:?}: no hint in:\n{stderr}");
+    ns.assert_clean();
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn errors_are_found_early_and_leave_nothing() {
+    let ns = TestNs::new();
+    expect_error(&ns, &["--image", "127.0.0.1:5000/kb/no-such-image:1"], &[], "cannot be pulled");
+    expect_error(&ns, &["--cpu", "1000"], &[], "the largest node");
+    expect_error(&ns, &["--mem", "1x"], &[], "invalid memory quantity `1x`");
+    expect_error(&ns, &["--namespace", "kb-test-no-such-namespace"], &[], "does not exist");
+    let closed = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        closed.path(),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n\
+         current-context: c\n",
+    )
+    .unwrap();
+    let path = closed.path().display().to_string();
+    expect_error(&ns, &[], &[("KUBECONFIG", path.as_str())], "cannot reach the Kubernetes API server");
+}
