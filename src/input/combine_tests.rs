@@ -226,3 +226,51 @@ fn records_match_live_gnu_parallel() {
         assert_eq!(gnu, mine, "sources {case}");
     }
 }
+
+/// Compares item splitting with GNU parallel on stdin, for each separator option.
+#[test]
+fn separators_match_live_gnu_parallel() {
+    let cases: [(&[&str], &[u8]); 8] = [
+        (&[], b"a\nb c\n\nd"),
+        (&[], b"a\r\nb\r\n"),
+        (&["-0"], b"a\nb\0c\0\0d\n"),
+        (&["-d", ","], b"a,b,,c,"),
+        (&["-d", "\\r\\n"], b"a\r\nb\nc\r\n"),
+        (&["-d", "\\t"], b"a\tb c\t"),
+        (&["-d", "ab"], b"1ab2aab3"),
+        (&["-d", ""], b"\n\npara 1\nline 2\n\n\n\npara 2\n"),
+    ];
+    for (options, stdin) in cases {
+        let mut child = std::process::Command::new("parallel")
+            .args(["--will-cite", "--dry-run", "-k", "-j1"])
+            .args(options)
+            .arg("echo")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("GNU parallel is needed for this test (apt-get install parallel): {e}")
+            });
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "parallel failed on {options:?}");
+        let gnu = String::from_utf8(out.stdout).unwrap();
+        let separator = match options {
+            ["-0"] => Separator::Nul,
+            ["-d", d] => Separator::from_opts(false, Some(d)),
+            _ => Separator::Newline,
+        };
+        let f = temp_file(stdin);
+        let spec = InputSpec {
+            sources: vec![(Source::File(f.path().to_path_buf()), false)],
+            separator,
+        };
+        let template = crate::template::Template::parse(&w("echo"));
+        let mine: String = Inputs::open(spec)
+            .unwrap()
+            .map(|r| template.render(&r.unwrap(), 1, 1) + "\n")
+            .collect();
+        assert_eq!(gnu, mine, "options {options:?} stdin {stdin:?}");
+    }
+}

@@ -104,11 +104,17 @@ fn render_matches_live_gnu_parallel() {
         "a b", "it's", "x$y", "*", "", "ü é", "a\"b", "a\\b", "~x", "-x", "#h", "tab\tx", "!x",
         "a%b", "{y}",
     ];
-    for value in odd {
-        cases.push((
-            words(&["echo", "X{}Y", "{/}", "{.}"]),
-            vec![value.to_string()],
-        ));
+    let shapes: [&[&str]; 7] = [
+        &["a\tb={}"],
+        &["", "echo", "{}"],
+        &["x={}", "echo"],
+        &["{}x", "y"],
+        &["echo", "{.}{/}{//}", "{ }", "{/.}.gz"],
+        &["echo", "{1}{1}", "{-1}", "{2.}"],
+        &["echo {} | cat"],
+    ];
+    for ws in shapes {
+        cases.push((words(ws), words(&["dir.d/file name.tar.gz", "b.c"])));
     }
     for (ws, args) in cases {
         let mut cmd = std::process::Command::new("parallel");
@@ -128,4 +134,21 @@ fn render_matches_live_gnu_parallel() {
         let mine = Template::parse(&ws).render(&args, 1, 1);
         assert_eq!(gnu, format!("{mine}\n"), "words {ws:?} args {args:?}");
     }
+    // The odd values in one run: one job each, in order.
+    let ws = words(&["echo", "X{}Y", "{/}", "{.}", "{#}"]);
+    let out = std::process::Command::new("parallel")
+        .args(["--will-cite", "--dry-run", "-k", "-j1"])
+        .args(&ws)
+        .arg(":::")
+        .args(odd)
+        .output()
+        .expect("GNU parallel is needed for this test (apt-get install parallel)");
+    let gnu = String::from_utf8(out.stdout).unwrap();
+    let template = Template::parse(&ws);
+    let mine: String = odd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| template.render(&words(&[v]), i as u64 + 1, 1) + "\n")
+        .collect();
+    assert_eq!(gnu, mine);
 }
