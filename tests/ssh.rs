@@ -1,0 +1,465 @@
+//! kb's SSH client against real servers on 127.0.0.1: Debian's OpenSSH sshd and `kb agent`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use kb::model::{JobExit, JobSignal, Stream};
+use kb::ssh::{ClientConfig, Connection, Error, ExecError, SshLogin};
+use support::{Agent, SshServer, Sshd};
+use tokio::sync::mpsc;
+
+fn config(server: &SshServer) -> ClientConfig {
+    ClientConfig {
+        identities: vec![server.client_key.clone()],
+        pinned_host_keys: Vec::new(),
+        known_hosts: vec![server.known_hosts.clone()],
+    }
+}
+
+fn login(server: &SshServer) -> SshLogin {
+    server.login.parse().expect("fixture login parses")
+}
+
+async fn connect(server: &SshServer) -> Connection {
+    Connection::connect(&login(server), &config(server))
+        .await
+        .expect("connect")
+}
+
+/// Both servers, named for assertion messages.
+fn both() -> Vec<(&'static str, SshServer)> {
+    vec![("sshd", Sshd::start()), ("agent", Agent::start())]
+}
+
+#[derive(Debug)]
+struct Run {
+    stdout: String,
+    stderr: String,
+    exit: Result<JobExit, ExecError>,
+}
+
+async fn collect(mut rx: mpsc::Receiver<(Stream, Bytes)>) -> (String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some((stream, data)) = rx.recv().await {
+        match stream {
+            Stream::Stdout => out.extend_from_slice(&data),
+            Stream::Stderr => err.extend_from_slice(&data),
+        }
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+async fn run_env(conn: &Connection, command: &str, env: &[(&str, &str)]) -> Run {
+    let (tx, rx) = mpsc::channel(64);
+    let (_signals_tx, signals) = mpsc::unbounded_channel();
+    let (exit, (stdout, stderr)) =
+        tokio::join!(conn.exec_with_env(command, env, tx, signals), collect(rx));
+    Run {
+        stdout,
+        stderr,
+        exit,
+    }
+}
+
+async fn run(conn: &Connection, command: &str) -> Run {
+    run_env(conn, command, &[]).await
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+async fn wait_gone(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    !alive(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_output_exit_code_and_separate_stderr() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let r = run(
+            &conn,
+            "echo hello; echo oops >&2; printf 'no newline'; exit 3",
+        )
+        .await;
+        assert_eq!(r.stdout, "hello\nno newline", "{name}");
+        assert_eq!(r.stderr, "oops\n", "{name}");
+        assert_eq!(r.exit.unwrap(), JobExit::Code(3), "{name}");
+        let r = run(&conn, "true").await;
+        assert_eq!(r.exit.unwrap(), JobExit::Code(0), "{name}");
+        // Jobs read no input: stdin is at its end from the start.
+        let r = run(&conn, "cat; echo done").await;
+        assert_eq!(r.stdout, "done\n", "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_signal_is_reported() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let r = run(&conn, "kill -USR1 $$; sleep 5").await;
+        assert_eq!(r.exit.unwrap(), JobExit::Signal(libc::SIGUSR1), "{name}");
+        let r = run(&conn, "kill -9 $$").await;
+        assert_eq!(r.exit.unwrap(), JobExit::Signal(libc::SIGKILL), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_requests_reach_the_command() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let r = run_env(
+            &conn,
+            "echo \"[$KB_TEST_VALUE]\"",
+            &[("KB_TEST_VALUE", "a b  c")],
+        )
+        .await;
+        assert_eq!(r.stdout, "[a b  c]\n", "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_channels_on_one_connection() {
+    const JOBS: usize = 200;
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let barrier = server.dir().join("barrier");
+        std::fs::create_dir(&barrier).unwrap();
+        // Each job checks in, then waits (up to 60 s) until all have: they can only all finish if all ran at once.
+        let runs = (0..JOBS).map(|i| {
+            let conn = &conn;
+            let command = format!(
+                "cd {dir} && touch {i} && n=0; while [ $(ls | wc -l) -lt {JOBS} ] && [ $n -lt 120 ]; do sleep 0.5; \
+                 n=$((n+1)); done; echo job {i} saw $(ls | wc -l)",
+                dir = barrier.display()
+            );
+            async move { (i, run(conn, &command).await) }
+        });
+        for (i, r) in futures::future::join_all(runs).await {
+            assert_eq!(
+                r.stdout,
+                format!("job {i} saw {JOBS}\n"),
+                "{name}: {}",
+                r.stderr
+            );
+            assert_eq!(r.exit.unwrap(), JobExit::Code(0), "{name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_request_kills_the_agent_job_process_group() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (signals_tx, signals) = mpsc::unbounded_channel();
+    let exec = conn.exec(
+        "sleep 300 & echo $!; sleep 300; echo not reached",
+        tx,
+        signals,
+    );
+    let watcher = async {
+        let (_, first) = rx.recv().await.expect("the grandchild's pid");
+        let grandchild: i32 = String::from_utf8_lossy(&first)
+            .trim()
+            .parse()
+            .expect("a pid");
+        assert!(alive(grandchild));
+        signals_tx.send(JobSignal::Term).expect("send TERM");
+        while rx.recv().await.is_some() {}
+        grandchild
+    };
+    let (exit, grandchild) = tokio::join!(exec, watcher);
+    assert_eq!(exit.unwrap(), JobExit::Signal(libc::SIGTERM));
+    assert!(
+        wait_gone(grandchild, Duration::from_secs(5)).await,
+        "background child {grandchild} still running (or a zombie)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_channel_kills_the_agent_job_group() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (signals_tx, signals) = mpsc::unbounded_channel();
+    // The job ignores SIGTERM, so the agent has to escalate to SIGKILL.
+    let exec = conn.exec(
+        "trap '' TERM; sleep 300 & echo $!; echo $$; wait",
+        tx,
+        signals,
+    );
+    let watcher = async {
+        let mut text = String::new();
+        while text.lines().count() < 2 {
+            let (_, data) = rx.recv().await.expect("two pids");
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        drop(signals_tx);
+        while rx.recv().await.is_some() {}
+        text.lines()
+            .map(|l| l.trim().parse::<i32>().expect("a pid"))
+            .collect::<Vec<_>>()
+    };
+    let (exit, pids) = tokio::join!(exec, watcher);
+    assert!(matches!(exit, Err(ExecError::Lost(_))), "{exit:?}");
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(6)).await,
+            "process {pid} survived the channel close"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_connection_kills_the_agent_jobs() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let r = run(&conn, "true").await;
+    assert!(r.exit.is_ok());
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_signals_tx, signals) = mpsc::unbounded_channel();
+    let exec = conn.exec("echo $$; sleep 300", tx, signals);
+    let watcher = async {
+        let (_, first) = rx.recv().await.expect("the pid");
+        let pid: i32 = String::from_utf8_lossy(&first)
+            .trim()
+            .parse()
+            .expect("a pid");
+        conn.close().await;
+        pid
+    };
+    let (exit, pid) = tokio::join!(exec, watcher);
+    assert!(matches!(exit, Err(ExecError::Lost(_))), "{exit:?}");
+    assert!(
+        wait_gone(pid, Duration::from_secs(6)).await,
+        "process {pid} survived the connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_and_window_change_on_the_agent() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let mut channel = conn.open_session().await.expect("channel");
+    channel
+        .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .expect("pty-req");
+    channel
+        .exec(
+            true,
+            "stty size; tty; read line; stty size; echo \"got $line\"",
+        )
+        .await
+        .expect("exec");
+    let mut output = String::new();
+    let mut resized = false;
+    let mut exit = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => {
+                output.push_str(&String::from_utf8_lossy(&data));
+                if !resized && output.contains("/dev/pts/") {
+                    resized = true;
+                    channel
+                        .window_change(100, 40, 0, 0)
+                        .await
+                        .expect("window-change");
+                    channel.data(&b"hello\n"[..]).await.expect("stdin");
+                }
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let lines: Vec<&str> = output.lines().map(str::trim).collect();
+    assert_eq!(lines.first(), Some(&"24 80"), "{output:?}");
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{output:?}"
+    );
+    assert!(lines.contains(&"40 100"), "{output:?}");
+    assert!(lines.contains(&"got hello"), "{output:?}");
+    assert_eq!(exit, Some(0), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_client_key_is_refused() {
+    for (name, server) in both() {
+        let other = Sshd::start();
+        let mut config = config(&server);
+        config.identities = vec![other.client_key.clone()];
+        let err = Connection::connect(&login(&server), &config)
+            .await
+            .err()
+            .expect("login must fail");
+        assert!(matches!(err, Error::AuthRefused { .. }), "{name}: {err:?}");
+        assert!(
+            err.hint().unwrap_or_default().contains("authorized_keys"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_unknown_host_key_is_refused() {
+    for (name, server) in both() {
+        let other = Agent::start();
+        // A known_hosts entry for this host with another key: a mismatch.
+        let mut config = config(&server);
+        config.known_hosts = vec![server.dir().join("other_known_hosts")];
+        std::fs::write(
+            &config.known_hosts[0],
+            format!("[127.0.0.1]:{} {}\n", server.port, other.host_public_key),
+        )
+        .unwrap();
+        let err = Connection::connect(&login(&server), &config)
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(
+            matches!(err, Error::HostKeyMismatch { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("[127.0.0.1]:{}", server.port)),
+            "{name}: {err}"
+        );
+        // No entry at all: unknown.
+        std::fs::write(&config.known_hosts[0], "").unwrap();
+        let err = Connection::connect(&login(&server), &config)
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(
+            matches!(err, Error::HostKeyUnknown { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.hint().unwrap_or_default().contains("known_hosts"),
+            "{name}"
+        );
+        // A pinned key wins over known_hosts: the wrong one is refused, the right one accepted.
+        config.pinned_host_keys = vec![other.host_public_key.clone()];
+        let err = Connection::connect(&login(&server), &config)
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(
+            matches!(err, Error::HostKeyMismatch { .. }),
+            "{name}: {err:?}"
+        );
+        config.pinned_host_keys = vec![server.host_public_key.clone()];
+        Connection::connect(&login(&server), &config)
+            .await
+            .expect("pinned key accepted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_known_hosts_entry_is_accepted() {
+    let server = Sshd::start();
+    let status = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&server.known_hosts)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let text = std::fs::read_to_string(&server.known_hosts).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    let conn = connect(&server).await;
+    assert_eq!(run(&conn, "echo ok").await.stdout, "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_exec_is_lost() {
+    for (name, mut server) in both() {
+        let conn = connect(&server).await;
+        let (tx, rx) = mpsc::channel(64);
+        let (_signals_tx, signals) = mpsc::unbounded_channel();
+        let exec = conn.exec("echo started; sleep 5", tx, signals);
+        let killer = async {
+            // Kill the server once the command has surely started.
+            let mut rx = rx;
+            let (_, first) = rx.recv().await.expect("output before the kill");
+            server.kill();
+            while rx.recv().await.is_some() {}
+            String::from_utf8_lossy(&first).into_owned()
+        };
+        let (exit, stdout) = tokio::join!(exec, killer);
+        assert_eq!(stdout, "started\n", "{name}");
+        assert!(matches!(exit, Err(ExecError::Lost(_))), "{name}: {exit:?}");
+        assert!(conn.is_closed(), "{name}");
+        let r = run(&conn, "true").await;
+        assert!(
+            matches!(r.exit, Err(ExecError::NotStarted(_))),
+            "{name}: {:?}",
+            r.exit
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_port_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let login: SshLogin = format!("root@127.0.0.1:{port}").parse().unwrap();
+    let err = Connection::connect(&login, &ClientConfig::default())
+        .await
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert_eq!(err.to_string(), format!("cannot reach `127.0.0.1:{port}`"));
+    assert!(err.hint().unwrap_or_default().contains("port"));
+}
+
+/// Not a benchmark, but it prints the numbers: sequential `true` over one connection (200, or `KB_SSH_EXECS`), then
+/// as many with 16 at once. Run with `--nocapture` to see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_execs_are_fast() {
+    let count: usize = std::env::var("KB_SSH_EXECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let started = Instant::now();
+        for _ in 0..count {
+            let r = run(&conn, "true").await;
+            assert_eq!(r.exit.unwrap(), JobExit::Code(0));
+        }
+        let sequential = started.elapsed();
+        let started = Instant::now();
+        let mut runs = futures::stream::iter(0..count)
+            .map(|_| run(&conn, "true"))
+            .buffer_unordered(16);
+        while let Some(r) = runs.next().await {
+            assert_eq!(r.exit.unwrap(), JobExit::Code(0));
+        }
+        let concurrent = started.elapsed();
+        eprintln!(
+            "{name}: {count} sequential `true`: {sequential:?}; {count} with 16 at once: {concurrent:?}"
+        );
+    }
+}
