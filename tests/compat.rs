@@ -65,6 +65,8 @@ compat_cases!(
     repl_command_is_input,
     tagstring,
     tag,
+    tag_two_sources,
+    tagstring_escapes,
     stdin_lines,
     stdin_no_final_newline,
     stdin_empty_lines,

@@ -130,6 +130,27 @@ fn input_cases() -> Vec<Case> {
             ],
         )
         .ssh(),
+        case(
+            "tag_two_sources",
+            "--tag with several sources: the arguments joined by spaces",
+            &["-k", "--tag", "echo", "x", ":::", "a", "b", ":::", "1"],
+        ),
+        case(
+            "tagstring_escapes",
+            "--tagstring: \\t and the like are interpreted, positional strings work",
+            &[
+                "-k",
+                "--tagstring",
+                "<\\t{2}>",
+                "echo",
+                "x",
+                ":::",
+                "a",
+                "b",
+                ":::",
+                "1",
+            ],
+        ),
         // Input.
         case(
             "stdin_lines",
