@@ -84,6 +84,8 @@ compat_cases!(
     null_separated,
     delimiter,
     delimiter_escape,
+    delimiter_octal,
+    delimiter_unknown_escape,
     args_split_on_separator,
     missing_arg_file,
     empty_source,

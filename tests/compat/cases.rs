@@ -253,6 +253,18 @@ fn input_cases() -> Vec<Case> {
         )
         .stdin(b"a\tb c\td"),
         case(
+            "delimiter_octal",
+            "-d '\\101': an octal escape in the delimiter",
+            &["-d", "\\101", "-k", "echo"],
+        )
+        .stdin(b"aAbAc"),
+        case(
+            "delimiter_unknown_escape",
+            "-d '\\x': a backslash before another letter is kept",
+            &["-d", "\\x", "-k", "echo"],
+        )
+        .stdin(b"a\\xb\\xc"),
+        case(
             "args_split_on_separator",
             "::: values are written to a file and read back with the separator",
             &["-k", "echo", ":::", "a\nb", "c"],
