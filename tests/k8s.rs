@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kb::k8s::manifests::{Manifest, build_for_namespace};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=kb";
@@ -54,6 +57,7 @@ impl TestNs {
                 Err(_) => panic!("the local cluster did not answer in 20 s; run tests/cluster/up"),
             }
         });
+        check_agent_image();
         let name = format!("kb-test-{:08x}", rand::random::<u32>());
         let ns =
             Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
@@ -105,6 +109,32 @@ impl TestNs {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
+}
+
+/// The agent image the tests' pods use: `KB_AGENT_IMAGE`, else kb's default with `KB_REGISTRY=127.0.0.1:5000`.
+fn agent_image() -> String {
+    std::env::var("KB_AGENT_IMAGE").unwrap_or_else(|_| {
+        let registry = std::env::var("KB_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+        format!("{registry}/kb/agent:{}", env!("CARGO_PKG_VERSION"))
+    })
+}
+
+/// Fails with what to run when the agent image is not in the local registry (every pod would fail to start).
+fn check_agent_image() {
+    let image = agent_image();
+    let Some((registry, rest)) = image.split_once('/') else { return };
+    if !(registry.starts_with("127.0.0.1:") || registry.starts_with("localhost:")) {
+        return;
+    }
+    let (repo, tag) = rest.rsplit_once(':').unwrap_or((rest, "latest"));
+    let url = format!("http://{registry}/v2/{repo}/manifests/{tag}");
+    let accept =
+        "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+    let found = Command::new("curl").args(["-fsS", "-o", "/dev/null", "-H", accept, &url]).status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "the agent image `{image}` is not in the local registry: run `images/agent/build {image} && docker push {image}`"
+    );
 }
 
 fn name_of(meta: &ObjectMeta) -> String {
@@ -283,4 +313,72 @@ fn errors_are_found_early_and_leave_nothing() {
     .unwrap();
     let path = closed.path().display().to_string();
     expect_error(&ns, &[], &[("KUBECONFIG", path.as_str())], "cannot reach the Kubernetes API server");
+}
+
+/// A kubeconfig for the local cluster that logs in with `token`.
+fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
+    let admin = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    let cluster = admin.clusters[0].cluster.clone().unwrap();
+    let server = cluster.server.unwrap();
+    let ca = cluster.certificate_authority_data.expect("the admin kubeconfig embeds its CA");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+         users:\n- name: u\n  user:\n    token: {token}\ncurrent-context: c\n"
+    );
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
+    let ns = TestNs::new();
+    let manifests = build_for_namespace(&ns.name).unwrap();
+    let pp = PostParams::default();
+    let sa_api: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
+    let sa = manifests.iter().find_map(|m| if let Manifest::ServiceAccount(sa) = m { Some(sa) } else { None });
+    let sa = ns.rt.block_on(sa_api.create(&pp, sa.unwrap())).unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let token = ns.rt.block_on(sa_api.create_token_request(&name_of(&sa.metadata), &pp, &request)).unwrap();
+    let config = token_kubeconfig(&token.status.unwrap().token);
+    let dir = tempfile::tempdir().unwrap();
+    let as_sa = |args: &[&str]| {
+        let mut cmd = ns.kb(dir.path(), args);
+        cmd.env("KUBECONFIG", config.path());
+        cmd
+    };
+    // Without the Role: every command says which rights are missing, before creating anything.
+    let status = as_sa(&["status"]).output().unwrap();
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
+    assert!(text(&status.stderr).contains("missing permissions in namespace"), "{}", text(&status.stderr));
+    assert!(text(&status.stderr).contains("`list batch/jobs`"), "{}", text(&status.stderr));
+    let run = as_sa(&["parallel", "--pods", "1", "--", "echo", "{}", ":::", "x"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(255), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("`create batch/jobs`"), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("hint: ask a cluster admin"), "{}", text(&run.stderr));
+    ns.assert_clean();
+    // With the Role and RoleBinding of `kb cluster-setup`, and nothing cluster-wide, a run works end to end.
+    for manifest in &manifests {
+        match manifest {
+            Manifest::Role(role) => {
+                ns.rt.block_on(Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&pp, role)).unwrap();
+            }
+            Manifest::RoleBinding(binding) => {
+                let api = Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name);
+                ns.rt.block_on(api.create(&pp, binding)).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let run = as_sa(&["parallel", "--pods", "1", "--", "echo", "{}", ":::", "least-privilege"]).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "least-privilege\n");
+    let status = as_sa(&["status", "-o", "yaml"]).output().unwrap();
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    ns.assert_clean();
 }
