@@ -44,7 +44,8 @@ pub struct PodSource {
     pub start_timeout: Duration,
 }
 
-type Joining = (String, super::Result<PodWorker>);
+/// A pod's name, how long joining it took, and the worker or why not.
+type Joining = (String, Duration, super::Result<PodWorker>);
 
 impl WorkerSource for PodSource {
     fn start(self: Box<Self>, events: mpsc::Sender<WorkerEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
@@ -78,12 +79,13 @@ impl PodSource {
                     break;
                 }
                 Some(joined) = joining.join_next() => match joined {
-                    Ok((name, Ok(worker))) => {
+                    Ok((name, took, Ok(worker))) => {
+                        tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");
                         tracker.on_joined(&name);
                         let _ = events.send(WorkerEvent::Joined(Arc::new(worker))).await;
                         Vec::new()
                     }
-                    Ok((name, Err(err))) => vec![tracker.on_join_failed(&name, &crate::error::chain(&err))],
+                    Ok((name, _, Err(err))) => vec![tracker.on_join_failed(&name, &crate::error::chain(&err))],
                     Err(_) => Vec::new(),
                 },
                 item = stream.next() => match item {
@@ -127,8 +129,9 @@ impl PodSource {
         let access = self.access.clone();
         let (slots, workdir, archive) = (self.slots, self.workdir.clone(), self.archive.clone());
         joining.spawn(async move {
+            let start = std::time::Instant::now();
             let result = join_pod(&access, &name, slots, workdir, archive).await;
-            (name, result)
+            (name, start.elapsed(), result)
         });
     }
 }

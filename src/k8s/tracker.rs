@@ -95,10 +95,10 @@ impl Tracker {
         self.joined.insert(name.to_string());
     }
 
-    /// Records that kb could not reach the agent of pod `name`.
+    /// Records that pod `name` could not join (its agent did not answer, or the files could not be copied).
     pub fn on_join_failed(&mut self, name: &str, why: &str) -> Action {
         self.connecting.remove(name);
-        self.mark_bad(name, format!("cannot reach kb's agent: {why}"))
+        self.mark_bad(name, format!("cannot join the run: {why}"))
     }
 
     fn mark_bad(&mut self, name: &str, reason: String) -> Action {
