@@ -282,12 +282,15 @@ fn keygen(path: &Path) {
     assert!(status.success(), "ssh-keygen failed for {}", path.display());
 }
 
+/// The test server's configuration. `SetEnv SHLVL=1` stops bash (the login shell that sshd runs every command
+/// with) from sourcing `~/.bashrc`, which it does for ssh commands at shell level 1: a heavy rc file (pyenv init on
+/// these machines costs ~250 ms) would otherwise dominate every job, for GNU parallel and kb alike.
 fn sshd_config(keys: &Keys, port: u16) -> String {
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {dir}/authorized_keys\n\
          PermitRootLogin prohibit-password\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nMaxSessions 1000\n\
-         MaxStartups 1000\nAcceptEnv KB_* LANG LC_*\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+         MaxStartups 1000\nAcceptEnv KB_* LANG LC_*\nSubsystem sftp internal-sftp\nSetEnv SHLVL=1\nLogLevel ERROR\n",
         host_key = keys.host_key.display(),
         dir = keys.dir.path().display(),
     )
