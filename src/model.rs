@@ -30,11 +30,12 @@ impl JobExit {
         self == JobExit::Code(0)
     }
 
-    /// The `Exitval` column of GNU parallel's joblog (-1 when killed by a signal).
+    /// The `Exitval` column of GNU parallel's joblog (0 when killed by a signal, as GNU parallel writes it; a job
+    /// killed by `--timeout` is logged with -1 by the scheduler).
     pub fn exitval(self) -> i32 {
         match self {
             JobExit::Code(code) => code,
-            JobExit::Signal(_) => -1,
+            JobExit::Signal(_) => 0,
         }
     }
 

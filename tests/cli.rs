@@ -30,7 +30,6 @@ fn parallel_usage_errors_exit_255_and_say_what_to_do() {
     for (args, needle) in [
         (vec!["parallel", "--local-procs", "2", "--halt", "later", "echo"], "invalid --halt"),
         (vec!["parallel", "--local-procs", "2", "--timeout", "soon", "echo"], "invalid --timeout"),
-        (vec!["parallel", "--local-procs", "2"], "no command given"),
         (vec!["parallel", "--local-procs", "0", "echo", ":::", "a"], "at least 1"),
         (vec!["parallel", "-S", "1/2/3@@", "echo", ":::", "a"], "sshlogin"),
         (vec!["parallel", "--no-such-option", "echo"], "unexpected argument"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cli::ParallelOpts;
 use crate::error::{Error, Result};
-use crate::input::{InputSpec, Inputs, Separator, Source};
+use crate::input::{InputSpec, Inputs, Source};
 use crate::output::printer::{Mode, Printer};
 use crate::output::progress::Progress;
 use crate::sched::{self, RunSpec, halt};
@@ -20,14 +20,9 @@ use crate::worker::ssh::SshSource;
 /// Runs `kb parallel`.
 pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     let (words, sources) = crate::input::split_command(&opts.command);
-    if words.is_empty() {
-        return Err(Error::usage(
-            "no command given",
-            "put the command after the options, e.g. `kb parallel --local-procs 4 -- gzip {} ::: *.log`",
-        ));
-    }
     let spec = input_spec(&opts, sources);
-    let template = Template::parse(&words);
+    // With no command, each input line is a command, as in GNU parallel.
+    let template = if words.is_empty() { Template::parse_tagstring("{}") } else { Template::parse(&words) };
     let halt = match &opts.halt {
         Some(value) => halt::parse(value).map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
         None => None,
@@ -44,7 +39,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     let mut workers = worker_sources(&opts)?;
     let joblog = match &opts.joblog {
         // --resume appends to the log it resumes from, as GNU parallel does.
-        Some(path) if resume.is_some() && !path.starts_with('+') => Some(crate::joblog::Writer::open(&format!("+{path}"))?),
+        Some(path) if let Some(resume) = &resume => Some(crate::joblog::Writer::open_resuming(path, resume)?),
         Some(path) => Some(crate::joblog::Writer::open(path)?),
         None => None,
     };
@@ -119,37 +114,7 @@ async fn create_pod_task(
 }
 
 fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
-    let mut all: Vec<(Source, bool)> = opts.arg_files.iter().map(|f| (Source::File(f.clone()), false)).collect();
-    all.extend(sources);
-    let separator = if opts.null {
-        Separator::Nul
-    } else if let Some(d) = &opts.delimiter {
-        Separator::Delimiter(unescape_delimiter(d))
-    } else {
-        Separator::Newline
-    };
-    InputSpec { sources: all, separator }
-}
-
-/// GNU parallel's `-d`: `\n`, `\t`, `\0` and `\\` are interpreted.
-fn unescape_delimiter(d: &str) -> String {
-    let mut out = String::new();
-    let mut chars = d.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('0') => out.push('\0'),
-            Some('r') => out.push('\r'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
+    InputSpec::from_opts(&opts.arg_files, sources, opts.null, opts.delimiter.as_deref())
 }
 
 fn parse_timeout(value: &str) -> Result<Duration> {

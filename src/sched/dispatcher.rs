@@ -42,6 +42,8 @@ struct Running {
     control: Option<mpsc::UnboundedSender<JobSignal>>,
     /// Killed by `--halt now`: its end is neither printed nor logged (as GNU parallel).
     discarded: bool,
+    /// Killed by `--timeout`.
+    timed_out: bool,
 }
 
 /// How the run ended, when it ran to an end.
@@ -171,6 +173,8 @@ impl Dispatcher {
             crate::error::exit::INTERRUPTED
         } else if let Some(status) = self.halted {
             status
+        } else if let Some(halt) = self.spec.halt {
+            halt.exit_status_not_halted(self.tally)
         } else {
             core::exit_status(self.tally.failed)
         }
@@ -293,6 +297,7 @@ impl Dispatcher {
                 buf: JobBuffer::new(tag),
                 control: Some(control_tx),
                 discarded: false,
+                timed_out: false,
             },
         );
         self.spec.progress.set_running(self.running.len(), self.workers.iter().filter(|w| w.alive).count());
@@ -311,8 +316,9 @@ impl Dispatcher {
                     self.on_output_error(err);
                 }
             }
-            ExecEvent::Done { attempt, result } => {
-                if let Some(run) = self.running.remove(&attempt) {
+            ExecEvent::Done { attempt, result, timed_out } => {
+                if let Some(mut run) = self.running.remove(&attempt) {
+                    run.timed_out = timed_out;
                     self.on_done(run, result);
                 }
             }
@@ -346,6 +352,9 @@ impl Dispatcher {
     }
 
     fn finish_job(&mut self, run: Running, exit: JobExit) {
+        if run.timed_out {
+            eprintln!("kb: Warning: This job was killed because it timed out:\nkb: Warning: {}", run.command);
+        }
         self.log(&run, exit);
         if exit.success() {
             self.tally.succeeded += 1;
@@ -361,6 +370,9 @@ impl Dispatcher {
 
     fn check_halt(&mut self, exit: JobExit, command: &str) {
         let Some(halt) = self.spec.halt else { return };
+        if let Some(notice) = halt.notice(!exit.success()) {
+            eprintln!("kb: {notice}\n{command}");
+        }
         if self.halted.is_some() || !halt.triggered(self.tally, self.total) {
             return;
         }
@@ -370,9 +382,6 @@ impl Dispatcher {
         };
         let total = self.total.unwrap_or(self.next_seq);
         self.halted = Some(halt.exit_status(status, self.tally, total));
-        if !exit.success() {
-            eprintln!("kb: This job failed:\n{command}");
-        }
         if halt.when == When::Now {
             for run in self.running.values_mut() {
                 run.discarded = true;
@@ -395,7 +404,8 @@ impl Dispatcher {
             runtime: run.clock.elapsed().as_secs_f64(),
             send: 0,
             receive: run.buf.received,
-            exitval: exit.exitval(),
+            // GNU parallel logs a job killed by --timeout with Exitval -1.
+            exitval: if run.timed_out { -1 } else { exit.exitval() },
             signal: exit.signal(),
             command: run.command.clone(),
         };

@@ -30,6 +30,8 @@ pub enum ExecEvent {
         attempt: AttemptId,
         /// Its exit, or why it has none.
         result: Result<JobExit, RunError>,
+        /// It was killed because it ran longer than `--timeout`.
+        timed_out: bool,
     },
 }
 
@@ -80,5 +82,5 @@ pub async fn execute(
     while let Ok((stream, data)) = out_rx.try_recv() {
         let _ = events.send(ExecEvent::Output { attempt, stream, data }).await;
     }
-    let _ = events.send(ExecEvent::Done { attempt, result }).await;
+    let _ = events.send(ExecEvent::Done { attempt, result, timed_out: stage > 0 }).await;
 }

@@ -117,18 +117,44 @@ impl Halt {
         }
     }
 
-    /// The exit status of a halted run: the triggering job's status for counts of failed or done jobs, 0 for
-    /// success, and the percentage of failed jobs for percentages (as GNU parallel).
-    pub fn exit_status(&self, trigger_status: i32, tally: Tally, total: u64) -> u8 {
-        match (self.why, self.threshold) {
-            (Why::Success, _) => 0,
-            (_, Threshold::Percent(_)) => {
-                let pct = if total == 0 { 0 } else { tally.failed * 100 / total };
-                pct.min(101) as u8
-            }
-            _ => trigger_status.clamp(0, 255) as u8,
+    /// The notice GNU parallel prints after each job that counts towards the condition (`This job failed:`).
+    pub fn notice(&self, failed: bool) -> Option<&'static str> {
+        match (self.why, failed) {
+            (Why::Fail, true) => Some("This job failed:"),
+            (Why::Success, false) => Some("This job succeeded:"),
+            (Why::Done, _) => Some("This job finished:"),
+            _ => None,
         }
     }
+
+    /// The exit status of a run halted by the job whose own status (128+signal when killed) is `job_status`,
+    /// with GNU parallel's rules, quirks included: with a count other than 1 and no failed job, GNU's
+    /// `min(undef, 101)` gives 101.
+    pub fn exit_status(&self, job_status: i32, tally: Tally, total: u64) -> u8 {
+        match (self.why, self.threshold) {
+            (Why::Success, _) => 0,
+            (_, Threshold::Percent(_)) => percent_failed(tally.failed, total),
+            (_, Threshold::Count(1)) => job_status.clamp(0, 255) as u8,
+            (_, Threshold::Count(_)) if tally.failed == 0 => 101,
+            (_, Threshold::Count(_)) => tally.failed.min(101) as u8,
+        }
+    }
+
+    /// The exit status of a run that ran to its end without halting: the percentage of failed jobs (rounded up)
+    /// with a percentage, else the number of failed jobs.
+    pub fn exit_status_not_halted(&self, tally: Tally) -> u8 {
+        match self.threshold {
+            Threshold::Percent(_) => percent_failed(tally.failed, tally.failed + tally.succeeded),
+            Threshold::Count(_) => tally.failed.min(101) as u8,
+        }
+    }
+}
+
+fn percent_failed(failed: u64, total: u64) -> u8 {
+    if total == 0 {
+        return 0;
+    }
+    (failed * 100).div_ceil(total).min(255) as u8
 }
 
 #[cfg(test)]
@@ -165,5 +191,10 @@ mod tests {
         assert_eq!(parse("now,fail=1").unwrap().unwrap().exit_status(3, t, 4), 3);
         assert_eq!(parse("soon,fail=20%").unwrap().unwrap().exit_status(3, t, 4), 25);
         assert_eq!(parse("now,success=1").unwrap().unwrap().exit_status(0, t, 4), 0);
+        let none_failed = Tally { succeeded: 2, failed: 0 };
+        assert_eq!(parse("now,done=2").unwrap().unwrap().exit_status(0, none_failed, 4), 101, "GNU's quirk");
+        let two_of_six = Tally { succeeded: 4, failed: 2 };
+        assert_eq!(parse("soon,fail=50%").unwrap().unwrap().exit_status_not_halted(two_of_six), 34);
+        assert_eq!(parse("now,success=1").unwrap().unwrap().exit_status_not_halted(two_of_six), 2);
     }
 }

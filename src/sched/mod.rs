@@ -84,7 +84,11 @@ pub async fn run(
     // channel, so memory stays constant and the first job starts before the input ends. The thread is not joined:
     // it ends at the next record once the receiver is gone, and a read blocked on a terminal must not hold up exit.
     std::thread::spawn(move || {
-        for record in inputs {
+        let mut inputs = inputs;
+        while let Some(record) = inputs.next() {
+            for warning in inputs.take_warnings() {
+                eprintln!("kb: Warning: {warning}");
+            }
             if tx.blocking_send(record).is_err() {
                 return;
             }
