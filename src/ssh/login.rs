@@ -46,7 +46,7 @@ impl SshLogin {
             user = Some(u.to_owned());
             rest = after;
         }
-        let (host, port) = split_host_port(rest).map_err(|reason| bad(reason))?;
+        let (host, port) = split_host_port(rest).map_err(bad)?;
         if host.is_empty() {
             return Err(bad("the host name is empty"));
         }

@@ -187,16 +187,20 @@ impl Keys {
         }
     }
 
+    /// The host's public key line without its comment (`ssh-ed25519 AAAA...`).
+    pub fn host_public_key(&self) -> String {
+        let line =
+            std::fs::read_to_string(self.host_key.with_extension("pub")).expect("host key .pub");
+        line.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     fn into_server(self, child: Child, port: u16) -> SshServer {
         let dir = self.dir.path();
         let user = current_user();
-        let host_public_key =
-            std::fs::read_to_string(self.host_key.with_extension("pub")).expect("host key .pub");
-        let host_public_key = host_public_key
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let host_public_key = self.host_public_key();
         let known_hosts = dir.join("known_hosts");
         std::fs::write(
             &known_hosts,
