@@ -215,6 +215,10 @@ pub fn classify(kube: &Kube, action: &str, err: kube::Error) -> Error {
 }
 
 #[cfg(test)]
+#[path = "client_tests.rs"]
+mod fake_server_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
