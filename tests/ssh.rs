@@ -71,8 +71,61 @@ async fn run(conn: &Connection, command: &str) -> Run {
     run_env(conn, command, &[]).await
 }
 
+/// True while `pid` runs (a zombie, dead but not yet reaped, counts as gone; see [`zombies_of`]).
 fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().chars().next() != Some('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The zombie children of `parent`: processes it has not reaped.
+fn zombies_of(parent: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()) {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+/// Fails when `parent` still has unreaped children 2 s from now.
+async fn assert_no_zombies(parent: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !zombies_of(parent).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        zombies_of(parent),
+        Vec::<String>::new(),
+        "zombie children of {parent}"
+    );
+}
+
+/// Runs `command` as kb does on `server`: plainly on kb's agent, wrapped by `guard_command` on OpenSSH's sshd.
+async fn exec_as_kb(
+    name: &str,
+    conn: &Connection,
+    command: &str,
+    out: mpsc::Sender<(Stream, Bytes)>,
+    signals: mpsc::UnboundedReceiver<JobSignal>,
+) -> Result<JobExit, ExecError> {
+    if name == "sshd" {
+        conn.exec_guarded(&kb::ssh::guard_command(command), out, signals)
+            .await
+    } else {
+        conn.exec(command, out, signals).await
+    }
 }
 
 async fn wait_gone(pid: i32, within: Duration) -> bool {
@@ -161,66 +214,75 @@ async fn many_concurrent_channels_on_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signal_request_kills_the_agent_job_process_group() {
-    let server = Agent::start();
-    let conn = connect(&server).await;
-    let (tx, mut rx) = mpsc::channel(64);
-    let (signals_tx, signals) = mpsc::unbounded_channel();
-    let exec = conn.exec(
-        "sleep 300 & echo $!; sleep 300; echo not reached",
-        tx,
-        signals,
-    );
-    let watcher = async {
-        let (_, first) = rx.recv().await.expect("the grandchild's pid");
-        let grandchild: i32 = String::from_utf8_lossy(&first)
-            .trim()
-            .parse()
-            .expect("a pid");
-        assert!(alive(grandchild));
-        signals_tx.send(JobSignal::Term).expect("send TERM");
-        while rx.recv().await.is_some() {}
-        grandchild
-    };
-    let (exit, grandchild) = tokio::join!(exec, watcher);
-    assert_eq!(exit.unwrap(), JobExit::Signal(libc::SIGTERM));
-    assert!(
-        wait_gone(grandchild, Duration::from_secs(5)).await,
-        "background child {grandchild} still running (or a zombie)"
-    );
+async fn a_signal_kills_the_job_process_group() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let (signals_tx, signals) = mpsc::unbounded_channel();
+        let command = "sleep 300 & echo $!; sleep 300; echo not reached";
+        let exec = exec_as_kb(name, &conn, command, tx, signals);
+        let watcher = async {
+            let (_, first) = rx.recv().await.expect("the grandchild's pid");
+            let grandchild: i32 = String::from_utf8_lossy(&first)
+                .trim()
+                .parse()
+                .expect("a pid");
+            assert!(alive(grandchild), "{name}");
+            signals_tx.send(JobSignal::Term).expect("send TERM");
+            let mut rest = String::new();
+            while let Some((_, data)) = rx.recv().await {
+                rest.push_str(&String::from_utf8_lossy(&data));
+            }
+            (grandchild, rest)
+        };
+        let (exit, (grandchild, rest)) = tokio::join!(exec, watcher);
+        assert_eq!(exit.unwrap(), JobExit::Signal(libc::SIGTERM), "{name}");
+        assert_eq!(rest, "", "{name}");
+        assert!(
+            wait_gone(grandchild, Duration::from_secs(5)).await,
+            "{name}: background child {grandchild} still running"
+        );
+        if name == "agent" {
+            assert_no_zombies(server.pid).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_the_channel_kills_the_agent_job_group() {
-    let server = Agent::start();
-    let conn = connect(&server).await;
-    let (tx, mut rx) = mpsc::channel(64);
-    let (signals_tx, signals) = mpsc::unbounded_channel();
-    // The job ignores SIGTERM, so the agent has to escalate to SIGKILL.
-    let exec = conn.exec(
-        "trap '' TERM; sleep 300 & echo $!; echo $$; wait",
-        tx,
-        signals,
-    );
-    let watcher = async {
-        let mut text = String::new();
-        while text.lines().count() < 2 {
-            let (_, data) = rx.recv().await.expect("two pids");
-            text.push_str(&String::from_utf8_lossy(&data));
-        }
-        drop(signals_tx);
-        while rx.recv().await.is_some() {}
-        text.lines()
-            .map(|l| l.trim().parse::<i32>().expect("a pid"))
-            .collect::<Vec<_>>()
-    };
-    let (exit, pids) = tokio::join!(exec, watcher);
-    assert!(matches!(exit, Err(ExecError::Lost(_))), "{exit:?}");
-    for pid in pids {
+async fn giving_up_on_a_job_kills_its_process_group() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let (signals_tx, signals) = mpsc::unbounded_channel();
+        // The job ignores SIGTERM, so it takes SIGKILL to stop it.
+        let command = "trap '' TERM; sleep 300 & echo $!; sh -c 'echo $$; exec sleep 300' & wait";
+        let exec = exec_as_kb(name, &conn, command, tx, signals);
+        let watcher = async {
+            let mut text = String::new();
+            while text.lines().count() < 2 {
+                let (_, data) = rx.recv().await.expect("two pids");
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            drop(signals_tx);
+            while rx.recv().await.is_some() {}
+            text.lines()
+                .map(|l| l.trim().parse::<i32>().expect("a pid"))
+                .collect::<Vec<_>>()
+        };
+        let (exit, pids) = tokio::join!(exec, watcher);
         assert!(
-            wait_gone(pid, Duration::from_secs(6)).await,
-            "process {pid} survived the channel close"
+            exit.is_err() || exit.as_ref().is_ok_and(|e| !e.success()),
+            "{name}: {exit:?}"
         );
+        for pid in pids {
+            assert!(
+                wait_gone(pid, Duration::from_secs(6)).await,
+                "{name}: process {pid} survived the channel close"
+            );
+        }
+        if name == "agent" {
+            assert_no_zombies(server.pid).await;
+        }
     }
 }
 
@@ -248,6 +310,7 @@ async fn closing_the_connection_kills_the_agent_jobs() {
         wait_gone(pid, Duration::from_secs(6)).await,
         "process {pid} survived the connection"
     );
+    assert_no_zombies(server.pid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
