@@ -73,7 +73,7 @@ start_daemon() {
   # setsid may fork; the inner shell records its own PID and then becomes the daemon by exec.
   # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
-    >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    >>"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   local deadline=$((SECONDS + 30))
   until [[ -s $RUN_DIR/$name.pid ]]; do
     ((SECONDS < deadline)) || die "$name did not start in 30s (log: $LOG_DIR/$name.log)"
@@ -137,4 +137,14 @@ require_daemon() {
   log "error: $1 exited; last lines of $LOG_DIR/$1.log:"
   tail -n 30 "$LOG_DIR/$1.log" >&2 || true
   exit 1
+}
+
+# lock_cluster: serialize up and down on this state dir (the lock file sits beside it, since down
+# removes the dir). Held until the calling script exits; daemons do not inherit it (start_daemon
+# closes fd 9). up sets KB_CLUSTER_LOCKED when it runs down itself.
+lock_cluster() {
+  [[ -n ${KB_CLUSTER_LOCKED:-} ]] && return 0
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$STATE.lock"
+  flock -w 900 9 || die "another tests/cluster/up or down holds $STATE.lock"
 }
