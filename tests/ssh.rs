@@ -526,3 +526,27 @@ async fn sequential_execs_are_fast() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_running_exec_kills_the_agent_job() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let pid_file = server.dir().join("pid");
+    let (tx, _rx) = mpsc::channel(64);
+    let (_signals_tx, signals) = mpsc::unbounded_channel();
+    let command = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let exec = conn.exec(&command, tx, signals);
+    let timed_out = tokio::time::timeout(Duration::from_secs(3), exec).await;
+    assert!(timed_out.is_err(), "{timed_out:?}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_gone(pid, Duration::from_secs(6)).await,
+        "process {pid} survived the dropped exec"
+    );
+    // The connection is still good for more jobs.
+    assert_eq!(run(&conn, "echo ok").await.stdout, "ok\n");
+}

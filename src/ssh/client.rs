@@ -222,18 +222,21 @@ impl Connection {
 }
 
 async fn run_channel(
-    mut channel: russh::Channel<client::Msg>,
+    channel: russh::Channel<client::Msg>,
     label: &str,
     out: OutputTx,
     mut signals: mpsc::UnboundedReceiver<JobSignal>,
     guarded: bool,
 ) -> Result<JobExit, ExecError> {
+    let (mut reader, writer) = channel.split();
+    // Closes the channel if this future is dropped before the end (its job is killed by kb's agent).
+    let mut channel = CloseOnDrop(Some(writer));
     let mut exit = None;
     let mut signals_open = true;
     let mut closing_since = None;
     loop {
         let msg = tokio::select! {
-            msg = channel.wait() => msg,
+            msg = reader.wait() => msg,
             signal = signals.recv(), if signals_open => {
                 match signal {
                     Some(signal) if guarded => {
@@ -271,6 +274,8 @@ async fn run_channel(
                 exit = Some(JobExit::Signal(signal_number(sig_name(&signal_name))));
             }
             Some(ChannelMsg::Failure) if exit.is_none() => {
+                let _ = channel.close().await;
+                channel.0 = None;
                 return Err(ExecError::NotStarted(format!(
                     "`{label}` refused to run the command"
                 )));
@@ -279,6 +284,8 @@ async fn run_channel(
             Some(_) => {}
         }
     }
+    // Closed by the server, or the connection is gone, or kb closed it already.
+    channel.0 = None;
     match exit {
         Some(exit) => Ok(exit),
         None if closing_since.is_some() => Err(ExecError::Lost(format!(
@@ -287,6 +294,32 @@ async fn run_channel(
         None => Err(ExecError::Lost(format!(
             "lost the connection to `{label}` while the command ran"
         ))),
+    }
+}
+
+/// A channel's writing half that closes the channel when dropped while still set.
+struct CloseOnDrop(Option<russh::ChannelWriteHalf<client::Msg>>);
+
+impl std::ops::Deref for CloseOnDrop {
+    type Target = russh::ChannelWriteHalf<client::Msg>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the channel is used only while open; this is a bug")
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Drop cannot wait; the close is one message on the connection's queue.
+            runtime.spawn(async move {
+                let _ = writer.close().await;
+            });
+        }
     }
 }
 
