@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kb::k8s::manifests::{Manifest, build_for_namespace};
@@ -92,6 +93,10 @@ impl TestNs {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.name);
             names.extend(
                 secrets.list(&lp).await.unwrap().items.into_iter().map(|o| format!("secret/{}", name_of(&o.metadata))),
+            );
+            let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.name);
+            names.extend(
+                leases.list(&lp).await.unwrap().items.into_iter().map(|o| format!("lease/{}", name_of(&o.metadata))),
             );
             names
         })
@@ -260,6 +265,7 @@ fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
     };
     let id = task["id"].as_str().unwrap().to_string();
     assert_eq!(task["status"], "RUNNING");
+    assert!(task["progress"].as_str().unwrap().ends_with("/1") || task["progress"] == "0/?", "{task}");
     assert_eq!(task["cpu"], "200m");
     assert_eq!(task["pwd"], dir.path().canonicalize().unwrap().display().to_string());
     assert!(task["command"].as_str().unwrap().contains("sleep 600"), "{task}");
@@ -272,6 +278,17 @@ fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(client.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     client.wait().unwrap();
     assert!(!ns.leftovers().is_empty(), "the task should outlive a SIGKILLed client");
+    // Its heartbeat stops: `kb status` says ORPHANED once the Lease is 30 s stale.
+    let start = Instant::now();
+    loop {
+        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if rows[0]["status"] == "ORPHANED" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "never ORPHANED: {rows}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
     assert!(finish.status.success(), "{}", text(&finish.stderr));
     let again = ns.kb(dir.path(), &["finish", &id]).output().unwrap();

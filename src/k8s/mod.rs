@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod heartbeat;
 pub mod keys;
 pub mod manifests;
 pub mod pod_state;

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     Secret, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// The label every object kb creates carries.
@@ -33,6 +34,12 @@ pub const CREATED: &str = "kb.dev/created";
 pub const KIND: &str = "kb.dev/kind";
 /// The annotation with the task's total number of jobs, when known.
 pub const TOTAL: &str = "kb.dev/jobs-total";
+/// The Lease annotation with the task's progress, `done/total` (`done/?` while the input is still being read).
+pub const PROGRESS: &str = "kb.dev/progress";
+/// How often the client renews its Lease, in seconds.
+pub const HEARTBEAT_SECS: i32 = 5;
+/// After how many seconds without renewal a task counts as orphaned (its client is gone).
+pub const ORPHANED_AFTER_SECS: i32 = 30;
 
 /// The port kb's agent listens on inside every pod.
 pub const AGENT_PORT: u16 = 2222;
@@ -269,6 +276,25 @@ pub fn build_secret(spec: &TaskSpec, job: &Job, host_key: &str, authorized_key: 
             (AUTHORIZED_KEY.to_string(), authorized_key.to_string()),
         ])),
         ..Default::default()
+    }
+}
+
+/// The client's heartbeat: a Lease owned by the Job, renewed every [`HEARTBEAT_SECS`] while the client lives.
+pub fn build_lease(spec: &TaskSpec, job: &Job, now: k8s_openapi::jiff::Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(spec.name()),
+            labels: Some(build_labels(spec)),
+            owner_references: Some(vec![build_owner_reference(job)]),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(spec.origin.clone()),
+            lease_duration_seconds: Some(ORPHANED_AFTER_SECS),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
     }
 }
 

@@ -106,3 +106,17 @@ fn selectors() {
     assert_eq!(managed_selector(Some("h")), "app.kubernetes.io/managed-by=kb,kb.dev/origin=h");
     assert_eq!(managed_selector(None), "app.kubernetes.io/managed-by=kb");
 }
+
+#[test]
+fn lease_is_owned_by_the_job_and_held_by_the_origin() {
+    let mut job = build_job(&spec());
+    job.metadata.uid = Some("uid-1".into());
+    let now: k8s_openapi::jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let lease = build_lease(&spec(), &job, now);
+    assert_eq!(lease.metadata.name.as_deref(), Some("kb-abc123"));
+    assert_eq!(lease.metadata.owner_references.unwrap()[0].uid, "uid-1");
+    let lease_spec = lease.spec.unwrap();
+    assert_eq!(lease_spec.holder_identity.as_deref(), Some("laptop"));
+    assert_eq!(lease_spec.renew_time.unwrap().0, now);
+    assert_eq!(lease.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "kb");
+}

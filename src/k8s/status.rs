@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
@@ -12,7 +13,7 @@ use serde::Serialize;
 use super::client::{Kube, classify};
 use super::error::Result;
 use super::pod_state::{PodState, observe};
-use super::resources::{COMMAND, KIND, ORIGIN, PWD, TASK_ID, TOTAL, managed_selector};
+use super::resources::{COMMAND, KIND, ORIGIN, ORPHANED_AFTER_SECS, PROGRESS, PWD, TASK_ID, TOTAL, managed_selector};
 
 /// One task, as `kb status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, tabled::Tabled)]
@@ -23,7 +24,7 @@ pub struct TaskRow {
     /// Time since creation (`45s`, `3m`, `2h`, `4d`).
     #[tabled(rename = "AGE")]
     pub age: String,
-    /// `STARTING`, `RUNNING`, `IMAGE-ERROR`, `UNSCHEDULABLE`, `FAILED`, `DONE`, `FINISHING`.
+    /// `STARTING`, `RUNNING`, `ORPHANED`, `IMAGE-ERROR`, `UNSCHEDULABLE`, `FAILED`, `DONE`, `FINISHING`.
     #[tabled(rename = "STATUS")]
     pub status: String,
     /// CPU each pod asks for.
@@ -65,6 +66,12 @@ pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
     let action = format!("list kb's tasks in namespace `{}`", kube.namespace);
     let jobs = jobs.list(&params).await.map_err(|e| classify(kube, &action, e))?;
     let pods = pods.list(&params).await.map_err(|e| classify(kube, &action, e))?;
+    // Without the right to read Leases there is no heartbeat to show: no PROGRESS, no ORPHANED.
+    let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let leases = leases.list(&params).await.map(|l| l.items).unwrap_or_default();
+    let lease_of = |id: &str| {
+        leases.iter().find(|l| l.metadata.labels.as_ref().and_then(|m| m.get(TASK_ID)).is_some_and(|v| v == id))
+    };
     let mut by_task: BTreeMap<String, Vec<PodState>> = BTreeMap::new();
     for pod in &pods.items {
         if let Some(id) = pod.metadata.labels.as_ref().and_then(|l| l.get(TASK_ID)) {
@@ -78,7 +85,7 @@ pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
         .map(|job| {
             let id = label(job, TASK_ID);
             let states = by_task.get(&id).map(Vec::as_slice).unwrap_or_default();
-            build_row(job, states, now, &kube.namespace)
+            build_row(job, states, lease_of(&id), now, &kube.namespace)
         })
         .collect();
     rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -93,8 +100,8 @@ fn annotation(job: &Job, key: &str) -> Option<String> {
     job.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned()
 }
 
-/// The row of one task from its Job and the states of its pods.
-pub fn build_row(job: &Job, pods: &[PodState], now: Timestamp, namespace: &str) -> TaskRow {
+/// The row of one task from its Job, the states of its pods and its client's heartbeat.
+pub fn build_row(job: &Job, pods: &[PodState], lease: Option<&Lease>, now: Timestamp, namespace: &str) -> TaskRow {
     let spec = job.spec.as_ref();
     let desired = spec.and_then(|s| s.parallelism).unwrap_or(0);
     let ready = job.status.as_ref().and_then(|s| s.ready).unwrap_or(0);
@@ -105,14 +112,21 @@ pub fn build_row(job: &Job, pods: &[PodState], now: Timestamp, namespace: &str) 
         .and_then(|r| r.requests.as_ref());
     let request = |key: &str| requests.and_then(|r| r.get(key)).map(|q| q.0.clone()).unwrap_or_else(|| "-".into());
     let age = job.metadata.creation_timestamp.as_ref().map(|t| show_age(now, t.0)).unwrap_or_else(|| "-".into());
-    let progress = match annotation(job, TOTAL) {
-        Some(total) => format!("-/{total}"),
-        None => "-".into(),
+    let progress = match (lease.and_then(|l| l.metadata.annotations.as_ref()?.get(PROGRESS)), annotation(job, TOTAL)) {
+        (Some(progress), _) => progress.clone(),
+        (None, Some(total)) => format!("-/{total}"),
+        (None, None) => "-".into(),
     };
+    let mut status = build_status(job, pods, ready, desired);
+    let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| t.0);
+    let stale = renewed.is_some_and(|t| now.as_second() - t.as_second() > i64::from(ORPHANED_AFTER_SECS));
+    if stale && matches!(status.as_str(), "STARTING" | "RUNNING" | "IMAGE-ERROR" | "UNSCHEDULABLE") {
+        status = "ORPHANED".into();
+    }
     TaskRow {
         id: label(job, TASK_ID),
         age,
-        status: build_status(job, pods, ready, desired),
+        status,
         cpu: request("cpu"),
         mem: request("memory"),
         health: format!("{ready}/{desired}"),
@@ -189,7 +203,7 @@ mod tests {
     #[test]
     fn row_from_job_and_pods() {
         let now: Timestamp = "2026-01-01T00:03:10Z".parse().unwrap();
-        let row = build_row(&job(), &[PodState::Ready, PodState::Ready, PodState::Starting], now, "kb");
+        let row = build_row(&job(), &[PodState::Ready, PodState::Ready, PodState::Starting], None, now, "kb");
         assert_eq!(row.id, "abc");
         assert_eq!(row.age, "3m");
         assert_eq!(row.status, "RUNNING");
@@ -211,6 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_gives_progress_and_orphaned() {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kb-abc", "annotations": {"kb.dev/progress": "7/10"}},
+            "spec": {"renewTime": "2026-01-01T00:03:00.000000Z"}
+        }))
+        .unwrap();
+        let fresh: Timestamp = "2026-01-01T00:03:10Z".parse().unwrap();
+        let row = build_row(&job(), &[PodState::Ready], Some(&lease), fresh, "kb");
+        assert_eq!((row.status.as_str(), row.progress.as_str()), ("RUNNING", "7/10"));
+        let later: Timestamp = "2026-01-01T00:04:00Z".parse().unwrap();
+        let row = build_row(&job(), &[PodState::Ready], Some(&lease), later, "kb");
+        assert_eq!(row.status, "ORPHANED");
+    }
+
+    #[test]
     fn ages() {
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
         assert_eq!(show_age(t("2026-01-01T00:00:45Z"), t("2026-01-01T00:00:00Z")), "45s");
@@ -221,7 +250,7 @@ mod tests {
     #[test]
     fn table_has_the_columns() {
         let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
-        let text = render_table(&[build_row(&job(), &[], now, "kb")]);
+        let text = render_table(&[build_row(&job(), &[], None, now, "kb")]);
         let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
         assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
         assert!(text.lines().nth(1).unwrap().starts_with("abc   10s   RUNNING"), "{text}");

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::client::{self, Kube, RUN_RIGHTS, Target, classify};
 use super::error::{Error, Result};
+use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::keys::{TaskKeys, build_task_keys};
 use super::quantity::{self, capacities, check_fits};
-use super::resources::{TaskSpec, build_job, build_secret, label_value, task_selector};
+use super::resources::{TaskSpec, build_job, build_lease, build_secret, label_value, task_selector};
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
 use super::worker::AgentAccess;
@@ -58,6 +60,8 @@ pub struct PodTask {
     key_dir: PathBuf,
     workdir: PathBuf,
     archive: Arc<DirArchive>,
+    progress: ProgressHandle,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl PodTask {
@@ -115,15 +119,33 @@ impl PodTask {
         };
         let slots = request.slots.unwrap_or(shape.cpu_cores.ceil().max(1.0) as usize).max(1);
         let access = AgentAccess { kube: kube.clone(), ssh };
-        let task = PodTask { kube, spec, slots, access, key_dir, workdir, archive: Arc::new(archive) };
-        if let Err(err) = task.apply(&keys).await {
-            let _ = task.finish().await;
-            return Err(err);
+        let archive = Arc::new(archive);
+        let (progress, heartbeat) = (ProgressHandle::default(), None);
+        let mut task = PodTask { kube, spec, slots, access, key_dir, workdir, archive, progress, heartbeat };
+        match task.apply(&keys).await {
+            Ok(job) => task.start_heartbeat(&job).await,
+            Err(err) => {
+                let _ = task.finish().await;
+                return Err(err);
+            }
         }
         Ok(task)
     }
 
-    async fn apply(&self, keys: &TaskKeys) -> Result<()> {
+    /// Creates the Lease and starts renewing it; a cluster that refuses the Lease gets a task without heartbeat.
+    async fn start_heartbeat(&mut self, job: &Job) {
+        let leases: Api<Lease> = Api::namespaced(self.kube.client.clone(), &self.kube.namespace);
+        let lease = build_lease(&self.spec, job, k8s_openapi::jiff::Timestamp::now());
+        match leases.create(&PostParams::default(), &lease).await {
+            Ok(_) => {
+                let beat = Heartbeat::start(self.kube.clone(), self.spec.name(), self.progress.clone());
+                self.heartbeat = Some(beat);
+            }
+            Err(err) => tracing::warn!("no heartbeat for task `{}`: {}", self.spec.id, crate::error::chain(&err)),
+        }
+    }
+
+    async fn apply(&self, keys: &TaskKeys) -> Result<Job> {
         let jobs: Api<Job> = Api::namespaced(self.kube.client.clone(), &self.kube.namespace);
         let secrets: Api<Secret> = Api::namespaced(self.kube.client.clone(), &self.kube.namespace);
         let name = self.spec.name();
@@ -137,7 +159,7 @@ impl PodTask {
             .create(&PostParams::default(), &secret)
             .await
             .map_err(|e| classify(&self.kube, &format!("create secret `{name}` in namespace `{ns}`"), e))?;
-        Ok(())
+        Ok(job)
     }
 
     /// The task id (as `kb status` and `kb finish` show and take it).
@@ -160,6 +182,11 @@ impl PodTask {
         &self.access
     }
 
+    /// Where the scheduler reports the run's progress, for `kb status` (through the heartbeat).
+    pub fn progress(&self) -> ProgressHandle {
+        self.progress.clone()
+    }
+
     /// The working directory packed for the pods, which is also where jobs run.
     pub fn archive(&self) -> Arc<DirArchive> {
         self.archive.clone()
@@ -179,7 +206,10 @@ impl PodTask {
     }
 
     /// Deletes everything the task created (by label; running it again is harmless).
-    pub async fn finish(self) -> Result<()> {
+    pub async fn finish(mut self) -> Result<()> {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop().await;
+        }
         let _ = std::fs::remove_dir_all(&self.key_dir);
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
     }
@@ -199,6 +229,12 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
         secrets.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("secrets"), e))?;
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
     let deleted_pods = pods.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("pods"), e))?;
+    // The Job owns the Lease, so the garbage collector takes it anyway; deleting it now is a courtesy that a user
+    // without rights on Leases goes without.
+    let leases: Api<Lease> = Api::namespaced(kube.client.clone(), ns);
+    if let Err(err) = leases.delete_collection(&delete, &list).await {
+        tracing::debug!("cannot delete the lease of task `{id}`: {}", crate::error::chain(&err));
+    }
     let count = |left: Option<usize>| left.unwrap_or(0);
     let found = count(deleted_jobs.left().map(|l| l.items.len()))
         + count(deleted_secrets.left().map(|l| l.items.len()))
