@@ -443,7 +443,7 @@ pub fn guard_command(command: &str) -> String {
          {{ trap : TERM INT HUP; while read -r s; do kill -s \"$s\" 0 2>/dev/null; done; kill -s KILL 0; }} <&3 & \
          w=$!; exec 3<&-; \
          while :; do wait \"$p\"; s=$?; kill -0 \"$p\" 2>/dev/null || break; done; \
-         kill -s KILL \"$w\" 2>/dev/null; \
+         {{ kill -s KILL \"$w\"; wait \"$w\"; }} 2>/dev/null; \
          if [ \"$s\" -gt 128 ]; then trap - TERM INT HUP; kill -s \"$(kill -l \"$s\")\" $$; fi; exit \"$s\""
     )
 }
