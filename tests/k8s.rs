@@ -320,16 +320,70 @@ fn errors_are_found_early_and_leave_nothing() {
     expect_error(&ns, &["--cpu", "1000"], &[], "the largest node");
     expect_error(&ns, &["--mem", "1x"], &[], "invalid memory quantity `1x`");
     expect_error(&ns, &["--namespace", "kb-test-no-such-namespace"], &[], "does not exist");
-    let closed = tempfile::NamedTempFile::new().unwrap();
+    let closed = closed_port_kubeconfig();
+    let path = closed.path().display().to_string();
+    expect_error(&ns, &[], &[("KUBECONFIG", path.as_str())], "cannot reach the Kubernetes API server");
+}
+
+/// A kubeconfig whose API server is a closed port on this machine.
+fn closed_port_kubeconfig() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
-        closed.path(),
+        file.path(),
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
          contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n\
          current-context: c\n",
     )
     .unwrap();
-    let path = closed.path().display().to_string();
-    expect_error(&ns, &[], &[("KUBECONFIG", path.as_str())], "cannot reach the Kubernetes API server");
+    file
+}
+
+/// `kb` with only the given environment for Kubernetes (no cluster needed).
+fn kb_offline(args: &[&str], kubeconfig: &Path) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KB_NAMESPACE")
+        .env_remove("KB_CONTEXT")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn no_kubeconfig_and_a_closed_port_are_explained() {
+    let missing = kb_offline(&["status"], Path::new("/nonexistent/kubeconfig"));
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = text(&missing.stderr);
+    assert!(stderr.contains("no kubeconfig found (looked at `KUBECONFIG=/nonexistent/kubeconfig`)"), "{stderr}");
+    assert!(stderr.contains("hint: point `KUBECONFIG`"), "{stderr}");
+    let closed = closed_port_kubeconfig();
+    for (args, code) in [(&["finish", "abc"][..], 1), (&["parallel", "--pods", "1", "--", "echo", ":::", "a"][..], 255)]
+    {
+        let out = kb_offline(args, closed.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot reach the Kubernetes API server at `https://127.0.0.1:1/`"), "{stderr}");
+        assert!(stderr.contains("hint: check that the cluster is up"), "{stderr}");
+    }
+}
+
+#[test]
+fn cluster_setup_prints_typed_manifests_for_the_namespace() {
+    let out = kb_offline(&["cluster-setup", "-n", "team-a"], Path::new("/nonexistent"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let docs: Vec<serde_yaml_ng::Value> =
+        stdout.split("---\n").filter(|d| !d.trim().is_empty()).map(|d| serde_yaml_ng::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding"]);
+    assert_eq!(docs[0]["metadata"]["name"], "team-a");
+    for doc in &docs[1..] {
+        assert_eq!(doc["metadata"]["namespace"], "team-a", "{doc:?}");
+    }
+    let role: Role = serde_yaml_ng::from_value(docs[2].clone()).unwrap();
+    assert!(role.rules.unwrap().iter().all(|r| !r.verbs.contains(&"*".to_string())));
 }
 
 /// A kubeconfig for the local cluster that logs in with `token`.
