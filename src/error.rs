@@ -36,9 +36,9 @@ pub enum Error {
     /// The joblog could not be read or written.
     #[error(transparent)]
     Joblog(#[from] crate::joblog::Error),
-    /// An SSH connection, key or agent failure.
+    /// An SSH connection, key or agent failure (boxed: it is the largest).
     #[error(transparent)]
-    Ssh(#[from] crate::ssh::Error),
+    Ssh(Box<crate::ssh::Error>),
     /// A Kubernetes failure: configuration, API server, permissions, or a task that cannot start.
     #[error(transparent)]
     K8s(#[from] crate::k8s::Error),
@@ -57,6 +57,12 @@ pub enum Error {
     /// The user interrupted the command.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<crate::ssh::Error> for Error {
+    fn from(err: crate::ssh::Error) -> Self {
+        Error::Ssh(Box::new(err))
+    }
 }
 
 /// A result whose error is the top-level [`Error`].

@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a command once per input, like GNU parallel, on pods, SSH hosts or local slots.
     #[command(after_help = parallel::AFTER_HELP)]
-    Parallel(ParallelOpts),
+    Parallel(Box<ParallelOpts>),
     /// kb's SSH server, the process that runs jobs inside every pod.
     Agent(AgentOpts),
     /// Print the manifests a cluster admin applies once (`kb cluster-setup | kubectl apply -f -`).

@@ -13,7 +13,7 @@ use crate::error::Result;
 /// Runs the subcommand of `cli`.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Parallel(opts) => parallel::exec(opts).await,
+        Command::Parallel(opts) => parallel::exec(*opts).await,
         Command::Agent(opts) => agent::exec(opts).await,
         Command::ClusterSetup(opts) => cluster_setup::exec(opts).await,
         Command::Shell(opts) => shell::exec(opts).await,
