@@ -550,3 +550,56 @@ async fn dropping_a_running_exec_kills_the_agent_job() {
     // The connection is still good for more jobs.
     assert_eq!(run(&conn, "echo ok").await.stdout, "ok\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_stream_runs_ssh_over_a_given_stream() {
+    for (name, server) in both() {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        // The label is the name looked up in known_hosts.
+        let label = format!("[127.0.0.1]:{}", server.port);
+        let conn = Connection::connect_stream(stream, &server.user, &label, &config(&server))
+            .await
+            .expect("connect over the stream");
+        assert_eq!(conn.label(), label);
+        assert_eq!(
+            run(&conn, "echo over a stream").await.stdout,
+            "over a stream\n",
+            "{name}"
+        );
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let err = Connection::connect_stream(stream, &server.user, "elsewhere", &config(&server))
+            .await
+            .err()
+            .expect("no known_hosts entry for `elsewhere`");
+        assert!(
+            matches!(err, Error::HostKeyUnknown { .. }),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+/// The defaults: the key and known_hosts under `$HOME/.ssh`, no `-i` (through the kb binary, whose environment
+/// the test controls).
+#[test]
+fn kb_uses_the_key_and_known_hosts_under_home() {
+    for (name, server) in both() {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kb"))
+            .args(["parallel", "-S", &server.login, "echo", "hi", ":::", "x"])
+            .env("HOME", &server.home)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run kb");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "hi x\n",
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{name}");
+    }
+}
