@@ -55,7 +55,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     } else {
         Mode::Group
     };
-    let run = RunSpec {
+    let mut run = RunSpec {
         template,
         tag,
         printer: Printer::new(mode, opts.keep_order),
@@ -66,6 +66,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         resume,
         grace: Duration::from_secs_f64(opts.grace.max(0.0)),
         progress: Progress::new(opts.bar, opts.eta, opts.progress),
+        observer: None,
     };
     let inputs = Inputs::open(spec)?;
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
@@ -76,6 +77,8 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     };
     if let Some(task) = &task {
         workers.push(task.worker_source());
+        let progress = task.progress();
+        run.observer = Some(Box::new(move |done, total| progress.set(done, total)));
         eprintln!("kb: task {} in namespace `{}`", task.id(), task.namespace());
     }
     let result = sched::run(run, inputs, workers, signals).await;

@@ -362,6 +362,9 @@ impl Dispatcher {
             self.tally.failed += 1;
         }
         self.spec.progress.job_done();
+        if let Some(observer) = &self.spec.observer {
+            observer(self.tally.succeeded + self.tally.failed, self.total);
+        }
         let seq = run.job.seq;
         let command = run.command.clone();
         self.print(|p| p.finish(seq, run.buf));
