@@ -319,7 +319,7 @@ impl russh::server::Handler for AgentSession {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let number = crate::model::signal_number(super::client::sig_name(&signal));
+        let number = crate::model::signal_number(super::exec::sig_name(&signal));
         match nix::sys::signal::Signal::try_from(number) {
             Ok(signal) => self.control(id, Control::Signal(signal)),
             Err(_) => tracing::debug!("ignoring unknown signal {signal:?}"),

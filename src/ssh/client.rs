@@ -6,23 +6,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use russh::client;
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Sig, client};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::error::{Error, ExecError, Result};
+use super::exec::run_channel;
 use super::known_hosts::{self, Verdict};
 use super::login::SshLogin;
-use crate::model::{JobExit, JobSignal, OutputTx, Stream, signal_number};
+use crate::model::{JobExit, JobSignal, OutputTx};
 
 /// How long connecting, the handshake and the login may take together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keepalive period; after [`KEEPALIVE_MAX`] unanswered ones the connection counts as dead.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(4);
 const KEEPALIVE_MAX: usize = 3;
-/// How long to wait for the server's answer after kb closed a channel itself.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// How the client authenticates and checks host keys.
 #[derive(Debug, Clone, Default)]
@@ -183,9 +182,12 @@ impl Connection {
         run_channel(channel, &self.label, out, signals, false).await
     }
 
-    /// Runs a command wrapped by [`guard_command`] on a new channel, for servers that cannot stop a job themselves:
-    /// OpenSSH's sshd refuses `signal` requests in sessions without post-authentication privilege separation (every
-    /// root login) and never kills a command when its channel closes. Signals are written as names on the command's
+    /// Runs a command wrapped by [`guard_command`](super::guard_command) on a new channel, for servers that cannot
+    /// stop a job themselves:
+    /// OpenSSH's sshd refuses `signal` requests in sessions without post-authentication privilege separation
+    /// (every
+    /// root login) and never kills a command when its channel closes. Signals are written as names on the
+    /// command's
     /// stdin, and closing `signals` sends EOF, on which the guard kills the job's whole process group.
     pub async fn exec_guarded(
         &self,
@@ -218,142 +220,6 @@ impl Connection {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
-    }
-}
-
-async fn run_channel(
-    channel: russh::Channel<client::Msg>,
-    label: &str,
-    out: OutputTx,
-    mut signals: mpsc::UnboundedReceiver<JobSignal>,
-    guarded: bool,
-) -> Result<JobExit, ExecError> {
-    let (mut reader, writer) = channel.split();
-    // Closes the channel if this future is dropped before the end (its job is killed by kb's agent).
-    let mut channel = CloseOnDrop(Some(writer));
-    let mut exit = None;
-    let mut signals_open = true;
-    let mut closing_since = None;
-    loop {
-        let msg = tokio::select! {
-            msg = reader.wait() => msg,
-            signal = signals.recv(), if signals_open => {
-                match signal {
-                    Some(signal) if guarded => {
-                        let line = format!("{}\n", sig_name(&to_sig(signal)));
-                        let _ = channel.data(line.as_bytes()).await;
-                    }
-                    Some(signal) => {
-                        let _ = channel.signal(to_sig(signal)).await;
-                    }
-                    None => {
-                        signals_open = false;
-                        closing_since = Some(tokio::time::Instant::now());
-                        if guarded {
-                            // The guard kills the job's process group at EOF; the close follows.
-                            let _ = channel.eof().await;
-                        }
-                        let _ = channel.close().await;
-                    }
-                }
-                continue;
-            }
-            _ = wait_until(closing_since.map(|t| t + CLOSE_WAIT)) => break,
-        };
-        match msg {
-            Some(ChannelMsg::Data { data }) => {
-                let _ = out.send((Stream::Stdout, data)).await;
-            }
-            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                let _ = out.send((Stream::Stderr, data)).await;
-            }
-            Some(ChannelMsg::ExitStatus { exit_status }) => {
-                exit = Some(JobExit::Code(exit_status as i32))
-            }
-            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                exit = Some(JobExit::Signal(signal_number(sig_name(&signal_name))));
-            }
-            Some(ChannelMsg::Failure) if exit.is_none() => {
-                let _ = channel.close().await;
-                channel.0 = None;
-                return Err(ExecError::NotStarted(format!(
-                    "`{label}` refused to run the command"
-                )));
-            }
-            Some(ChannelMsg::Close) | None => break,
-            Some(_) => {}
-        }
-    }
-    // Closed by the server, or the connection is gone, or kb closed it already.
-    channel.0 = None;
-    match exit {
-        Some(exit) => Ok(exit),
-        None if closing_since.is_some() => Err(ExecError::Lost(format!(
-            "kb closed the channel to `{label}` before the command ended"
-        ))),
-        None => Err(ExecError::Lost(format!(
-            "lost the connection to `{label}` while the command ran"
-        ))),
-    }
-}
-
-/// A channel's writing half that closes the channel when dropped while still set.
-struct CloseOnDrop(Option<russh::ChannelWriteHalf<client::Msg>>);
-
-impl std::ops::Deref for CloseOnDrop {
-    type Target = russh::ChannelWriteHalf<client::Msg>;
-
-    fn deref(&self) -> &Self::Target {
-        self.0
-            .as_ref()
-            .expect("the channel is used only while open; this is a bug")
-    }
-}
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        if let Some(writer) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            // Drop cannot wait; the close is one message on the connection's queue.
-            runtime.spawn(async move {
-                let _ = writer.close().await;
-            });
-        }
-    }
-}
-
-async fn wait_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn to_sig(signal: JobSignal) -> Sig {
-    match signal {
-        JobSignal::Term => Sig::TERM,
-        JobSignal::Kill => Sig::KILL,
-        JobSignal::Int => Sig::INT,
-    }
-}
-
-/// The SSH name of a signal, without `SIG`.
-pub(crate) fn sig_name(sig: &Sig) -> &str {
-    match sig {
-        Sig::ABRT => "ABRT",
-        Sig::ALRM => "ALRM",
-        Sig::FPE => "FPE",
-        Sig::HUP => "HUP",
-        Sig::ILL => "ILL",
-        Sig::INT => "INT",
-        Sig::KILL => "KILL",
-        Sig::PIPE => "PIPE",
-        Sig::QUIT => "QUIT",
-        Sig::SEGV => "SEGV",
-        Sig::TERM => "TERM",
-        Sig::USR1 => "USR1",
-        Sig::Custom(name) => name.trim_start_matches("SIG"),
     }
 }
 
@@ -431,19 +297,4 @@ impl client::Handler for HostKeyCheck {
         }
         Ok(trusted)
     }
-}
-
-/// Wraps `command` for [`Connection::exec_guarded`]: the command runs in a subshell with stdin from `/dev/null`; a
-/// watcher reads signal names (`TERM`, `KILL`, ...) from the channel and sends each to the session's process group,
-/// and at EOF (kb gave up on the job, or the connection died) kills the group. The exit status is the command's; a
-/// command killed by a signal makes the wrapper die of the same signal, so the server reports `exit-signal`.
-pub fn guard_command(command: &str) -> String {
-    format!(
-        "trap : TERM INT HUP; exec 3<&0; (\n{command}\n) </dev/null & p=$!; \
-         {{ trap : TERM INT HUP; while read -r s; do kill -s \"$s\" 0 2>/dev/null; done; kill -s KILL 0; }} <&3 & \
-         w=$!; exec 3<&-; \
-         while :; do wait \"$p\"; s=$?; kill -0 \"$p\" 2>/dev/null || break; done; \
-         {{ kill -s KILL \"$w\"; wait \"$w\"; }} 2>/dev/null; \
-         if [ \"$s\" -gt 128 ]; then trap - TERM INT HUP; kill -s \"$(kill -l \"$s\")\" $$; fi; exit \"$s\""
-    )
 }

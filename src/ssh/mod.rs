@@ -8,6 +8,7 @@
 mod agent;
 mod client;
 mod error;
+mod exec;
 mod job;
 pub mod keys;
 pub mod known_hosts;
@@ -16,6 +17,7 @@ mod pty;
 mod reaper;
 
 pub use agent::serve_agent;
-pub use client::{ClientConfig, Connection, guard_command};
+pub use client::{ClientConfig, Connection};
 pub use error::{Error, ExecError, Result};
+pub use exec::guard_command;
 pub use login::{SshLogin, default_user};
