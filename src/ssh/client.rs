@@ -183,12 +183,10 @@ impl Connection {
     }
 
     /// Runs a command wrapped by [`guard_command`](super::guard_command) on a new channel, for servers that cannot
-    /// stop a job themselves:
-    /// OpenSSH's sshd refuses `signal` requests in sessions without post-authentication privilege separation
-    /// (every
-    /// root login) and never kills a command when its channel closes. Signals are written as names on the
-    /// command's
-    /// stdin, and closing `signals` sends EOF, on which the guard kills the job's whole process group.
+    /// stop a job themselves: OpenSSH's sshd refuses `signal` requests in sessions without post-authentication
+    /// privilege separation (every root login) and never kills a command when its channel closes. Signals are
+    /// written as names on the command's stdin, and closing `signals` sends EOF, on which the guard kills the
+    /// job's whole process group.
     pub async fn exec_guarded(
         &self,
         command: &str,

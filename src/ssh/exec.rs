@@ -149,11 +149,10 @@ pub(crate) fn sig_name(sig: &Sig) -> &str {
 }
 
 /// Wraps `command` for [`Connection::exec_guarded`](super::Connection::exec_guarded): the command runs in a
-/// subshell with stdin from `/dev/null`; a
-/// watcher reads signal names (`TERM`, `KILL`, ...) from the channel and sends each to the session's process
-/// group,
-/// and at EOF (kb gave up on the job, or the connection died) kills the group. The exit status is the command's; a
-/// command killed by a signal makes the wrapper die of the same signal, so the server reports `exit-signal`.
+/// subshell with stdin from `/dev/null`; a watcher reads signal names (`TERM`, `KILL`, ...) from the channel and
+/// sends each to the session's process group, and at EOF (kb gave up on the job, or the connection died) kills the
+/// group. The exit status is the command's; a command killed by a signal makes the wrapper die of the same signal,
+/// so the server reports `exit-signal`.
 pub fn guard_command(command: &str) -> String {
     format!(
         "trap : TERM INT HUP; exec 3<&0; (\n{command}\n) </dev/null & p=$!; \
