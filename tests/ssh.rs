@@ -603,3 +603,54 @@ fn kb_uses_the_key_and_known_hosts_under_home() {
         assert!(output.status.success(), "{name}");
     }
 }
+
+/// Reads a bare channel to its end: its stdout as text and its exit status.
+async fn drain(channel: &mut russh::Channel<russh::client::Msg>) -> (String, Option<u32>) {
+    let (mut output, mut exit) = (String::new(), None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => output.push_str(&String::from_utf8_lossy(&data)),
+            russh::ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    (output, exit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_input_reaches_the_command() {
+    for (name, server) in both() {
+        let conn = connect(&server).await;
+        let mut channel = conn.open_session().await.expect("channel");
+        channel.exec(true, "cat; echo end").await.expect("exec");
+        channel.data(&b"abc "[..]).await.expect("stdin");
+        channel.eof().await.expect("eof");
+        assert_eq!(
+            drain(&mut channel).await,
+            ("abc end\n".into(), Some(0)),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_shell_on_the_agent() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let mut channel = conn.open_session().await.expect("channel");
+    channel
+        .request_pty(true, "xterm", 120, 30, 0, 0, &[])
+        .await
+        .expect("pty-req");
+    channel.request_shell(true).await.expect("shell");
+    channel
+        .data(&b"stty size; echo term=$TERM; exit 5\n"[..])
+        .await
+        .expect("stdin");
+    let (output, exit) = drain(&mut channel).await;
+    assert!(output.contains("30 120"), "{output:?}");
+    assert!(output.contains("term=xterm"), "{output:?}");
+    assert_eq!(exit, Some(5), "{output:?}");
+}
