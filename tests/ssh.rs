@@ -654,3 +654,82 @@ async fn pty_shell_on_the_agent() {
     assert!(output.contains("term=xterm"), "{output:?}");
     assert_eq!(exit, Some(5), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_detected_by_keepalives() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_signals_tx, signals) = mpsc::unbounded_channel();
+    let exec = conn.exec("echo started; sleep 120", tx, signals);
+    let agent = nix::unistd::Pid::from_raw(server.pid as i32);
+    let freezer = async {
+        rx.recv().await.expect("output before freezing the agent");
+        // A stopped agent keeps the TCP connection open but answers nothing, like a vanished host.
+        nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Instant::now()
+    };
+    let (exit, frozen_at) = tokio::join!(exec, freezer);
+    let detected_after = frozen_at.elapsed();
+    let _ = nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT);
+    assert!(matches!(exit, Err(ExecError::Lost(_))), "{exit:?}");
+    assert!(
+        detected_after < Duration::from_secs(25),
+        "took {detected_after:?}"
+    );
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn kb_logs_in_with_a_key_from_ssh_agent() {
+    let server = Agent::start();
+    let home = server.dir().join("agent-home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(&server.known_hosts, home.join(".ssh/known_hosts")).unwrap();
+    let socket = server.dir().join("ssh-agent.sock");
+    let mut ssh_agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run ssh-agent: install openssh-client");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&server.client_key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // No key under HOME and no -i: the key can only come from the agent.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args([
+            "parallel",
+            "-S",
+            &server.login,
+            "echo",
+            "via",
+            ":::",
+            "agent",
+        ])
+        .env("HOME", &home)
+        .env("SSH_AUTH_SOCK", &socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = ssh_agent.kill();
+    let _ = ssh_agent.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "via agent\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
