@@ -19,7 +19,7 @@ pub async fn exec(opts: StatusOpts) -> Result<u8> {
             eprintln!("no tasks in namespace `{}`", kube.namespace);
             return Ok(crate::error::exit::SUCCESS);
         }
-        OutputFormat::Table => render_table(&rows),
+        OutputFormat::Table => render_table(&rows, opts.all),
         OutputFormat::Json => serde_json::to_string_pretty(&rows).map_err(|e| encode("json", Box::new(e)))? + "\n",
         OutputFormat::Yaml => serde_yaml_ng::to_string(&rows).map_err(|e| encode("yaml", Box::new(e)))?,
     };

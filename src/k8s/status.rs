@@ -45,8 +45,8 @@ pub struct TaskRow {
     /// The command line.
     #[tabled(rename = "COMMAND")]
     pub command: String,
-    /// The machine that created the task.
-    #[tabled(skip)]
+    /// The machine that created the task (a column only with `-A`).
+    #[tabled(rename = "ORIGIN")]
     pub origin: String,
     /// `parallel` or `shell`.
     #[tabled(skip)]
@@ -174,11 +174,15 @@ pub fn show_age(now: Timestamp, then: Timestamp) -> String {
     }
 }
 
-/// The rows as a table with kubectl's look (no borders, columns three spaces apart).
-pub fn render_table(rows: &[TaskRow]) -> String {
-    use tabled::settings::{Padding, Style};
+/// The rows as a table with kubectl's look (no borders, columns three spaces apart); ORIGIN only with `all`.
+pub fn render_table(rows: &[TaskRow], all: bool) -> String {
+    use tabled::settings::location::ByColumnName;
+    use tabled::settings::{Padding, Remove, Style};
     let mut table = tabled::Table::new(rows);
     table.with(Style::empty()).with(Padding::new(0, 3, 0, 0));
+    if !all {
+        table.with(Remove::column(ByColumnName::new("ORIGIN")));
+    }
     let text = table.to_string();
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     lines.join("\n") + "\n"
@@ -250,9 +254,12 @@ mod tests {
     #[test]
     fn table_has_the_columns() {
         let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
-        let text = render_table(&[build_row(&job(), &[], None, now, "kb")]);
+        let text = render_table(&[build_row(&job(), &[], None, now, "kb")], false);
         let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
         assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
         assert!(text.lines().nth(1).unwrap().starts_with("abc   10s   RUNNING"), "{text}");
+        let all = render_table(&[build_row(&job(), &[], None, now, "kb")], true);
+        assert_eq!(all.lines().next().unwrap().split_whitespace().last(), Some("ORIGIN"), "{all}");
+        assert!(all.lines().nth(1).unwrap().ends_with("laptop"), "{all}");
     }
 }
