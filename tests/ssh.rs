@@ -733,3 +733,32 @@ fn kb_logs_in_with_a_key_from_ssh_agent() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_kills_its_jobs_when_terminated() {
+    let server = Agent::start();
+    let conn = connect(&server).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_signals_tx, signals) = mpsc::unbounded_channel();
+    let exec = conn.exec("echo $$; sleep 300", tx, signals);
+    let terminator = async {
+        let (_, first) = rx.recv().await.expect("the pid");
+        let pid: i32 = String::from_utf8_lossy(&first)
+            .trim()
+            .parse()
+            .expect("a pid");
+        let agent = nix::unistd::Pid::from_raw(server.pid as i32);
+        nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGTERM).unwrap();
+        pid
+    };
+    let (exit, pid) = tokio::join!(exec, terminator);
+    assert!(matches!(exit, Err(ExecError::Lost(_))), "{exit:?}");
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)).await,
+        "job {pid} outlived the agent"
+    );
+    assert!(
+        wait_gone(server.pid as i32, Duration::from_secs(5)).await,
+        "the agent did not exit"
+    );
+}
