@@ -47,6 +47,7 @@ pub async fn serve_agent(opts: &AgentOpts) -> Result<()> {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "{address}").and_then(|()| stdout.flush());
     }
+    job::enter_working_dir();
     let config = Arc::new(server_config(host_key));
     let tasks = TaskTracker::new();
     let mut server = AgentServer {

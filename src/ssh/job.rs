@@ -75,7 +75,17 @@ enum JobIo {
     Pty(Arc<Pty>),
 }
 
-/// Starts `/bin/sh -c COMMAND` (or a shell) in its own process group, in `$HOME` (else `/`).
+/// Makes `$HOME` (else `/`) the agent's working directory, which every job inherits.
+pub(crate) fn enter_working_dir() {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_dir());
+    if let Err(err) = std::env::set_current_dir(home.unwrap_or_else(|| "/".into())) {
+        tracing::warn!("cannot enter the jobs' working directory: {err}");
+    }
+}
+
+/// Starts `/bin/sh -c COMMAND` (or a shell) in its own process group, in the agent's working directory.
 pub(crate) fn start(spec: &JobSpec) -> std::io::Result<Job> {
     let mut command = match &spec.command {
         Some(cmd) => {
@@ -88,10 +98,8 @@ pub(crate) fn start(spec: &JobSpec) -> std::io::Result<Job> {
     // Tells clients (and jobs) that kb's agent runs them: it signals and kills process groups itself.
     command.env("KB_AGENT", "1");
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .filter(|h| h.is_dir());
-    command.current_dir(home.unwrap_or_else(|| "/".into()));
+    // No `current_dir`: jobs inherit the agent's, set once by [`enter_working_dir`]. A per-spawn chdir makes std
+    // fall back from posix_spawn (vfork) to fork in a static binary, which costs far more per job.
     match &spec.pty {
         None => {
             command
