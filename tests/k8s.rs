@@ -453,3 +453,54 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     ns.assert_clean();
 }
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<String> = (1..=16).map(|i| i.to_string()).collect();
+    let mut args = vec!["parallel", "--pods", "2", "--", "sleep 3; echo {}", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let client = ns.kb(dir.path(), &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let lp = ListParams::default().labels(MANAGED);
+    let names = |pods: &Api<Pod>| -> Vec<String> {
+        let list = ns.rt.block_on(pods.list(&lp)).unwrap();
+        list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| name_of(&p.metadata)).collect()
+    };
+    let start = Instant::now();
+    let first = loop {
+        let list = ns.rt.block_on(pods.list(&lp)).unwrap();
+        let ready = |p: &Pod| {
+            p.status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        };
+        if list.items.len() == 2 && list.items.iter().all(ready) {
+            break name_of(&list.items[0].metadata);
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "pods never ready");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    ns.rt.block_on(pods.delete(&first, &DeleteParams::default())).unwrap();
+    // The Job replaces the pod (a stopped agent is not a success, and its exit code is not counted as a failure).
+    let start = Instant::now();
+    let before: Vec<String> = names(&pods);
+    loop {
+        let now = names(&pods);
+        if now.iter().any(|n| n != &first && !before.contains(n)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "no replacement pod: {now:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut got: Vec<u32> = text(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (1..=16).collect::<Vec<u32>>(), "every job ran once to its end");
+    ns.assert_clean();
+}

@@ -8,7 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
+    PodFailurePolicyRule,
+};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
@@ -167,6 +170,7 @@ pub fn build_job(spec: &TaskSpec) -> Job {
             parallelism: Some(spec.pods),
             // A pod only ends when its agent dies; replace a few, then give up rather than loop forever.
             backoff_limit: Some(spec.pods + 2),
+            pod_failure_policy: Some(build_pod_failure_policy()),
             active_deadline_seconds: spec.max_runtime_secs,
             ttl_seconds_after_finished: Some(60),
             template: PodTemplateSpec {
@@ -232,20 +236,49 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
     }
 }
 
-/// The main container's command: kb's agent, from the emptyDir, with the task's keys.
+/// The exit status of the main container when it was asked to stop (128 + SIGTERM).
+pub const STOPPED_EXIT: i32 = 143;
+
+/// The main container's command: kb's agent, from the emptyDir, with the task's keys, under busybox's `sh`, which
+/// never exits 0. A Job with no `completions` stops replacing pods once one succeeds, and the agent exits 0 on
+/// SIGTERM; so a stopped agent makes the pod exit [`STOPPED_EXIT`] (which the pod failure policy does not count)
+/// and a crashed one exits non-zero, and the Job replaces both.
 pub fn build_agent_command() -> Vec<String> {
-    [
-        &format!("{AGENT_DIR}/kb"),
-        "agent",
-        "--listen",
-        &format!("0.0.0.0:{AGENT_PORT}"),
-        "--host-key",
-        &format!("{KEYS_DIR}/{HOST_KEY}"),
-        "--authorized-key",
-        &format!("{KEYS_DIR}/{AUTHORIZED_KEY}"),
-    ]
-    .map(String::from)
-    .to_vec()
+    let agent = format!(
+        "{AGENT_DIR}/kb agent --listen 0.0.0.0:{AGENT_PORT} --host-key {KEYS_DIR}/{HOST_KEY} \
+         --authorized-key {KEYS_DIR}/{AUTHORIZED_KEY}"
+    );
+    let script = format!(
+        "{agent} & pid=$!; trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit {STOPPED_EXIT}' TERM INT; \
+         wait $pid; status=$?; [ $status -eq 0 ] && status=1; exit $status"
+    );
+    vec![format!("{AGENT_DIR}/busybox"), "sh".into(), "-c".into(), script]
+}
+
+/// Pods that were stopped (evicted, preempted, deleted) are replaced without counting toward `backoffLimit`;
+/// agents that crash count.
+fn build_pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+                ..Default::default()
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(MAIN_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![STOPPED_EXIT],
+                }),
+                ..Default::default()
+            },
+        ],
+    }
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {

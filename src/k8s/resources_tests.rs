@@ -50,11 +50,11 @@ fn pod_runs_the_agent_from_an_init_container_in_the_users_image() {
     let main = &pod.containers[0];
     assert_eq!(main.image.as_deref(), Some("127.0.0.1:5000/kb/debian:bookworm"));
     let command = main.command.as_ref().unwrap();
-    assert_eq!(command[0], "/kb/kb");
-    assert_eq!(command[1], "agent");
-    assert!(command.contains(&"0.0.0.0:2222".to_string()));
-    assert!(command.contains(&"/etc/kb/host_key".to_string()));
-    assert!(command.contains(&"/etc/kb/authorized_key".to_string()));
+    assert_eq!(command[..3], ["/kb/busybox", "sh", "-c"]);
+    let script = &command[3];
+    assert!(script.starts_with("/kb/kb agent --listen 0.0.0.0:2222 --host-key /etc/kb/host_key"), "{script}");
+    assert!(script.contains("--authorized-key /etc/kb/authorized_key &"), "{script}");
+    assert!(script.contains("exit 143' TERM"), "a stopped agent is not a success: {script}");
     let secret_volume = pod.volumes.as_ref().unwrap().iter().find_map(|v| v.secret.as_ref()).unwrap();
     assert_eq!(secret_volume.secret_name.as_deref(), Some("kb-abc123"));
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -119,4 +119,22 @@ fn lease_is_owned_by_the_job_and_held_by_the_origin() {
     assert_eq!(lease_spec.holder_identity.as_deref(), Some("laptop"));
     assert_eq!(lease_spec.renew_time.unwrap().0, now);
     assert_eq!(lease.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "kb");
+}
+
+#[test]
+fn stopped_pods_are_replaced_without_counting_as_failures() {
+    let policy = build_job(&spec()).spec.unwrap().pod_failure_policy.unwrap();
+    assert!(policy.rules.iter().all(|r| r.action == "Ignore"));
+    let codes = policy.rules.iter().find_map(|r| r.on_exit_codes.as_ref()).unwrap();
+    assert_eq!((codes.container_name.as_deref(), codes.values.as_slice()), (Some("main"), &[143][..]));
+    let conditions = policy.rules.iter().find_map(|r| r.on_pod_conditions.as_ref()).unwrap();
+    assert_eq!(conditions[0].type_, "DisruptionTarget");
+}
+
+#[test]
+fn agent_script_runs_in_a_posix_shell() {
+    // The script is what busybox runs in the pod; here `sh -n` checks its syntax.
+    let script = &build_agent_command()[3];
+    let status = std::process::Command::new("sh").args(["-n", "-c", script]).status().unwrap();
+    assert!(status.success(), "{script}");
 }

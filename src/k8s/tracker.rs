@@ -69,13 +69,10 @@ impl Tracker {
             PodState::Unschedulable(message) if !self.bad.contains(name) => {
                 actions.push(self.mark_bad(name, format!("no node can run it: {message}")));
             }
+            // A pod that joined and then ended is reported by its connection, which the scheduler watches.
+            PodState::Failed(_) if self.joined.contains(name) => {}
             PodState::Failed(why) if !self.bad.contains(name) => {
-                let reason = if self.joined.contains(name) {
-                    format!("the pod ended: {why}")
-                } else {
-                    format!("the pod failed before kb's agent answered: {why}")
-                };
-                actions.push(self.mark_bad(name, reason));
+                actions.push(self.mark_bad(name, format!("the pod failed before kb's agent answered: {why}")));
             }
             _ => {}
         }
@@ -170,6 +167,15 @@ mod tests {
         assert_eq!(t.fatal(), None, "b may still come");
         t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into()));
         assert_eq!(t.fatal().unwrap(), "no node can run it: Insufficient cpu");
+    }
+
+    #[test]
+    fn a_joined_pod_that_ends_is_left_to_its_connection() {
+        let mut t = Tracker::new(1);
+        t.on_pod("a", PodState::Ready);
+        t.on_joined("a");
+        assert_eq!(t.on_pod("a", PodState::Failed("exited with 143".into())), vec![]);
+        assert_eq!(t.fatal(), None);
     }
 
     #[test]
