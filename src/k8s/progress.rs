@@ -1,5 +1,5 @@
 //! The pods' progress on stderr while a task starts (scheduled, pulling, ready), only on a terminal; cleared
-//! once every pod has joined so that the run's own output and progress take over.
+//! once the first pod has joined, when jobs start printing to the same terminal.
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -113,7 +113,8 @@ impl PodSource {
                 }
             }
             progress.update(tracker.counts(), tracker.joined());
-            if tracker.all_joined() {
+            // Jobs print to the same terminal once a pod joined: the display gives way then.
+            if tracker.joined() > 0 {
                 progress.finish();
             }
             // Every pod that cannot start was reported already; say no more and let the run end.
