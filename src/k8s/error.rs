@@ -199,8 +199,8 @@ impl Error {
             Error::BadQuantity { .. } => "write memory as `512Mi`, `4Gi`, `1G` or a number of bytes",
             Error::TooBig { .. } => "ask for less with `--cpu`/`--mem`, or use more pods that are smaller",
             Error::DirTooLarge { .. } => {
-                "run kb from a smaller directory, or raise the cap with `KB_COPY_LIMIT` (bytes); a share server that \
-                 needs no copy is planned"
+                "run kb from a smaller directory, raise the cap with `KB_COPY_LIMIT` (bytes), or set `KB_COPY_LIMIT=0` \
+                 when the jobs need no files (they then start in an empty directory)"
             }
             Error::CannotStart { .. } => {
                 "check the image name (`--image`) and that the cluster can pull it; `kubectl describe pod` shows more"

@@ -32,10 +32,15 @@ pub fn copy_limit() -> u64 {
 }
 
 /// Packs `dir` (symlinks as links; sockets and devices left out), failing when the files add up to more than `cap`.
+/// A cap of 0 packs nothing: the pods get an empty directory at the same path.
 pub fn build_archive(dir: &Path, cap: u64) -> Result<DirArchive> {
     let io = |action: String| move |source| Error::Io { action, source };
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
+    if cap == 0 {
+        let tar = builder.into_inner().map_err(io("finish an empty archive".into()))?;
+        return Ok(DirArchive { dir: dir.to_path_buf(), tar: Bytes::from(tar) });
+    }
     let mut size = 0u64;
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
@@ -131,6 +136,8 @@ mod tests {
         let err = build_archive(dir.path(), 1000).unwrap_err();
         assert!(err.to_string().contains("more than the 1000 bytes"), "{err}");
         assert!(err.hint().unwrap().contains("KB_COPY_LIMIT"));
+        let empty = build_archive(dir.path(), 0).unwrap();
+        assert_eq!(tar::Archive::new(&empty.tar[..]).entries().unwrap().count(), 0);
     }
 
     #[test]
