@@ -42,6 +42,8 @@ pub struct PodSource {
     pub archive: Option<Arc<DirArchive>>,
     /// How long to wait for the first pod before giving up.
     pub start_timeout: Duration,
+    /// What each pod asks for, for messages (`100m cpu, 128Mi memory`).
+    pub request: String,
 }
 
 /// A pod's name, how long joining it took, and the worker or why not.
@@ -62,7 +64,7 @@ impl PodSource {
         let pods: Api<Pod> = Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
         let config = watcher::Config::default().labels(&task_selector(&self.task_id));
         let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
-        let mut tracker = Tracker::new(self.pods);
+        let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());
         let mut joining: JoinSet<Joining> = JoinSet::new();
         let progress = PodProgress::new(self.pods);
         let deadline = tokio::time::sleep(self.start_timeout);

@@ -202,6 +202,7 @@ impl PodTask {
             workdir: Some(self.workdir.clone()),
             archive: Some(self.archive.clone()),
             start_timeout: start_timeout(),
+            request: format!("{} cpu, {} memory", self.spec.cpu, self.spec.mem),
         })
     }
 

@@ -29,12 +29,19 @@ pub struct Tracker {
     bad: HashSet<String>,
     first_reason: Option<String>,
     pull_failure: Option<String>,
+    request: Option<String>,
 }
 
 impl Tracker {
     /// A tracker for a task of `expected` pods.
     pub fn new(expected: usize) -> Self {
         Tracker { expected: expected.max(1), ..Default::default() }
+    }
+
+    /// Names what each pod asks for (`100m cpu, 128Mi memory`), for the Unschedulable message.
+    pub fn with_request(mut self, request: String) -> Self {
+        self.request = Some(request);
+        self
     }
 
     /// How many pods have joined.
@@ -67,7 +74,8 @@ impl Tracker {
                 actions.push(self.mark_bad(name, reason));
             }
             PodState::Unschedulable(message) if !self.bad.contains(name) => {
-                actions.push(self.mark_bad(name, format!("no node can run it: {message}")));
+                let asked = self.request.as_ref().map(|r| format!(" asking for {r}")).unwrap_or_default();
+                actions.push(self.mark_bad(name, format!("no node can run a pod{asked}: {message}")));
             }
             // A pod that joined and then ended is reported by its connection, which the scheduler watches.
             PodState::Failed(_) if self.joined.contains(name) => {}
@@ -166,7 +174,13 @@ mod tests {
         t.on_pod("a", PodState::Unschedulable("Insufficient cpu".into()));
         assert_eq!(t.fatal(), None, "b may still come");
         t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into()));
-        assert_eq!(t.fatal().unwrap(), "no node can run it: Insufficient cpu");
+        assert_eq!(t.fatal().unwrap(), "no node can run a pod: Insufficient cpu");
+        let mut t = Tracker::new(1).with_request("2 cpu, 1Gi memory".into());
+        t.on_pod("a", PodState::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()));
+        assert_eq!(
+            t.fatal().unwrap(),
+            "no node can run a pod asking for 2 cpu, 1Gi memory: 0/1 nodes are available: 1 Insufficient cpu."
+        );
     }
 
     #[test]
