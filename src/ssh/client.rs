@@ -296,3 +296,29 @@ impl client::Handler for HostKeyCheck {
         Ok(trusted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_is_shared_across_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Connection>();
+    }
+
+    #[test]
+    fn default_known_hosts_follow_home() {
+        let config = ClientConfig::default();
+        let files = config.known_hosts_files();
+        assert_eq!(
+            files.last(),
+            Some(&PathBuf::from("/etc/ssh/ssh_known_hosts"))
+        );
+        let pinned = ClientConfig {
+            known_hosts: vec!["/x".into()],
+            ..Default::default()
+        };
+        assert_eq!(pinned.known_hosts_files(), vec![PathBuf::from("/x")]);
+    }
+}
