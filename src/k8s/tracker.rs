@@ -27,6 +27,8 @@ pub struct Tracker {
     connecting: HashSet<String>,
     joined: HashSet<String>,
     bad: HashSet<String>,
+    /// Pods whose agent could not be joined: not tried again.
+    join_failed: HashSet<String>,
     first_reason: Option<String>,
     pull_failure: Option<String>,
     request: Option<String>,
@@ -62,9 +64,12 @@ impl Tracker {
     /// Records the state of pod `name`.
     pub fn on_pod(&mut self, name: &str, state: PodState) -> Vec<Action> {
         let mut actions = Vec::new();
-        let fresh = !self.connecting.contains(name) && !self.joined.contains(name) && !self.bad.contains(name);
+        let fresh = !self.connecting.contains(name) && !self.joined.contains(name) && !self.join_failed.contains(name);
         match &state {
+            // An unschedulable pod may be placed later (another task ended) and a pull may succeed on a retry: a
+            // pod reported unusable that becomes Ready joins after all.
             PodState::Ready if fresh => {
+                self.bad.remove(name);
                 self.connecting.insert(name.to_string());
                 actions.push(Action::Connect(name.to_string()));
             }
@@ -103,6 +108,7 @@ impl Tracker {
     /// Records that pod `name` could not join (its agent did not answer, or the files could not be copied).
     pub fn on_join_failed(&mut self, name: &str, why: &str) -> Action {
         self.connecting.remove(name);
+        self.join_failed.insert(name.to_string());
         self.mark_bad(name, format!("cannot join the run: {why}"))
     }
 
@@ -166,6 +172,18 @@ mod tests {
         assert_eq!(t.fatal(), None, "a is connecting");
         t.on_joined("a");
         assert_eq!(t.fatal(), None);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_placed_later_joins_but_a_failed_join_is_not_retried() {
+        let mut t = Tracker::new(2);
+        t.on_pod("a", PodState::Ready);
+        t.on_joined("a");
+        assert_eq!(t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into())).len(), 1);
+        assert_eq!(t.on_pod("b", PodState::Starting), vec![]);
+        assert_eq!(t.on_pod("b", PodState::Ready), vec![Action::Connect("b".into())]);
+        t.on_join_failed("b", "refused");
+        assert_eq!(t.on_pod("b", PodState::Ready), vec![]);
     }
 
     #[test]
