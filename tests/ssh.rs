@@ -762,3 +762,34 @@ async fn the_agent_kills_its_jobs_when_terminated() {
         "the agent did not exit"
     );
 }
+
+/// The fixtures' `ssh -F` config lets OpenSSH's client, and so GNU parallel, use the same servers (kb's agent
+/// included: it must serve OpenSSH's client too).
+#[test]
+fn openssh_client_and_gnu_parallel_reach_both_servers() {
+    for (name, server) in both() {
+        let ssh = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&server.ssh_config)
+            .args(["kbtest", "echo out; echo err >&2; exit 4"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ssh: install openssh-client");
+        assert_eq!(String::from_utf8_lossy(&ssh.stdout), "out\n", "{name}");
+        assert_eq!(String::from_utf8_lossy(&ssh.stderr), "err\n", "{name}");
+        assert_eq!(ssh.status.code(), Some(4), "{name}");
+        let parallel = std::process::Command::new("parallel")
+            .arg("--ssh")
+            .arg(format!("ssh -F {}", server.ssh_config.display()))
+            .args(["-k", "-S", "kbtest", "echo", "hi", ":::", "x", "y"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run GNU parallel: install parallel");
+        assert_eq!(
+            String::from_utf8_lossy(&parallel.stdout),
+            "hi x\nhi y\n",
+            "{name}: {}",
+            String::from_utf8_lossy(&parallel.stderr)
+        );
+    }
+}
