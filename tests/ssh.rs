@@ -793,3 +793,43 @@ fn openssh_client_and_gnu_parallel_reach_both_servers() {
         );
     }
 }
+
+#[test]
+fn kb_agent_startup_errors_say_what_to_fix() {
+    let keys = support::Keys::new();
+    let kb = env!("CARGO_BIN_EXE_kb");
+    let missing = std::process::Command::new(kb)
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--host-key",
+            "/nonexistent/key",
+            "--authorized-key",
+        ])
+        .arg(keys.client_key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot load the agent's host key `/nonexistent/key`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let busy = std::process::Command::new(kb)
+        .args(["agent", "--listen", &address, "--host-key"])
+        .arg(&keys.host_key)
+        .arg("--authorized-key")
+        .arg(keys.client_key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("kb agent cannot listen on `{address}`")),
+        "{stderr}"
+    );
+}
