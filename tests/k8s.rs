@@ -289,10 +289,12 @@ fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
         assert!(start.elapsed() < Duration::from_secs(90), "never ORPHANED: {rows}");
         std::thread::sleep(Duration::from_secs(2));
     }
-    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    let finish = ns.kb(dir.path(), &["finish", "--orphaned"]).output().unwrap();
     assert!(finish.status.success(), "{}", text(&finish.stderr));
+    assert!(text(&finish.stderr).contains(&format!("finished task `{id}`")), "{}", text(&finish.stderr));
     let again = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
     assert!(again.status.success(), "finish twice is not an error: {}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("has nothing left"), "{}", text(&again.stderr));
     ns.assert_clean();
 }
 

@@ -216,7 +216,8 @@ impl PodTask {
     }
 }
 
-/// Deletes the Job, Secret and pods labelled with task `id`; returns whether there was anything to delete.
+/// Deletes the Job, Secret, Lease and pods labelled with task `id`; returns whether there was a task (a Job or a
+/// Secret) to delete.
 pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     let list = ListParams::default().labels(&task_selector(id));
     // Background: the Job goes at once (so it makes no new pods) and the garbage collector takes what it owns.
@@ -229,17 +230,18 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     let deleted_secrets =
         secrets.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("secrets"), e))?;
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
-    let deleted_pods = pods.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("pods"), e))?;
+    pods.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("pods"), e))?;
     // The Job owns the Lease, so the garbage collector takes it anyway; deleting it now is a courtesy that a user
     // without rights on Leases goes without.
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), ns);
     if let Err(err) = leases.delete_collection(&delete, &list).await {
         tracing::debug!("cannot delete the lease of task `{id}`: {}", crate::error::chain(&err));
     }
+    // Pods that are already stopping are listed again by a second `finish`; the Job and the Secret go at once, so
+    // they alone say whether there was a task to finish.
     let count = |left: Option<usize>| left.unwrap_or(0);
-    let found = count(deleted_jobs.left().map(|l| l.items.len()))
-        + count(deleted_secrets.left().map(|l| l.items.len()))
-        + count(deleted_pods.left().map(|l| l.items.len()));
+    let found =
+        count(deleted_jobs.left().map(|l| l.items.len())) + count(deleted_secrets.left().map(|l| l.items.len()));
     Ok(found > 0)
 }
 
