@@ -191,3 +191,33 @@ fn unknown_host_key_is_refused_with_a_hint() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("known_hosts") || stderr.contains("host key"), "{stderr}");
 }
+
+#[test]
+fn second_interrupt_kills_at_once_jobs_that_ignore_sigterm() {
+    let server = Agent::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("kbstubborn{}", std::process::id());
+    let mut cmd = kb_parallel(&[&server], &dir.path().join("home"));
+    // The job survives SIGTERM; only the second Ctrl-C (SIGKILL, before the 60 s grace) can stop it quickly.
+    let job = format!("trap '' TERM; sh -c 'trap \"\" TERM; sleep 300; true {marker}'; echo never {{}}");
+    let child = cmd
+        .args(["-j", "2", "--grace", "60", "-S", &server.login])
+        .arg(job)
+        .args([":::", "1", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kb");
+    // Each job is two processes with the marker: the job's shell and the inner `sh -c`.
+    wait_for("two stubborn jobs", Duration::from_secs(20), || processes_with(&marker).len() >= 4);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("first SIGINT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(processes_with(&marker).len(), 4, "SIGTERM is ignored, so the jobs still run during the grace period");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait for kb");
+    assert!(started.elapsed() < Duration::from_secs(10), "kb took {:?} after the second Ctrl-C", started.elapsed());
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    wait_for("the stubborn jobs to be killed", Duration::from_secs(5), || processes_with(&marker).is_empty());
+}
