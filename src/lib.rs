@@ -33,7 +33,8 @@ pub async fn run(cli: cli::Cli) -> u8 {
 /// Sends diagnostics (`tracing`) to stderr; `-v` raises the level, `RUST_LOG` overrides it.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // kube's client logs an ERROR for every failed request; kb reports those failures itself, with a hint.
+        0 => "warn,kube_client=off",
         1 => "kb=info",
         2 => "kb=debug",
         _ => "kb=trace,russh=debug",

@@ -97,7 +97,10 @@ async fn create_pod_task(
     signals: &mut crate::signal::SignalHandler,
 ) -> Result<crate::k8s::PodTask> {
     let command_line = opts.command.join(" ");
-    let create = crate::k8s::PodTask::create(&opts.pods, &command_line);
+    // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
+    let mut pods = opts.pods.clone();
+    pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
+    let create = crate::k8s::PodTask::create(&pods, &command_line);
     tokio::pin!(create);
     let mut interrupted = false;
     let task = loop {

@@ -22,7 +22,7 @@ use crate::worker::WorkerSource;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No worker is left to run the remaining jobs.
-    #[error("no worker left to run the remaining jobs ({remaining} queued)")]
+    #[error("no worker left to run the jobs{}", lost_summary(reasons))]
     NoWorkers {
         /// Jobs queued that did not run.
         remaining: u64,
@@ -38,10 +38,20 @@ impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::NoWorkers { reasons, .. } if reasons.is_empty() => None,
-            Error::NoWorkers { reasons, .. } => Some(format!("workers were lost: {}", reasons.join("; "))),
+            Error::NoWorkers { .. } => {
+                Some("check that the hosts or pods can be reached, then run again (with --joblog and --resume, \
+                      only the jobs that did not run)".into())
+            }
             Error::Input(_) => None,
         }
+    }
+}
+
+fn lost_summary(reasons: &[String]) -> String {
+    match reasons {
+        [] => String::new(),
+        [one] => format!(": {one}"),
+        many => format!(": {} workers lost: {}", many.len(), many.join("; ")),
     }
 }
 
