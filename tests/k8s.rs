@@ -506,3 +506,45 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
     assert_eq!(got, (1..=16).collect::<Vec<u32>>(), "every job ran once to its end");
     ns.assert_clean();
 }
+
+#[test]
+#[ignore = "needs cluster"]
+fn pods_of_a_dead_client_end_themselves_after_the_orphan_timeout() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["parallel", "--pods", "2", "--orphan-timeout", "10s", "--", "sleep", "600", ":::", "1", "2"];
+    let mut client = ns.kb(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    let id = loop {
+        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(row) = rows.as_array().and_then(|r| r.first())
+            && row["health"] == "2/2"
+        {
+            break row["id"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "task never ran: {rows}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // Give the client time to join both pods, then kill it without any cleanup.
+    std::thread::sleep(Duration::from_secs(2));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(client.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    client.wait().unwrap();
+    let killed = Instant::now();
+    let pods = || -> Vec<String> { ns.leftovers().into_iter().filter(|n| n.starts_with("pod/")).collect() };
+    // With nobody acting, the agents notice no client for 10 s, exit, and the Job fails: no pod is left.
+    loop {
+        let left = pods();
+        if left.is_empty() {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(90), "pods of an orphaned task still run: {left:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(killed.elapsed() >= Duration::from_secs(8), "pods ended before the orphan timeout: {:?}", killed.elapsed());
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(pods(), Vec::<String>::new(), "the Job must not replace pods that ended as orphans");
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    ns.assert_clean();
+}

@@ -17,4 +17,8 @@ pub struct AgentOpts {
     /// Print the bound address on stdout once listening (for tests and scripts that pass port 0).
     #[arg(long)]
     pub print_address: bool,
+    /// Exit with status 75 once no logged-in client has been connected for this many seconds: a pod whose client
+    /// is gone ends itself. Without it the agent serves until stopped.
+    #[arg(long = "orphan-timeout", value_name = "SECONDS")]
+    pub orphan_timeout: Option<u64>,
 }

@@ -22,6 +22,10 @@ pub struct PodShapeOpts {
     /// Stop the pods after this long whatever happens, enforced by Kubernetes (90s, 5m, 2h) [default: 24h].
     #[arg(long = "max-runtime", value_name = "DURATION")]
     pub max_runtime: Option<String>,
+    /// Pods end themselves when no client has been connected to them for this long (30s, 5m); with the client
+    /// gone, nothing else would stop them before --max-runtime [default: none yet].
+    #[arg(long = "orphan-timeout", value_name = "DURATION")]
+    pub orphan_timeout: Option<String>,
 }
 
 /// Where and how big the pods of a task are.

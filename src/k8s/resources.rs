@@ -90,6 +90,8 @@ pub struct TaskSpec {
     pub mem_limit: bool,
     /// The hard bound on the task's life, enforced by Kubernetes.
     pub max_runtime_secs: Option<i64>,
+    /// Agents end their pod after this many seconds without a connected client (`--orphan-timeout`).
+    pub orphan_timeout_secs: Option<u64>,
     /// The total number of jobs, when known up front.
     pub total_jobs: Option<u64>,
 }
@@ -216,7 +218,7 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
         containers: vec![Container {
             name: MAIN_CONTAINER.into(),
             image: Some(spec.image.clone()),
-            command: Some(build_agent_command()),
+            command: Some(build_agent_command(spec.orphan_timeout_secs)),
             ports: Some(vec![ContainerPort {
                 container_port: i32::from(AGENT_PORT),
                 name: Some("kb-agent".into()),
@@ -243,11 +245,14 @@ pub const STOPPED_EXIT: i32 = 143;
 /// never exits 0. A Job with no `completions` stops replacing pods once one succeeds, and the agent exits 0 on
 /// SIGTERM; so a stopped agent makes the pod exit [`STOPPED_EXIT`] (which the pod failure policy does not count)
 /// and a crashed one exits non-zero, and the Job replaces both.
-pub fn build_agent_command() -> Vec<String> {
-    let agent = format!(
+pub fn build_agent_command(orphan_timeout_secs: Option<u64>) -> Vec<String> {
+    let mut agent = format!(
         "{AGENT_DIR}/kb agent --listen 0.0.0.0:{AGENT_PORT} --host-key {KEYS_DIR}/{HOST_KEY} \
          --authorized-key {KEYS_DIR}/{AUTHORIZED_KEY}"
     );
+    if let Some(secs) = orphan_timeout_secs {
+        agent.push_str(&format!(" --orphan-timeout {secs}"));
+    }
     let script = format!(
         "{agent} & pid=$!; trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit {STOPPED_EXIT}' TERM INT; \
          wait $pid; status=$?; [ $status -eq 0 ] && status=1; exit $status"
@@ -255,11 +260,24 @@ pub fn build_agent_command() -> Vec<String> {
     vec![format!("{AGENT_DIR}/busybox"), "sh".into(), "-c".into(), script]
 }
 
+/// The exit status of an agent whose client was gone for `--orphan-timeout` (`kb agent`'s `ORPHANED_EXIT`).
+pub const ORPHANED_EXIT: i32 = crate::commands::agent::ORPHANED_EXIT as i32;
+
 /// Pods that were stopped (evicted, preempted, deleted) are replaced without counting toward `backoffLimit`;
-/// agents that crash count.
+/// agents that crash count; an agent that ended because its client was gone fails the whole Job, which stops
+/// every pod of the task at once (the Job itself goes `ttlSecondsAfterFinished` later).
 fn build_pod_failure_policy() -> PodFailurePolicy {
     PodFailurePolicy {
         rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(MAIN_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![ORPHANED_EXIT],
+                }),
+                ..Default::default()
+            },
             PodFailurePolicyRule {
                 action: "Ignore".into(),
                 on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {

@@ -17,6 +17,7 @@ fn spec() -> TaskSpec {
         mem: "1Gi".into(),
         mem_limit: true,
         max_runtime_secs: Some(3600),
+        orphan_timeout_secs: None,
         total_jobs: None,
     }
 }
@@ -124,9 +125,13 @@ fn lease_is_owned_by_the_job_and_held_by_the_origin() {
 #[test]
 fn stopped_pods_are_replaced_without_counting_as_failures() {
     let policy = build_job(&spec()).spec.unwrap().pod_failure_policy.unwrap();
-    assert!(policy.rules.iter().all(|r| r.action == "Ignore"));
-    let codes = policy.rules.iter().find_map(|r| r.on_exit_codes.as_ref()).unwrap();
+    let ignored: Vec<_> = policy.rules.iter().filter(|r| r.action == "Ignore").collect();
+    assert_eq!(ignored.len(), 2);
+    let codes = ignored.iter().find_map(|r| r.on_exit_codes.as_ref()).unwrap();
     assert_eq!((codes.container_name.as_deref(), codes.values.as_slice()), (Some("main"), &[143][..]));
+    // An agent that ended because its client was gone fails the whole task.
+    let fail = policy.rules.iter().find(|r| r.action == "FailJob").unwrap();
+    assert_eq!(fail.on_exit_codes.as_ref().unwrap().values, [ORPHANED_EXIT]);
     let conditions = policy.rules.iter().find_map(|r| r.on_pod_conditions.as_ref()).unwrap();
     assert_eq!(conditions[0].type_, "DisruptionTarget");
 }
@@ -134,7 +139,7 @@ fn stopped_pods_are_replaced_without_counting_as_failures() {
 #[test]
 fn agent_script_runs_in_a_posix_shell() {
     // The script is what busybox runs in the pod; here `sh -n` checks its syntax.
-    let script = &build_agent_command()[3];
+    let script = &build_agent_command(None)[3];
     let status = std::process::Command::new("sh").args(["-n", "-c", script]).status().unwrap();
     assert!(status.success(), "{script}");
 }

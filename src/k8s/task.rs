@@ -109,6 +109,7 @@ impl PodTask {
             mem: shape.mem,
             mem_limit: shape.mem_limit,
             max_runtime_secs: Some(i64::try_from(shape.max_runtime.as_secs()).unwrap_or(i64::MAX)),
+            orphan_timeout_secs: shape.orphan_timeout.map(|d| d.as_secs().max(1)),
             total_jobs: None,
         };
         let key_dir = write_client_key(&spec.id, &keys)?;
@@ -255,6 +256,7 @@ struct Shape {
     image: String,
     agent_image: String,
     max_runtime: Duration,
+    orphan_timeout: Option<Duration>,
 }
 
 fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
@@ -268,6 +270,14 @@ fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
         })?,
         None => DEFAULT_MAX_RUNTIME,
     };
+    let orphan_timeout = match &opts.orphan_timeout {
+        Some(text) => Some(humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
+            what: "duration",
+            value: text.to_string(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
     Ok(Shape {
         cpu_cores: quantity::parse("cpu", &cpu)?,
         mem_bytes: quantity::parse("memory", &mem)?,
@@ -277,6 +287,7 @@ fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
         image: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
         agent_image: opts.agent_image.clone().unwrap_or_else(default_agent_image),
         max_runtime,
+        orphan_timeout,
     })
 }
 

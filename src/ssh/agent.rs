@@ -20,11 +20,21 @@ use tokio_util::task::TaskTracker;
 
 use super::error::{Error, Result};
 use super::job::{self, Control, JobSpec, PtySpec};
+use super::liveness::{ConnectionGuard, Liveness};
 use super::reaper::{self, Reaper};
 use crate::cli::AgentOpts;
 
+/// Why the agent stopped serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentEnd {
+    /// It was asked to stop (SIGTERM, Ctrl-C).
+    Stopped,
+    /// Nobody was connected for `--orphan-timeout`.
+    Orphaned,
+}
+
 /// Runs kb's agent (the SSH server of every pod) until the process gets SIGTERM or SIGINT; then kills every job.
-pub async fn serve_agent(opts: &AgentOpts) -> Result<()> {
+pub async fn serve_agent(opts: &AgentOpts) -> Result<AgentEnd> {
     let host_key =
         russh::keys::load_secret_key(&opts.host_key, None).map_err(|source| Error::AgentKey {
             what: "host key",
@@ -50,15 +60,19 @@ pub async fn serve_agent(opts: &AgentOpts) -> Result<()> {
     job::enter_working_dir();
     let config = Arc::new(server_config(host_key));
     let tasks = TaskTracker::new();
+    let liveness = Liveness::new();
     let mut server = AgentServer {
         authorized: Arc::new(authorized),
         tasks: tasks.clone(),
+        liveness: liveness.clone(),
     };
+    let orphan_timeout = opts.orphan_timeout.map(Duration::from_secs);
     let result = tokio::select! {
-        result = server.run_on_socket(config, &listener) => result.map_err(listen_error),
-        () = reaper.run() => Ok(()),
-        _ = terminate.recv() => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        result = server.run_on_socket(config, &listener) => result.map(|()| AgentEnd::Stopped).map_err(listen_error),
+        () = reaper.run() => Ok(AgentEnd::Stopped),
+        _ = terminate.recv() => Ok(AgentEnd::Stopped),
+        _ = tokio::signal::ctrl_c() => Ok(AgentEnd::Stopped),
+        () = liveness.orphaned(orphan_timeout) => Ok(AgentEnd::Orphaned),
     };
     reaper::kill_all();
     tasks.close();
@@ -105,6 +119,7 @@ fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
 struct AgentServer {
     authorized: Arc<Vec<PublicKey>>,
     tasks: TaskTracker,
+    liveness: Arc<Liveness>,
 }
 
 impl Server for AgentServer {
@@ -116,6 +131,8 @@ impl Server for AgentServer {
             authorized: self.authorized.clone(),
             tasks: self.tasks.clone(),
             channels: HashMap::new(),
+            liveness: self.liveness.clone(),
+            logged_in: None,
         }
     }
 
@@ -129,6 +146,9 @@ struct AgentSession {
     authorized: Arc<Vec<PublicKey>>,
     tasks: TaskTracker,
     channels: HashMap<ChannelId, ChannelState>,
+    liveness: Arc<Liveness>,
+    /// Set once the client has logged in: the agent is in use while it lives.
+    logged_in: Option<ConnectionGuard>,
 }
 
 enum ChannelState {
@@ -206,7 +226,11 @@ impl russh::server::Handler for AgentSession {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.authorized(key.public_key))
+        let auth = self.authorized(key.public_key);
+        if matches!(auth, Auth::Accept) && self.logged_in.is_none() {
+            self.logged_in = Some(self.liveness.connected());
+        }
+        Ok(auth)
     }
 
     async fn channel_open_session(

@@ -11,12 +11,13 @@ mod error;
 mod exec;
 mod job;
 pub mod keys;
+mod liveness;
 pub mod known_hosts;
 mod login;
 mod pty;
 mod reaper;
 
-pub use agent::serve_agent;
+pub use agent::{AgentEnd, serve_agent};
 pub use client::{ClientConfig, Connection};
 pub use error::{Error, ExecError, Result};
 pub use exec::guard_command;
