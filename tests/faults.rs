@@ -122,6 +122,9 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
         .spawn()
         .expect("run kb");
     wait_for("three jobs on the server", Duration::from_secs(20), || processes_with(&marker).len() >= 3);
+    // Every process a job started (the sleeps included) is in the job's process group.
+    let groups: Vec<i32> = processes_with(&marker).into_iter().filter_map(pgid_of).collect();
+    assert!(!groups.is_empty(), "the jobs' process groups are known");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
     let started = Instant::now();
@@ -129,14 +132,32 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
     assert!(started.elapsed() < Duration::from_secs(10), "kb took {:?} to stop", started.elapsed());
     assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("never"), "{}", text(&out.stdout));
-    // The sleeps were direct children of the job's shell: they must be gone too.
+    // The sleeps were children of the job's shell: nothing may be left in the jobs' process groups.
     wait_for("the remote jobs to end", Duration::from_secs(5), || {
-        processes_with(&marker).is_empty() && processes_with("sleep 30").iter().all(|p| !is_child_of_job(*p, &marker))
+        processes_with(&marker).is_empty() && processes_in_groups(&groups).is_empty()
     });
 }
 
-fn is_child_of_job(_pid: u32, _marker: &str) -> bool {
-    false
+/// The process group of `pid`, from /proc (field 5 of `stat`, counted after the parenthesised command name).
+fn pgid_of(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live processes (not zombies) in any of `groups`.
+fn processes_in_groups(groups: &[i32]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let live = fields.first().is_some_and(|state| *state != "Z");
+        if live && fields.get(2).and_then(|g| g.parse().ok()).is_some_and(|g: i32| groups.contains(&g)) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 #[test]

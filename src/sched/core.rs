@@ -37,10 +37,10 @@ pub struct Capacity {
 
 /// Picks the worker for `job`: the one with the most free slots among those the job has not failed on, else the
 /// one with the most free slots. `None` when no slot is free.
-pub fn choose_worker(workers: &[Capacity], job: &Job) -> Option<usize> {
+pub fn choose_worker(workers: impl Iterator<Item = Capacity> + Clone, job: &Job) -> Option<usize> {
     let best = |avoiding: bool| {
         workers
-            .iter()
+            .clone()
             .enumerate()
             .filter(|(i, w)| w.alive && w.free > 0 && !(avoiding && job.avoid.contains(i)))
             .max_by_key(|(i, w)| (w.free, std::cmp::Reverse(*i)))
@@ -101,12 +101,12 @@ mod tests {
     #[test]
     fn chooses_most_free_and_avoids_failed_workers() {
         let mut job = Job::new(1, vec![]);
-        assert_eq!(choose_worker(&[cap(1), cap(3), cap(3)], &job), Some(1));
+        assert_eq!(choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job), Some(1));
         job.avoid.push(1);
-        assert_eq!(choose_worker(&[cap(1), cap(3), cap(3)], &job), Some(2));
-        assert_eq!(choose_worker(&[cap(0), cap(2)], &job), Some(1), "falls back to an avoided worker");
+        assert_eq!(choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job), Some(2));
+        assert_eq!(choose_worker([cap(0), cap(2)].into_iter(), &job), Some(1), "falls back to an avoided worker");
         let dead = Capacity { free: 5, alive: false };
-        assert_eq!(choose_worker(&[dead, cap(0)], &job), None);
+        assert_eq!(choose_worker([dead, cap(0)].into_iter(), &job), None);
     }
 
     #[test]

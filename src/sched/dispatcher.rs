@@ -190,7 +190,7 @@ impl Dispatcher {
         let work_left = !self.queue.is_empty() || self.input_open;
         let no_workers = self.sources_open == 0 && !self.workers.iter().any(|w| w.alive);
         (work_left && no_workers && self.running.is_empty())
-            .then(|| Error::NoWorkers { remaining: self.queue.len() as u64, reasons: self.lost.clone() })
+            .then(|| Error::NoWorkers { reasons: self.lost.clone() })
     }
 
     fn free_capacity(&self) -> usize {
@@ -252,13 +252,9 @@ impl Dispatcher {
             return;
         }
         while !self.queue.is_empty() {
-            let caps: Vec<Capacity> = self
-                .workers
-                .iter()
-                .map(|w| Capacity { free: w.capacity.saturating_sub(w.busy), alive: w.alive })
-                .collect();
+            let caps = self.workers.iter().map(|w| Capacity { free: w.capacity.saturating_sub(w.busy), alive: w.alive });
             let Some(front) = self.queue.front() else { break };
-            let Some(index) = core::choose_worker(&caps, front) else { break };
+            let Some(index) = core::choose_worker(caps, front) else { break };
             let Some(job) = self.queue.pop_front() else { break };
             self.start(job, index, exec_tx, executors);
         }

@@ -24,8 +24,6 @@ pub enum Error {
     /// No worker is left to run the remaining jobs.
     #[error("no worker left to run the jobs{}", lost_summary(reasons))]
     NoWorkers {
-        /// Jobs queued that did not run.
-        remaining: u64,
         /// Why each worker was lost.
         reasons: Vec<String>,
     },
