@@ -71,7 +71,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A usage error with a hint.
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Usage { message: message.into(), hint: Some(hint.into()) }
+        Error::Usage {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     /// The exit status for this error when it ends `subcommand` (GNU parallel's 255 for `kb parallel`).

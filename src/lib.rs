@@ -13,10 +13,10 @@ pub mod k8s;
 pub mod model;
 pub mod output;
 pub mod sched;
-pub mod worker;
 pub mod signal;
 pub mod ssh;
 pub mod template;
+pub mod worker;
 
 /// Runs a parsed command line and returns the process exit status.
 pub async fn run(cli: cli::Cli) -> u8 {
@@ -41,5 +41,8 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -8,7 +8,10 @@ fn main() -> ExitCode {
         Err(code) => return ExitCode::from(code),
     };
     kb::init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("kb: error: failed to start the async runtime: {err}");

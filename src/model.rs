@@ -73,5 +73,8 @@ impl JobSignal {
 /// Maps an SSH signal name (`TERM`, `KILL`, ...) to its Linux number, 0 when unknown.
 pub fn signal_number(name: &str) -> i32 {
     let name = name.trim_start_matches("SIG");
-    format!("SIG{name}").parse::<nix::sys::signal::Signal>().map(|s| s as i32).unwrap_or(0)
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .unwrap_or(0)
 }

@@ -19,7 +19,10 @@ pub enum SignalHandler {
 impl SignalHandler {
     /// Listens for SIGINT and SIGTERM; falls back to [`SignalHandler::Noop`] if they cannot be watched.
     pub fn standard() -> Self {
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
             (Ok(int), Ok(term)) => SignalHandler::Standard { int, term },
             _ => SignalHandler::Noop,
         }

@@ -22,18 +22,55 @@ fn parallel_without_workers_is_a_usage_error_naming_the_choices() {
     assert_eq!(out.status.code(), Some(255));
     let err = stderr(&out);
     assert!(err.contains("no workers"), "{err}");
-    assert!(err.contains("--pods N") && err.contains("-S") && err.contains("--local-procs N"), "{err}");
+    assert!(
+        err.contains("--pods N") && err.contains("-S") && err.contains("--local-procs N"),
+        "{err}"
+    );
 }
 
 #[test]
 fn parallel_usage_errors_exit_255_and_say_what_to_do() {
     for (args, needle) in [
-        (vec!["parallel", "--local-procs", "2", "--halt", "later", "echo"], "invalid --halt"),
-        (vec!["parallel", "--local-procs", "2", "--timeout", "soon", "echo"], "invalid --timeout"),
-        (vec!["parallel", "--local-procs", "0", "echo", ":::", "a"], "at least 1"),
-        (vec!["parallel", "-S", "1/2/3@@", "echo", ":::", "a"], "sshlogin"),
-        (vec!["parallel", "--no-such-option", "echo"], "unexpected argument"),
-        (vec!["parallel", "-i", "/nonexistent/key", "-S", "host", "echo", ":::", "a"], "identity file"),
+        (
+            vec!["parallel", "--local-procs", "2", "--halt", "later", "echo"],
+            "invalid --halt",
+        ),
+        (
+            vec![
+                "parallel",
+                "--local-procs",
+                "2",
+                "--timeout",
+                "soon",
+                "echo",
+            ],
+            "invalid --timeout",
+        ),
+        (
+            vec!["parallel", "--local-procs", "0", "echo", ":::", "a"],
+            "at least 1",
+        ),
+        (
+            vec!["parallel", "-S", "1/2/3@@", "echo", ":::", "a"],
+            "sshlogin",
+        ),
+        (
+            vec!["parallel", "--no-such-option", "echo"],
+            "unexpected argument",
+        ),
+        (
+            vec![
+                "parallel",
+                "-i",
+                "/nonexistent/key",
+                "-S",
+                "host",
+                "echo",
+                ":::",
+                "a",
+            ],
+            "identity file",
+        ),
     ] {
         let out = kb(&args);
         assert_eq!(out.status.code(), Some(255), "{args:?}: {}", stderr(&out));
@@ -54,13 +91,27 @@ fn help_and_version_exit_zero() {
     let out = kb(&["parallel", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--keep-order") && help.contains("Exit status"), "{help}");
+    assert!(
+        help.contains("--keep-order") && help.contains("Exit status"),
+        "{help}"
+    );
     assert_eq!(kb(&["--version"]).status.code(), Some(0));
 }
 
 #[test]
 fn exit_status_counts_failed_jobs_and_caps_at_101() {
-    let out = kb(&["parallel", "--local-procs", "4", "exit {}", ":::", "0", "1", "2", "0", "3"]);
+    let out = kb(&[
+        "parallel",
+        "--local-procs",
+        "4",
+        "exit {}",
+        ":::",
+        "0",
+        "1",
+        "2",
+        "0",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let many: Vec<String> = (0..150).map(|i| i.to_string()).collect();
     let mut args = vec!["parallel", "--local-procs", "8", "false", ":::"];
@@ -72,7 +123,14 @@ fn exit_status_counts_failed_jobs_and_caps_at_101() {
 fn first_job_starts_before_stdin_ends() {
     use std::io::{BufRead, BufReader, Write};
     let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
-        .args(["parallel", "--local-procs", "2", "--line-buffer", "echo", "got"])
+        .args([
+            "parallel",
+            "--local-procs",
+            "2",
+            "--line-buffer",
+            "echo",
+            "got",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -90,19 +148,42 @@ fn first_job_starts_before_stdin_ends() {
 #[test]
 fn memory_stays_flat_with_millions_of_input_lines() {
     // 3 million lines through --dry-run: peak RSS (from GNU time) must stay far below what holding them would take.
-    let script = format!("seq 3000000 | /usr/bin/time -f %M {} parallel --dry-run echo {{}} > /dev/null", env!("CARGO_BIN_EXE_kb"));
-    let out = Command::new("sh").arg("-c").arg(script).output().expect("run sh");
+    let script = format!(
+        "seq 3000000 | /usr/bin/time -f %M {} parallel --dry-run echo {{}} > /dev/null",
+        env!("CARGO_BIN_EXE_kb")
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
     assert!(out.status.success(), "{}", stderr(&out));
-    let kib: u64 = stderr(&out).trim().lines().last().and_then(|l| l.trim().parse().ok()).expect("GNU time's %M");
+    let kib: u64 = stderr(&out)
+        .trim()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("GNU time's %M");
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB for 3M lines");
 }
 
 #[test]
 fn broken_pipe_on_stdout_ends_the_run_quietly() {
-    let script = format!("seq 100000 | {} parallel --local-procs 2 echo | head -n 3", env!("CARGO_BIN_EXE_kb"));
-    let out = Command::new("bash").arg("-c").arg(format!("set -o pipefail; {script}; echo \"status ${{PIPESTATUS[1]}}\""))
+    let script = format!(
+        "seq 100000 | {} parallel --local-procs 2 echo | head -n 3",
+        env!("CARGO_BIN_EXE_kb")
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {script}; echo \"status ${{PIPESTATUS[1]}}\""
+        ))
         .output()
         .expect("run bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("status 0"), "kb exits 0 when its reader goes away: {stdout} {}", stderr(&out));
+    assert!(
+        stdout.contains("status 0"),
+        "kb exits 0 when its reader goes away: {stdout} {}",
+        stderr(&out)
+    );
 }

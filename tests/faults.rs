@@ -14,10 +14,15 @@ use support::{Agent, SshServer, Sshd};
 fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
     let ssh = home.join(".ssh");
     std::fs::create_dir_all(&ssh).expect("home/.ssh");
-    let known: String = servers.iter().map(|s| std::fs::read_to_string(&s.known_hosts).expect("known_hosts")).collect();
+    let known: String = servers
+        .iter()
+        .map(|s| std::fs::read_to_string(&s.known_hosts).expect("known_hosts"))
+        .collect();
     std::fs::write(ssh.join("known_hosts"), known).expect("write known_hosts");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
-    cmd.env("HOME", home).env_remove("SSH_AUTH_SOCK").arg("parallel");
+    cmd.env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .arg("parallel");
     for s in servers {
         cmd.arg("-i").arg(&s.client_key);
     }
@@ -32,10 +37,15 @@ fn text(bytes: &[u8]) -> String {
 fn processes_with(marker: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = text(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) && !cmdline.contains("kb parallel") && pid != std::process::id() {
+        if cmdline.contains(marker) && !cmdline.contains("kb parallel") && pid != std::process::id()
+        {
             found.push(pid);
         }
     }
@@ -58,9 +68,20 @@ fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
     let started = dir.path().join("started");
     let joblog = dir.path().join("joblog");
     let mut cmd = kb_parallel(&[&doomed, &survivor], &dir.path().join("home"));
-    let job = format!("echo {{}} >> {}; sleep 1; echo done {{}}", started.display());
+    let job = format!(
+        "echo {{}} >> {}; sleep 1; echo done {{}}",
+        started.display()
+    );
     let child = cmd
-        .args(["-j", "2", "-S", &doomed.login, "-S", &survivor.login, "--joblog"])
+        .args([
+            "-j",
+            "2",
+            "-S",
+            &doomed.login,
+            "-S",
+            &survivor.login,
+            "--joblog",
+        ])
         .arg(&joblog)
         .arg(job)
         .arg(":::")
@@ -71,16 +92,28 @@ fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
         .expect("run kb");
     // Kill one server while its first jobs run.
     wait_for("the first jobs to start", Duration::from_secs(20), || {
-        std::fs::read_to_string(&started).map(|s| s.lines().count() >= 4).unwrap_or(false)
+        std::fs::read_to_string(&started)
+            .map(|s| s.lines().count() >= 4)
+            .unwrap_or(false)
     });
     doomed.kill();
     let out: Output = child.wait_with_output().expect("wait for kb");
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stderr.contains("lost worker"), "the loss is reported: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("lost worker"),
+        "the loss is reported: {stderr}"
+    );
     // Every job printed its output exactly once.
-    let mut done: Vec<u32> = stdout.lines().filter_map(|l| l.strip_prefix("done ")?.parse().ok()).collect();
+    let mut done: Vec<u32> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("done ")?.parse().ok())
+        .collect();
     done.sort_unstable();
     assert_eq!(done, (1..=12).collect::<Vec<_>>(), "{stdout}");
     // Jobs started at most twice, and only the cut-off ones (logged with Exitval -1 on the killed host) twice.
@@ -93,17 +126,38 @@ fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
         .lines()
         .skip(1)
         .filter(|l| l.split('\t').nth(6) == Some("-1"))
-        .map(|l| l.split('\t').next().and_then(|s| s.parse().ok()).expect("seq"))
+        .map(|l| {
+            l.split('\t')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("seq")
+        })
         .collect();
-    assert!(!cut_off.is_empty(), "some jobs were running on the killed server:\n{log}");
+    assert!(
+        !cut_off.is_empty(),
+        "some jobs were running on the killed server:\n{log}"
+    );
     for (seq, n) in &starts {
         let expected = if cut_off.contains(seq) { 2 } else { 1 };
-        assert_eq!(*n, expected, "job {seq} started {n} times; cut off: {cut_off:?}\n{log}");
+        assert_eq!(
+            *n, expected,
+            "job {seq} started {n} times; cut off: {cut_off:?}\n{log}"
+        );
     }
     for seq in &cut_off {
-        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(&format!("{seq}\t"))).collect();
-        assert_eq!(lines.len(), 2, "both attempts of job {seq} are in the joblog:\n{log}");
-        assert!(lines[1].contains(&format!("127.0.0.1:{}", survivor.port)), "re-run on the other server: {log}");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{seq}\t")))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "both attempts of job {seq} are in the joblog:\n{log}"
+        );
+        assert!(
+            lines[1].contains(&format!("127.0.0.1:{}", survivor.port)),
+            "re-run on the other server: {log}"
+        );
     }
 }
 
@@ -112,7 +166,8 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
     let marker = format!("kbtest{}x{}", std::process::id(), server.port);
     let mut cmd = kb_parallel(&[server], &dir.path().join("home"));
     // A job with a child and a grandchild, so killing only the shell would leave processes behind.
-    let job = format!("sh -c 'sleep 300 & sleep 301; true {marker}-inner' {marker}; echo never {{}}");
+    let job =
+        format!("sh -c 'sleep 300 & sleep 301; true {marker}-inner' {marker}; echo never {{}}");
     let child = cmd
         .args(["-j", "3", "--grace", "2", "-S", &server.login])
         .arg(job)
@@ -121,17 +176,35 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kb");
-    wait_for("three jobs on the server", Duration::from_secs(20), || processes_with(&marker).len() >= 3);
+    wait_for("three jobs on the server", Duration::from_secs(20), || {
+        processes_with(&marker).len() >= 3
+    });
     // Every process a job started (the sleeps included) is in the job's process group.
-    let groups: Vec<i32> = processes_with(&marker).into_iter().filter_map(pgid_of).collect();
+    let groups: Vec<i32> = processes_with(&marker)
+        .into_iter()
+        .filter_map(pgid_of)
+        .collect();
     assert!(!groups.is_empty(), "the jobs' process groups are known");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait for kb");
-    assert!(started.elapsed() < Duration::from_secs(10), "kb took {:?} to stop", started.elapsed());
-    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains("never"), "{}", text(&out.stdout));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "kb took {:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("never"),
+        "{}",
+        text(&out.stdout)
+    );
     // The sleeps were children of the job's shell: nothing may be left in the jobs' process groups.
     wait_for("the remote jobs to end", Duration::from_secs(5), || {
         processes_with(&marker).is_empty() && processes_in_groups(&groups).is_empty()
@@ -141,19 +214,35 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
 /// The process group of `pid`, from /proc (field 5 of `stat`, counted after the parenthesised command name).
 fn pgid_of(pid: u32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// Live processes (not zombies) in any of `groups`.
 fn processes_in_groups(groups: &[i32]) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let live = fields.first().is_some_and(|state| *state != "Z");
-        if live && fields.get(2).and_then(|g| g.parse().ok()).is_some_and(|g: i32| groups.contains(&g)) {
+        if live
+            && fields
+                .get(2)
+                .and_then(|g| g.parse().ok())
+                .is_some_and(|g: i32| groups.contains(&g))
+        {
             found.push(pid);
         }
     }
@@ -174,22 +263,43 @@ fn interrupt_leaves_no_process_on_openssh_sshd() {
 fn unreachable_host_is_dropped_with_a_warning_and_the_run_goes_on() {
     let server = Agent::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let out = kb_parallel(&[&server], &dir.path().join("home"))
-        .args(["-S", &server.login, "-S", &format!("127.0.0.1:{closed}"), "echo", ":::", "a", "b"])
+        .args([
+            "-S",
+            &server.login,
+            "-S",
+            &format!("127.0.0.1:{closed}"),
+            "echo",
+            ":::",
+            "a",
+            "b",
+        ])
         .output()
         .expect("run kb");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     lines.sort();
     assert_eq!(lines, ["a", "b"]);
-    assert!(text(&out.stderr).contains(&format!("127.0.0.1:{closed}")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("127.0.0.1:{closed}")),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn no_reachable_host_fails_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let out = kb_parallel(&[], &dir.path().join("home"))
         .args(["-S", &format!("127.0.0.1:{closed}"), "echo", ":::", "a"])
         .output()
@@ -197,7 +307,10 @@ fn no_reachable_host_fails_with_the_reason() {
     assert_eq!(out.status.code(), Some(255));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("no worker left"), "{stderr}");
-    assert!(stderr.contains(&closed.to_string()), "the reason names the host: {stderr}");
+    assert!(
+        stderr.contains(&closed.to_string()),
+        "the reason names the host: {stderr}"
+    );
 }
 
 #[test]
@@ -207,10 +320,16 @@ fn unknown_host_key_is_refused_with_a_hint() {
     let home = dir.path().join("home");
     let mut cmd = kb_parallel(&[&server], &home);
     std::fs::write(home.join(".ssh/known_hosts"), "").expect("empty known_hosts");
-    let out = cmd.args(["-S", &server.login, "echo", ":::", "a"]).output().expect("run kb");
+    let out = cmd
+        .args(["-S", &server.login, "echo", ":::", "a"])
+        .output()
+        .expect("run kb");
     assert_eq!(out.status.code(), Some(255));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("known_hosts") || stderr.contains("host key"), "{stderr}");
+    assert!(
+        stderr.contains("known_hosts") || stderr.contains("host key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -220,7 +339,8 @@ fn second_interrupt_kills_at_once_jobs_that_ignore_sigterm() {
     let marker = format!("kbstubborn{}", std::process::id());
     let mut cmd = kb_parallel(&[&server], &dir.path().join("home"));
     // The job survives SIGTERM; only the second Ctrl-C (SIGKILL, before the 60 s grace) can stop it quickly.
-    let job = format!("trap '' TERM; sh -c 'trap \"\" TERM; sleep 300; true {marker}'; echo never {{}}");
+    let job =
+        format!("trap '' TERM; sh -c 'trap \"\" TERM; sleep 300; true {marker}'; echo never {{}}");
     let child = cmd
         .args(["-j", "2", "--grace", "60", "-S", &server.login])
         .arg(job)
@@ -230,15 +350,34 @@ fn second_interrupt_kills_at_once_jobs_that_ignore_sigterm() {
         .spawn()
         .expect("run kb");
     // Each job is two processes with the marker: the job's shell and the inner `sh -c`.
-    wait_for("two stubborn jobs", Duration::from_secs(20), || processes_with(&marker).len() >= 4);
+    wait_for("two stubborn jobs", Duration::from_secs(20), || {
+        processes_with(&marker).len() >= 4
+    });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("first SIGINT");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(processes_with(&marker).len(), 4, "SIGTERM is ignored, so the jobs still run during the grace period");
+    assert_eq!(
+        processes_with(&marker).len(),
+        4,
+        "SIGTERM is ignored, so the jobs still run during the grace period"
+    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait for kb");
-    assert!(started.elapsed() < Duration::from_secs(10), "kb took {:?} after the second Ctrl-C", started.elapsed());
-    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
-    wait_for("the stubborn jobs to be killed", Duration::from_secs(5), || processes_with(&marker).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "kb took {:?} after the second Ctrl-C",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    wait_for(
+        "the stubborn jobs to be killed",
+        Duration::from_secs(5),
+        || processes_with(&marker).is_empty(),
+    );
 }

@@ -31,7 +31,11 @@ fn kubeconfig() -> PathBuf {
     }
     let dir = std::env::var_os("KB_CLUSTER_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::home_dir().expect("a home directory").join(".cache/kb/cluster"));
+        .unwrap_or_else(|| {
+            std::env::home_dir()
+                .expect("a home directory")
+                .join(".cache/kb/cluster")
+        });
     dir.join("admin.kubeconfig")
 }
 
@@ -44,33 +48,56 @@ struct TestNs {
 
 impl TestNs {
     fn new() -> TestNs {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let path = kubeconfig();
         let client = rt.block_on(async {
-            let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-                .unwrap_or_else(|e| panic!("no kubeconfig at {}: {e}; run tests/cluster/up", path.display()));
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+                panic!(
+                    "no kubeconfig at {}: {e}; run tests/cluster/up",
+                    path.display()
+                )
+            });
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .unwrap();
             let client = kube::Client::try_from(config).unwrap();
-            let version = tokio::time::timeout(Duration::from_secs(20), client.apiserver_version()).await;
+            let version =
+                tokio::time::timeout(Duration::from_secs(20), client.apiserver_version()).await;
             match version {
                 Ok(Ok(_)) => client,
-                Ok(Err(e)) => panic!("the local cluster is not reachable ({e}); run tests/cluster/up"),
+                Ok(Err(e)) => {
+                    panic!("the local cluster is not reachable ({e}); run tests/cluster/up")
+                }
                 Err(_) => panic!("the local cluster did not answer in 20 s; run tests/cluster/up"),
             }
         });
         check_agent_image();
         let name = format!("kb-test-{:08x}", rand::random::<u32>());
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns)).unwrap();
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns))
+            .unwrap();
         TestNs { name, client, rt }
     }
 
     /// `kb ARGS` with this cluster's kubeconfig, run in `dir`.
     fn kb(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
-        cmd.args(args).current_dir(dir).env("KUBECONFIG", kubeconfig()).env("KB_NAMESPACE", &self.name);
-        cmd.env("KB_IMAGE", test_image()).env("KB_START_TIMEOUT", "120");
+        cmd.args(args)
+            .current_dir(dir)
+            .env("KUBECONFIG", kubeconfig())
+            .env("KB_NAMESPACE", &self.name);
+        cmd.env("KB_IMAGE", test_image())
+            .env("KB_START_TIMEOUT", "120");
         if std::env::var_os("KB_REGISTRY").is_none() {
             cmd.env("KB_REGISTRY", "127.0.0.1:5000");
         }
@@ -84,19 +111,41 @@ impl TestNs {
             let mut names = Vec::new();
             let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.name);
             names.extend(
-                jobs.list(&lp).await.unwrap().items.into_iter().map(|o| format!("job/{}", name_of(&o.metadata))),
+                jobs.list(&lp)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|o| format!("job/{}", name_of(&o.metadata))),
             );
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.name);
             names.extend(
-                pods.list(&lp).await.unwrap().items.into_iter().map(|o| format!("pod/{}", name_of(&o.metadata))),
+                pods.list(&lp)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|o| format!("pod/{}", name_of(&o.metadata))),
             );
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.name);
             names.extend(
-                secrets.list(&lp).await.unwrap().items.into_iter().map(|o| format!("secret/{}", name_of(&o.metadata))),
+                secrets
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|o| format!("secret/{}", name_of(&o.metadata))),
             );
             let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.name);
             names.extend(
-                leases.list(&lp).await.unwrap().items.into_iter().map(|o| format!("lease/{}", name_of(&o.metadata))),
+                leases
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|o| format!("lease/{}", name_of(&o.metadata))),
             );
             names
         })
@@ -110,7 +159,11 @@ impl TestNs {
             if left.is_empty() {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "left behind in {}: {left:?}", self.name);
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "left behind in {}: {left:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -127,15 +180,18 @@ fn agent_image() -> String {
 /// Fails with what to run when the agent image is not in the local registry (every pod would fail to start).
 fn check_agent_image() {
     let image = agent_image();
-    let Some((registry, rest)) = image.split_once('/') else { return };
+    let Some((registry, rest)) = image.split_once('/') else {
+        return;
+    };
     if !(registry.starts_with("127.0.0.1:") || registry.starts_with("localhost:")) {
         return;
     }
     let (repo, tag) = rest.rsplit_once(':').unwrap_or((rest, "latest"));
     let url = format!("http://{registry}/v2/{repo}/manifests/{tag}");
-    let accept =
-        "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
-    let found = Command::new("curl").args(["-fsS", "-o", "/dev/null", "-H", accept, &url]).status();
+    let accept = "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+    let found = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "-H", accept, &url])
+        .status();
     assert!(
         found.is_ok_and(|s| s.success()),
         "the agent image `{image}` is not in the local registry: run `images/agent/build {image} && docker push {image}`"
@@ -149,7 +205,9 @@ fn name_of(meta: &ObjectMeta) -> String {
 impl Drop for TestNs {
     fn drop(&mut self) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(api.delete(&self.name, &DeleteParams::background()));
+        let _ = self
+            .rt
+            .block_on(api.delete(&self.name, &DeleteParams::background()));
     }
 }
 
@@ -158,14 +216,27 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     lines.sort();
     lines
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -180,13 +251,27 @@ fn readme_example_matches_local_wc() {
     }
     std::fs::create_dir(dir.path().join("sub dir")).unwrap();
     std::fs::write(dir.path().join("sub dir/g.txt"), "a\nb\n").unwrap();
-    let find = Command::new("find").args([".", "-type", "f"]).current_dir(dir.path()).output().unwrap();
+    let find = Command::new("find")
+        .args([".", "-type", "f"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let files = text(&find.stdout);
-    let out = run_with_stdin(ns.kb(dir.path(), &["parallel", "--pods", "3", "--", "wc", "-l", "{}"]), &files);
+    let out = run_with_stdin(
+        ns.kb(
+            dir.path(),
+            &["parallel", "--pods", "3", "--", "wc", "-l", "{}"],
+        ),
+        &files,
+    );
     assert!(out.status.success(), "kb failed: {}", text(&out.stderr));
     let mut local = String::new();
     for file in files.lines() {
-        let wc = Command::new("wc").args(["-l", file]).current_dir(dir.path()).output().unwrap();
+        let wc = Command::new("wc")
+            .args(["-l", file])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         local.push_str(&text(&wc.stdout));
     }
     assert_eq!(sorted_lines(&text(&out.stdout)), sorted_lines(&local));
@@ -203,7 +288,10 @@ fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
     let mut cmd = ns.kb(dir.path(), &["shell"]);
-    cmd.env("TERM", "dumb").stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+    cmd.env("TERM", "dumb")
+        .stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave));
     let mut child = cmd.spawn().unwrap();
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
@@ -229,7 +317,9 @@ fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
         }
     };
     // The working directory was copied in, and the shell starts in it.
-    master.write_all(b"cat marker.txt; echo kb-$((6*7))\r").unwrap();
+    master
+        .write_all(b"cat marker.txt; echo kb-$((6*7))\r")
+        .unwrap();
     wait_for("kb-42", 120);
     wait_for("kb-shell-marker", 5);
     master.write_all(b"exit 3\r").unwrap();
@@ -244,7 +334,12 @@ fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let mut client = ns
-        .kb(dir.path(), &["parallel", "--pods", "2", "--cpu", "200m", "--", "sleep", "600", ":::", "1"])
+        .kb(
+            dir.path(),
+            &[
+                "parallel", "--pods", "2", "--cpu", "200m", "--", "sleep", "600", ":::", "1",
+            ],
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -252,49 +347,111 @@ fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
     // Wait for the task to be running, through `kb status -o json`.
     let start = Instant::now();
     let task = loop {
-        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
-        assert!(out.status.success(), "kb status failed: {}", text(&out.stderr));
+        let out = ns
+            .kb(dir.path(), &["status", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kb status failed: {}",
+            text(&out.stderr)
+        );
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if let Some(row) = rows.as_array().and_then(|r| r.first())
             && row["health"] == "2/2"
         {
             break row.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "task never ran: {rows}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "task never ran: {rows}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     };
     let id = task["id"].as_str().unwrap().to_string();
     assert_eq!(task["status"], "RUNNING");
-    assert!(task["progress"].as_str().unwrap().ends_with("/1") || task["progress"] == "0/?", "{task}");
+    assert!(
+        task["progress"].as_str().unwrap().ends_with("/1") || task["progress"] == "0/?",
+        "{task}"
+    );
     assert_eq!(task["cpu"], "200m");
-    assert_eq!(task["pwd"], dir.path().canonicalize().unwrap().display().to_string());
-    assert!(task["command"].as_str().unwrap().contains("sleep 600"), "{task}");
+    assert_eq!(
+        task["pwd"],
+        dir.path().canonicalize().unwrap().display().to_string()
+    );
+    assert!(
+        task["command"].as_str().unwrap().contains("sleep 600"),
+        "{task}"
+    );
     let table = ns.kb(dir.path(), &["status"]).output().unwrap();
     let table = text(&table.stdout);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
-    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("RUNNING") && l.contains("2/2")), "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"
+        ]
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING") && l.contains("2/2")),
+        "{table}"
+    );
     // The client dies without cleaning up: the task stays until `kb finish`.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(client.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     client.wait().unwrap();
-    assert!(!ns.leftovers().is_empty(), "the task should outlive a SIGKILLed client");
+    assert!(
+        !ns.leftovers().is_empty(),
+        "the task should outlive a SIGKILLed client"
+    );
     // Its heartbeat stops: `kb status` says ORPHANED once the Lease is 30 s stale.
     let start = Instant::now();
     loop {
-        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
+        let out = ns
+            .kb(dir.path(), &["status", "-o", "json"])
+            .output()
+            .unwrap();
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if rows[0]["status"] == "ORPHANED" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "never ORPHANED: {rows}");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never ORPHANED: {rows}"
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
-    let finish = ns.kb(dir.path(), &["finish", "--orphaned"]).output().unwrap();
+    let finish = ns
+        .kb(dir.path(), &["finish", "--orphaned"])
+        .output()
+        .unwrap();
     assert!(finish.status.success(), "{}", text(&finish.stderr));
-    assert!(text(&finish.stderr).contains(&format!("finished task `{id}`")), "{}", text(&finish.stderr));
+    assert!(
+        text(&finish.stderr).contains(&format!("finished task `{id}`")),
+        "{}",
+        text(&finish.stderr)
+    );
     let again = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
-    assert!(again.status.success(), "finish twice is not an error: {}", text(&again.stderr));
-    assert!(text(&again.stderr).contains("has nothing left"), "{}", text(&again.stderr));
+    assert!(
+        again.status.success(),
+        "finish twice is not an error: {}",
+        text(&again.stderr)
+    );
+    assert!(
+        text(&again.stderr).contains("has nothing left"),
+        "{}",
+        text(&again.stderr)
+    );
     ns.assert_clean();
 }
 
@@ -309,7 +466,10 @@ fn expect_error(ns: &TestNs, extra: &[&str], env: &[(&str, &str)], want: &str) {
     let out = cmd.output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(255), "{args:?}: {stderr}");
-    assert!(stderr.contains(want), "{args:?}: wanted `{want}` in:\n{stderr}");
+    assert!(
+        stderr.contains(want),
+        "{args:?}: wanted `{want}` in:\n{stderr}"
+    );
     assert!(stderr.contains("hint:"), "{args:?}: no hint in:\n{stderr}");
     ns.assert_clean();
 }
@@ -318,13 +478,28 @@ fn expect_error(ns: &TestNs, extra: &[&str], env: &[(&str, &str)], want: &str) {
 #[ignore = "needs cluster"]
 fn errors_are_found_early_and_leave_nothing() {
     let ns = TestNs::new();
-    expect_error(&ns, &["--image", "127.0.0.1:5000/kb/no-such-image:1"], &[], "cannot be pulled");
+    expect_error(
+        &ns,
+        &["--image", "127.0.0.1:5000/kb/no-such-image:1"],
+        &[],
+        "cannot be pulled",
+    );
     expect_error(&ns, &["--cpu", "1000"], &[], "the largest node");
     expect_error(&ns, &["--mem", "1x"], &[], "invalid memory quantity `1x`");
-    expect_error(&ns, &["--namespace", "kb-test-no-such-namespace"], &[], "does not exist");
+    expect_error(
+        &ns,
+        &["--namespace", "kb-test-no-such-namespace"],
+        &[],
+        "does not exist",
+    );
     let closed = closed_port_kubeconfig();
     let path = closed.path().display().to_string();
-    expect_error(&ns, &[], &[("KUBECONFIG", path.as_str())], "cannot reach the Kubernetes API server");
+    expect_error(
+        &ns,
+        &[],
+        &[("KUBECONFIG", path.as_str())],
+        "cannot reach the Kubernetes API server",
+    );
 }
 
 /// A kubeconfig whose API server is a closed port on this machine.
@@ -358,34 +533,62 @@ fn no_kubeconfig_and_a_closed_port_are_explained() {
     let missing = kb_offline(&["status"], Path::new("/nonexistent/kubeconfig"));
     assert_eq!(missing.status.code(), Some(1));
     let stderr = text(&missing.stderr);
-    assert!(stderr.contains("no kubeconfig found (looked at `KUBECONFIG=/nonexistent/kubeconfig`)"), "{stderr}");
+    assert!(
+        stderr.contains("no kubeconfig found (looked at `KUBECONFIG=/nonexistent/kubeconfig`)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("hint: point `KUBECONFIG`"), "{stderr}");
     let closed = closed_port_kubeconfig();
-    for (args, code) in [(&["finish", "abc"][..], 1), (&["parallel", "--pods", "1", "--", "echo", ":::", "a"][..], 255)]
-    {
+    for (args, code) in [
+        (&["finish", "abc"][..], 1),
+        (
+            &["parallel", "--pods", "1", "--", "echo", ":::", "a"][..],
+            255,
+        ),
+    ] {
         let out = kb_offline(args, closed.path());
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-        assert!(stderr.contains("cannot reach the Kubernetes API server at `https://127.0.0.1:1/`"), "{stderr}");
-        assert!(stderr.contains("hint: check that the cluster is up"), "{stderr}");
+        assert!(
+            stderr.contains("cannot reach the Kubernetes API server at `https://127.0.0.1:1/`"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("hint: check that the cluster is up"),
+            "{stderr}"
+        );
     }
 }
 
 #[test]
 fn cluster_setup_prints_typed_manifests_for_the_namespace() {
-    let out = kb_offline(&["cluster-setup", "-n", "team-a"], Path::new("/nonexistent"));
+    let out = kb_offline(
+        &["cluster-setup", "-n", "team-a"],
+        Path::new("/nonexistent"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let docs: Vec<serde_yaml_ng::Value> =
-        stdout.split("---\n").filter(|d| !d.trim().is_empty()).map(|d| serde_yaml_ng::from_str(d).unwrap()).collect();
+    let docs: Vec<serde_yaml_ng::Value> = stdout
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding"]);
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "Role", "RoleBinding"]
+    );
     assert_eq!(docs[0]["metadata"]["name"], "team-a");
     for doc in &docs[1..] {
         assert_eq!(doc["metadata"]["namespace"], "team-a", "{doc:?}");
     }
     let role: Role = serde_yaml_ng::from_value(docs[2].clone()).unwrap();
-    assert!(role.rules.unwrap().iter().all(|r| !r.verbs.contains(&"*".to_string())));
+    assert!(
+        role.rules
+            .unwrap()
+            .iter()
+            .all(|r| !r.verbs.contains(&"*".to_string()))
+    );
 }
 
 /// A kubeconfig for the local cluster that logs in with `token`.
@@ -393,7 +596,9 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
     let admin = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
     let cluster = admin.clusters[0].cluster.clone().unwrap();
     let server = cluster.server.unwrap();
-    let ca = cluster.certificate_authority_data.expect("the admin kubeconfig embeds its CA");
+    let ca = cluster
+        .certificate_authority_data
+        .expect("the admin kubeconfig embeds its CA");
     let file = tempfile::NamedTempFile::new().unwrap();
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
@@ -411,13 +616,25 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
     let manifests = build_for_namespace(&ns.name).unwrap();
     let pp = PostParams::default();
     let sa_api: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
-    let sa = manifests.iter().find_map(|m| if let Manifest::ServiceAccount(sa) = m { Some(sa) } else { None });
+    let sa = manifests.iter().find_map(|m| {
+        if let Manifest::ServiceAccount(sa) = m {
+            Some(sa)
+        } else {
+            None
+        }
+    });
     let sa = ns.rt.block_on(sa_api.create(&pp, sa.unwrap())).unwrap();
     let request = TokenRequest {
-        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let token = ns.rt.block_on(sa_api.create_token_request(&name_of(&sa.metadata), &pp, &request)).unwrap();
+    let token = ns
+        .rt
+        .block_on(sa_api.create_token_request(&name_of(&sa.metadata), &pp, &request))
+        .unwrap();
     let config = token_kubeconfig(&token.status.unwrap().token);
     let dir = tempfile::tempdir().unwrap();
     let as_sa = |args: &[&str]| {
@@ -428,18 +645,40 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
     // Without the Role: every command says which rights are missing, before creating anything.
     let status = as_sa(&["status"]).output().unwrap();
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
-    assert!(text(&status.stderr).contains("missing permissions in namespace"), "{}", text(&status.stderr));
-    assert!(text(&status.stderr).contains("`list batch/jobs`"), "{}", text(&status.stderr));
-    let run = as_sa(&["parallel", "--pods", "1", "--", "echo", "{}", ":::", "x"]).output().unwrap();
+    assert!(
+        text(&status.stderr).contains("missing permissions in namespace"),
+        "{}",
+        text(&status.stderr)
+    );
+    assert!(
+        text(&status.stderr).contains("`list batch/jobs`"),
+        "{}",
+        text(&status.stderr)
+    );
+    let run = as_sa(&["parallel", "--pods", "1", "--", "echo", "{}", ":::", "x"])
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(255), "{}", text(&run.stderr));
-    assert!(text(&run.stderr).contains("`create batch/jobs`"), "{}", text(&run.stderr));
-    assert!(text(&run.stderr).contains("hint: ask a cluster admin"), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("`create batch/jobs`"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(
+        text(&run.stderr).contains("hint: ask a cluster admin"),
+        "{}",
+        text(&run.stderr)
+    );
     ns.assert_clean();
     // With the Role and RoleBinding of `kb cluster-setup`, and nothing cluster-wide, a run works end to end.
     for manifest in &manifests {
         match manifest {
             Manifest::Role(role) => {
-                ns.rt.block_on(Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&pp, role)).unwrap();
+                ns.rt
+                    .block_on(
+                        Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&pp, role),
+                    )
+                    .unwrap();
             }
             Manifest::RoleBinding(binding) => {
                 let api = Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name);
@@ -448,7 +687,18 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
             _ => {}
         }
     }
-    let run = as_sa(&["parallel", "--pods", "1", "--", "echo", "{}", ":::", "least-privilege"]).output().unwrap();
+    let run = as_sa(&[
+        "parallel",
+        "--pods",
+        "1",
+        "--",
+        "echo",
+        "{}",
+        ":::",
+        "least-privilege",
+    ])
+    .output()
+    .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "least-privilege\n");
     let status = as_sa(&["status", "-o", "yaml"]).output().unwrap();
@@ -464,12 +714,21 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
     let inputs: Vec<String> = (1..=16).map(|i| i.to_string()).collect();
     let mut args = vec!["parallel", "--pods", "2", "--", "sleep 3; echo {}", ":::"];
     args.extend(inputs.iter().map(String::as_str));
-    let client = ns.kb(dir.path(), &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let client = ns
+        .kb(dir.path(), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let lp = ListParams::default().labels(MANAGED);
     let names = |pods: &Api<Pod>| -> Vec<String> {
         let list = ns.rt.block_on(pods.list(&lp)).unwrap();
-        list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| name_of(&p.metadata)).collect()
+        list.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| name_of(&p.metadata))
+            .collect()
     };
     let start = Instant::now();
     let first = loop {
@@ -483,11 +742,16 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
         if list.items.len() == 2 && list.items.iter().all(ready) {
             break name_of(&list.items[0].metadata);
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "pods never ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "pods never ready"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     std::thread::sleep(Duration::from_secs(2));
-    ns.rt.block_on(pods.delete(&first, &DeleteParams::default())).unwrap();
+    ns.rt
+        .block_on(pods.delete(&first, &DeleteParams::default()))
+        .unwrap();
     // The Job replaces the pod (a stopped agent is not a success, and its exit code is not counted as a failure).
     let start = Instant::now();
     let before: Vec<String> = names(&pods);
@@ -496,14 +760,24 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
         if now.iter().any(|n| n != &first && !before.contains(n)) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "no replacement pod: {now:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no replacement pod: {now:?}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let out = client.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut got: Vec<u32> = text(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    let mut got: Vec<u32> = text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
     got.sort();
-    assert_eq!(got, (1..=16).collect::<Vec<u32>>(), "every job ran once to its end");
+    assert_eq!(
+        got,
+        (1..=16).collect::<Vec<u32>>(),
+        "every job ran once to its end"
+    );
     ns.assert_clean();
 }
 
@@ -512,38 +786,81 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
 fn pods_of_a_dead_client_end_themselves_after_the_orphan_timeout() {
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
-    let args = ["parallel", "--pods", "2", "--orphan-timeout", "10s", "--", "sleep", "600", ":::", "1", "2"];
-    let mut client = ns.kb(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let args = [
+        "parallel",
+        "--pods",
+        "2",
+        "--orphan-timeout",
+        "10s",
+        "--",
+        "sleep",
+        "600",
+        ":::",
+        "1",
+        "2",
+    ];
+    let mut client = ns
+        .kb(dir.path(), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     let id = loop {
-        let out = ns.kb(dir.path(), &["status", "-o", "json"]).output().unwrap();
+        let out = ns
+            .kb(dir.path(), &["status", "-o", "json"])
+            .output()
+            .unwrap();
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if let Some(row) = rows.as_array().and_then(|r| r.first())
             && row["health"] == "2/2"
         {
             break row["id"].as_str().unwrap().to_string();
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "task never ran: {rows}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "task never ran: {rows}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     };
     // Give the client time to join both pods, then kill it without any cleanup.
     std::thread::sleep(Duration::from_secs(2));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(client.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     client.wait().unwrap();
     let killed = Instant::now();
-    let pods = || -> Vec<String> { ns.leftovers().into_iter().filter(|n| n.starts_with("pod/")).collect() };
+    let pods = || -> Vec<String> {
+        ns.leftovers()
+            .into_iter()
+            .filter(|n| n.starts_with("pod/"))
+            .collect()
+    };
     // With nobody acting, the agents notice no client for 10 s, exit, and the Job fails: no pod is left.
     loop {
         let left = pods();
         if left.is_empty() {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(90), "pods of an orphaned task still run: {left:?}");
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "pods of an orphaned task still run: {left:?}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(killed.elapsed() >= Duration::from_secs(8), "pods ended before the orphan timeout: {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() >= Duration::from_secs(8),
+        "pods ended before the orphan timeout: {:?}",
+        killed.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(pods(), Vec::<String>::new(), "the Job must not replace pods that ended as orphans");
+    assert_eq!(
+        pods(),
+        Vec::<String>::new(),
+        "the Job must not replace pods that ended as orphans"
+    );
     let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
     assert!(finish.status.success(), "{}", text(&finish.stderr));
     ns.assert_clean();

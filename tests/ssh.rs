@@ -778,6 +778,21 @@ fn openssh_client_and_gnu_parallel_reach_both_servers() {
         assert_eq!(String::from_utf8_lossy(&ssh.stdout), "out\n", "{name}");
         assert_eq!(String::from_utf8_lossy(&ssh.stderr), "err\n", "{name}");
         assert_eq!(ssh.status.code(), Some(4), "{name}");
+        // sshd's login variables, which GNU parallel's remote wrapper needs ($SHELL) even when the server's own
+        // environment has none.
+        let login = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&server.ssh_config)
+            .args(["kbtest", "echo \"$SHELL $USER $LOGNAME\""])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ssh");
+        let user = &server.user;
+        let login = String::from_utf8_lossy(&login.stdout);
+        let fields: Vec<&str> = login.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "{name}: {login:?}");
+        assert!(fields[0].starts_with('/'), "{name}: SHELL {login:?}");
+        assert_eq!(&fields[1..], [user.as_str(), user.as_str()], "{name}");
         let parallel = std::process::Command::new("parallel")
             .arg("--ssh")
             .arg(format!("ssh -F {}", server.ssh_config.display()))

@@ -18,7 +18,13 @@ pub use pods::PodOpts;
 
 /// kb: GNU parallel's interface, with a Kubernetes cluster as the machine.
 #[derive(Debug, Parser)]
-#[command(name = "kb", version, about, propagate_version = true, max_term_width = 110)]
+#[command(
+    name = "kb",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 110
+)]
 pub struct Cli {
     /// Print diagnostics on stderr (repeat for more); `RUST_LOG` overrides.
     #[arg(long = "debug", global = true, action = clap::ArgAction::Count)]
@@ -72,7 +78,11 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
                 return Err(crate::error::exit::SUCCESS);
             }
             let parallel = args.get(1).is_some_and(|a| a == "parallel");
-            Err(if parallel { crate::error::exit::OTHER } else { crate::error::exit::USAGE })
+            Err(if parallel {
+                crate::error::exit::OTHER
+            } else {
+                crate::error::exit::USAGE
+            })
         }
     }
 }

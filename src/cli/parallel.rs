@@ -72,10 +72,20 @@ pub struct ParallelOpts {
     #[arg(short = '0', long = "null")]
     pub null: bool,
     /// Input items are separated by DELIM, not newline.
-    #[arg(short = 'd', long = "delimiter", value_name = "DELIM", conflicts_with = "null")]
+    #[arg(
+        short = 'd',
+        long = "delimiter",
+        value_name = "DELIM",
+        conflicts_with = "null"
+    )]
     pub delimiter: Option<String>,
     /// SSH hosts to run on, as `[N/][user@]host[:port]` (comma-separated, repeatable).
-    #[arg(short = 'S', long = "sshlogin", value_name = "LOGIN", value_delimiter = ',')]
+    #[arg(
+        short = 'S',
+        long = "sshlogin",
+        value_name = "LOGIN",
+        value_delimiter = ','
+    )]
     pub sshlogin: Vec<String>,
     /// A file of sshlogins, one per line (`#` starts a comment).
     #[arg(long = "sshloginfile", visible_alias = "slf", value_name = "FILE")]

@@ -51,7 +51,10 @@ pub struct PodOpts {
 impl PodOpts {
     /// The cluster and namespace chosen.
     pub fn target(&self) -> Target {
-        Target { context: self.context.clone(), namespace: self.namespace.clone() }
+        Target {
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
     }
 }
 
@@ -69,6 +72,9 @@ pub struct KubeOpts {
 impl KubeOpts {
     /// The cluster and namespace chosen.
     pub fn target(&self) -> Target {
-        Target { context: self.context.clone(), namespace: self.namespace.clone() }
+        Target {
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
     }
 }

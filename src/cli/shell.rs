@@ -12,6 +12,10 @@ pub struct ShellOpts {
     #[command(flatten)]
     pub kube: KubeOpts,
     /// A command to run instead of an interactive shell (still on a terminal).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }

@@ -10,10 +10,14 @@ use crate::k8s::manifests::{build_for_namespace, render};
 pub async fn exec(opts: ClusterSetupOpts) -> Result<u8> {
     let text = render(&build_for_namespace(&opts.namespace)?)?;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Io { action: "write the manifests to stdout".into(), source: err })
-        }
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            action: "write the manifests to stdout".into(),
+            source: err,
+        }),
         _ => Ok(crate::error::exit::SUCCESS),
     }
 }

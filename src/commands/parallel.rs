@@ -22,24 +22,39 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     let (words, sources) = crate::input::split_command(&opts.command);
     let spec = input_spec(&opts, sources);
     // With no command, each input line is a command, as in GNU parallel.
-    let template = if words.is_empty() { Template::parse_tagstring("{}") } else { Template::parse(&words) };
+    let template = if words.is_empty() {
+        Template::parse_tagstring("{}")
+    } else {
+        Template::parse(&words)
+    };
     let halt = match &opts.halt {
-        Some(value) => halt::parse(value).map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
+        Some(value) => halt::parse(value)
+            .map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
         None => None,
     };
     let timeout = opts.timeout.as_deref().map(parse_timeout).transpose()?;
     let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
-        (Some(path), true) => Some(crate::joblog::read_resume(path.trim_start_matches('+'), opts.resume_failed)?),
+        (Some(path), true) => Some(crate::joblog::read_resume(
+            path.trim_start_matches('+'),
+            opts.resume_failed,
+        )?),
         _ => None,
     };
     if opts.dry_run {
         let inputs = Inputs::open(spec)?;
-        return dry_run(&template, inputs, resume.as_ref(), opts.jobs.or(opts.local_procs).unwrap_or(1));
+        return dry_run(
+            &template,
+            inputs,
+            resume.as_ref(),
+            opts.jobs.or(opts.local_procs).unwrap_or(1),
+        );
     }
     let mut workers = worker_sources(&opts)?;
     let joblog = match &opts.joblog {
         // --resume appends to the log it resumes from, as GNU parallel does.
-        Some(path) if let Some(resume) = &resume => Some(crate::joblog::Writer::open_resuming(path, resume)?),
+        Some(path) if let Some(resume) = &resume => {
+            Some(crate::joblog::Writer::open_resuming(path, resume)?)
+        }
         Some(path) => Some(crate::joblog::Writer::open(path)?),
         None => None,
     };
@@ -85,7 +100,10 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     if let Some(task) = task {
         let id = task.id().to_string();
         if let Err(err) = task.finish().await {
-            eprintln!("kb: warning: could not remove task {id}; run `kb finish {id}`: {}", crate::error::chain(&err));
+            eprintln!(
+                "kb: warning: could not remove task {id}; run `kb finish {id}`: {}",
+                crate::error::chain(&err)
+            );
         }
     }
     Ok(result?)
@@ -120,7 +138,12 @@ async fn create_pod_task(
 }
 
 fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
-    InputSpec::from_opts(&opts.arg_files, sources, opts.null, opts.delimiter.as_deref())
+    InputSpec::from_opts(
+        &opts.arg_files,
+        sources,
+        opts.null,
+        opts.delimiter.as_deref(),
+    )
 }
 
 fn parse_timeout(value: &str) -> Result<Duration> {
@@ -131,7 +154,11 @@ fn parse_timeout(value: &str) -> Result<Duration> {
         )
     };
     if let Ok(secs) = value.parse::<f64>() {
-        return if secs > 0.0 && secs.is_finite() { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
+        return if secs > 0.0 && secs.is_finite() {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(bad())
+        };
     }
     humantime::parse_duration(value).map_err(|_| bad())
 }
@@ -141,9 +168,15 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     let mut logins = Vec::new();
     let mut local = opts.local_procs;
     for file in &opts.sshloginfile {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| Error::Io { action: format!("read the sshloginfile `{}`", file.display()), source })?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+            action: format!("read the sshloginfile `{}`", file.display()),
+            source,
+        })?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             collect_login(line, opts, &mut logins, &mut local)?;
         }
     }
@@ -153,12 +186,18 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     let mut sources: Vec<Box<dyn WorkerSource>> = Vec::new();
     if let Some(n) = local {
         if n == 0 {
-            return Err(Error::usage("--local-procs must be at least 1", "give --local-procs N with N >= 1"));
+            return Err(Error::usage(
+                "--local-procs must be at least 1",
+                "give --local-procs N with N >= 1",
+            ));
         }
         sources.push(Box::new(LocalSource::new(n)));
     }
     if !logins.is_empty() {
-        let config = ClientConfig { identities: opts.identity.clone(), ..ClientConfig::default() };
+        let config = ClientConfig {
+            identities: opts.identity.clone(),
+            ..ClientConfig::default()
+        };
         check_identities(&opts.identity)?;
         sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
     }
@@ -171,14 +210,22 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     Ok(sources)
 }
 
-fn collect_login(value: &str, opts: &ParallelOpts, logins: &mut Vec<SshLogin>, local: &mut Option<usize>) -> Result<()> {
+fn collect_login(
+    value: &str,
+    opts: &ParallelOpts,
+    logins: &mut Vec<SshLogin>,
+    local: &mut Option<usize>,
+) -> Result<()> {
     if value.is_empty() {
         return Ok(());
     }
     let login: SshLogin = value.parse()?;
     if login.host == ":" || value == ":" {
         // GNU parallel's `-S :` is this machine.
-        let slots = login.slots.or(opts.jobs).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let slots = login
+            .slots
+            .or(opts.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         *local = Some(local.unwrap_or(0) + slots);
     } else {
         logins.push(login);
@@ -199,7 +246,12 @@ fn check_identities(paths: &[PathBuf]) -> Result<()> {
 }
 
 /// `--dry-run`: print each command instead of running it, streaming.
-fn dry_run(template: &Template, inputs: Inputs, resume: Option<&crate::joblog::Resume>, slots: usize) -> Result<u8> {
+fn dry_run(
+    template: &Template,
+    inputs: Inputs,
+    resume: Option<&crate::joblog::Resume>,
+    slots: usize,
+) -> Result<u8> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let slots = slots.max(1) as u64;
@@ -210,18 +262,24 @@ fn dry_run(template: &Template, inputs: Inputs, resume: Option<&crate::joblog::R
             continue;
         }
         let line = template.render(&args, seq, ((seq - 1) % slots + 1) as usize);
-        let written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
+        let written = out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"));
         if let Err(err) = written {
             if err.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(crate::error::exit::SUCCESS);
             }
-            return Err(Error::Io { action: "write to stdout".into(), source: err });
+            return Err(Error::Io {
+                action: "write to stdout".into(),
+                source: err,
+            });
         }
     }
     match out.flush() {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Io { action: "write to stdout".into(), source: err })
-        }
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            action: "write to stdout".into(),
+            source: err,
+        }),
         _ => Ok(crate::error::exit::SUCCESS),
     }
 }

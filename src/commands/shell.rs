@@ -25,7 +25,11 @@ pub async fn exec(opts: ShellOpts) -> Result<u8> {
         pods: 1,
         slots: Some(1),
         kind: "shell",
-        command: if command.is_empty() { "(interactive shell)" } else { &command },
+        command: if command.is_empty() {
+            "(interactive shell)"
+        } else {
+            &command
+        },
     };
     let task = PodTask::create_with(request).await?;
     let result = tokio::select! {
@@ -41,12 +45,18 @@ pub async fn exec(opts: ShellOpts) -> Result<u8> {
 /// Resolves on SIGINT, SIGTERM or SIGHUP (a terminal in raw mode sends Ctrl-C to the pod instead).
 async fn interrupted() {
     let mut signals = Vec::new();
-    for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
         if let Ok(s) = signal(kind) {
             signals.push(s);
         }
     }
-    let waits = signals.iter_mut().map(|s| Box::pin(async move { s.recv().await }));
+    let waits = signals
+        .iter_mut()
+        .map(|s| Box::pin(async move { s.recv().await }));
     if waits.len() == 0 {
         return std::future::pending().await;
     }
@@ -88,7 +98,10 @@ async fn run_terminal(conn: &Connection, command: &str) -> Result<u8> {
     let channel = conn.open_session().await.map_err(|e| failed(&e))?;
     let (cols, rows) = window_size();
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
-    channel.request_pty(true, &term, cols, rows, 0, 0, &[]).await.map_err(|e| failed(&e))?;
+    channel
+        .request_pty(true, &term, cols, rows, 0, 0, &[])
+        .await
+        .map_err(|e| failed(&e))?;
     channel.exec(true, command).await.map_err(|e| failed(&e))?;
     let (mut reader, writer) = channel.split();
     let _raw = RawMode::enter();
@@ -160,8 +173,11 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ =
-            nix::sys::termios::tcsetattr(std::io::stdin().as_fd(), nix::sys::termios::SetArg::TCSADRAIN, &self.saved);
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin().as_fd(),
+            nix::sys::termios::SetArg::TCSADRAIN,
+            &self.saved,
+        );
     }
 }
 
@@ -171,12 +187,18 @@ mod tests {
 
     #[test]
     fn remote_command_runs_in_the_working_directory() {
-        assert_eq!(build_remote_command("/w d", "exit 3"), "cd '/w d' 2>/dev/null || exit 255; exit 3");
+        assert_eq!(
+            build_remote_command("/w d", "exit 3"),
+            "cd '/w d' 2>/dev/null || exit 255; exit 3"
+        );
         assert!(build_remote_command("/w", "").contains("exec /bin/bash"));
     }
 
     #[test]
     fn exit_code_constant_is_used_for_interrupts() {
-        assert_eq!(Error::Interrupted.exit_code("shell"), crate::error::exit::INTERRUPTED);
+        assert_eq!(
+            Error::Interrupted.exit_code("shell"),
+            crate::error::exit::INTERRUPTED
+        );
     }
 }

@@ -20,14 +20,22 @@ pub async fn exec(opts: StatusOpts) -> Result<u8> {
             return Ok(crate::error::exit::SUCCESS);
         }
         OutputFormat::Table => render_table(&rows, opts.all),
-        OutputFormat::Json => serde_json::to_string_pretty(&rows).map_err(|e| encode("json", Box::new(e)))? + "\n",
-        OutputFormat::Yaml => serde_yaml_ng::to_string(&rows).map_err(|e| encode("yaml", Box::new(e)))?,
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&rows).map_err(|e| encode("json", Box::new(e)))? + "\n"
+        }
+        OutputFormat::Yaml => {
+            serde_yaml_ng::to_string(&rows).map_err(|e| encode("yaml", Box::new(e)))?
+        }
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Io { action: "write the status to stdout".into(), source: err })
-        }
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            action: "write the status to stdout".into(),
+            source: err,
+        }),
         _ => Ok(crate::error::exit::SUCCESS),
     }
 }

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -54,7 +56,12 @@ pub struct Right {
 }
 
 const fn right(verb: &'static str, group: &'static str, resource: &'static str) -> Right {
-    Right { verb, group, resource, subresource: None }
+    Right {
+        verb,
+        group,
+        resource,
+        subresource: None,
+    }
 }
 
 /// What `kb parallel --pods` and `kb shell` need.
@@ -65,7 +72,12 @@ pub const RUN_RIGHTS: &[Right] = &[
     right("deletecollection", "", "pods"),
     right("create", "", "secrets"),
     right("deletecollection", "", "secrets"),
-    Right { verb: "create", group: "", resource: "pods", subresource: Some("portforward") },
+    Right {
+        verb: "create",
+        group: "",
+        resource: "pods",
+        subresource: Some("portforward"),
+    },
 ];
 
 /// What `kb status` needs.
@@ -85,25 +97,42 @@ pub async fn connect(target: &Target, rights: &[Right]) -> Result<Kube> {
     let namespace = choose_namespace(target, context_namespace.as_deref());
     let url = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|source| Error::Client { source })?;
-    let kube = Kube { client, namespace, url };
-    tokio::time::timeout(CONNECT_TIMEOUT, preflight(&kube, rights)).await.map_err(|_| Error::Unreachable {
-        url: kube.url.clone(),
-        source: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()).into(),
-    })??;
+    let kube = Kube {
+        client,
+        namespace,
+        url,
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, preflight(&kube, rights))
+        .await
+        .map_err(|_| Error::Unreachable {
+            url: kube.url.clone(),
+            source: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()).into(),
+        })??;
     Ok(kube)
 }
 
 /// The namespace rule of this module's docs.
 pub fn choose_namespace(target: &Target, context_namespace: Option<&str>) -> String {
-    target.namespace.as_deref().or(context_namespace).unwrap_or(DEFAULT_NAMESPACE).to_string()
+    target
+        .namespace
+        .as_deref()
+        .or(context_namespace)
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string()
 }
 
 /// Reads the kubeconfig (or the in-cluster configuration) and returns it with the namespace the context sets.
 async fn load_config(target: &Target) -> Result<(kube::Config, Option<String>)> {
-    let options = KubeConfigOptions { context: target.context.clone(), ..Default::default() };
+    let options = KubeConfigOptions {
+        context: target.context.clone(),
+        ..Default::default()
+    };
     match read_kubeconfig()? {
         Some(kubeconfig) => {
-            let context_name = options.context.clone().or_else(|| kubeconfig.current_context.clone());
+            let context_name = options
+                .context
+                .clone()
+                .or_else(|| kubeconfig.current_context.clone());
             let context_namespace = kubeconfig
                 .contexts
                 .iter()
@@ -134,14 +163,20 @@ fn read_kubeconfig() -> Result<Option<Kubeconfig>> {
             return Ok(None);
         }
         let looked_at = default.map(|p| format!("`KUBECONFIG`, `{}`", p.display()));
-        return Err(Error::NoKubeconfig { looked_at: looked_at.unwrap_or_else(|| "`KUBECONFIG`".into()) });
+        return Err(Error::NoKubeconfig {
+            looked_at: looked_at.unwrap_or_else(|| "`KUBECONFIG`".into()),
+        });
     }
     if let Some(paths) = &from_env
         && std::env::split_paths(paths).all(|p| !p.exists())
     {
-        return Err(Error::NoKubeconfig { looked_at: format!("`KUBECONFIG={}`", paths.to_string_lossy()) });
+        return Err(Error::NoKubeconfig {
+            looked_at: format!("`KUBECONFIG={}`", paths.to_string_lossy()),
+        });
     }
-    Kubeconfig::read().map(Some).map_err(|source| Error::Kubeconfig { source })
+    Kubeconfig::read()
+        .map(Some)
+        .map_err(|source| Error::Kubeconfig { source })
 }
 
 /// Checks the API server answers, the namespace exists and `rights` are held.
@@ -149,7 +184,11 @@ async fn preflight(kube: &Kube, rights: &[Right]) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(kube.client.clone());
     match namespaces.get_opt(&kube.namespace).await {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Error::NamespaceMissing { namespace: kube.namespace.clone() }),
+        Ok(None) => {
+            return Err(Error::NamespaceMissing {
+                namespace: kube.namespace.clone(),
+            });
+        }
         // Users limited to their namespace may not read Namespace objects: go on and let the rights check speak.
         Err(kube::Error::Api(status)) if status.code == 403 => {}
         Err(err) => return Err(classify(kube, "read the namespace", err)),
@@ -165,7 +204,10 @@ async fn preflight(kube: &Kube, rights: &[Right]) -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::Forbidden { namespace: kube.namespace.clone(), missing: missing.join(", ") })
+        Err(Error::Forbidden {
+            namespace: kube.namespace.clone(),
+            missing: missing.join(", "),
+        })
     }
 }
 
@@ -186,14 +228,23 @@ async fn review(kube: &Kube, right: Right) -> Result<bool> {
         ..Default::default()
     };
     let api: Api<SelfSubjectAccessReview> = Api::all(kube.client.clone());
-    let answer =
-        api.create(&PostParams::default(), &review).await.map_err(|e| classify(kube, "check permissions", e))?;
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| classify(kube, "check permissions", e))?;
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 fn describe(right: &Right) -> String {
-    let group = if right.group.is_empty() { String::new() } else { format!("{}/", right.group) };
-    let sub = right.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+    let group = if right.group.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", right.group)
+    };
+    let sub = right
+        .subresource
+        .map(|s| format!("/{s}"))
+        .unwrap_or_default();
     format!("`{} {group}{}{sub}`", right.verb, right.resource)
 }
 
@@ -202,15 +253,27 @@ fn describe(right: &Right) -> String {
 pub fn classify(kube: &Kube, action: &str, err: kube::Error) -> Error {
     match err {
         kube::Error::Api(status) => {
-            if status.code == 404 && status.message.contains("namespaces") && status.message.contains("not found") {
-                return Error::NamespaceMissing { namespace: kube.namespace.clone() };
+            if status.code == 404
+                && status.message.contains("namespaces")
+                && status.message.contains("not found")
+            {
+                return Error::NamespaceMissing {
+                    namespace: kube.namespace.clone(),
+                };
             }
-            Error::Api { action: action.to_string(), source: kube::Error::Api(status) }
+            Error::Api {
+                action: action.to_string(),
+                source: kube::Error::Api(status),
+            }
         }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => {
-            Error::Unreachable { url: kube.url.clone(), source: Box::new(err) }
-        }
-        err => Error::Api { action: action.to_string(), source: err },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unreachable {
+            url: kube.url.clone(),
+            source: Box::new(err),
+        },
+        err => Error::Api {
+            action: action.to_string(),
+            source: err,
+        },
     }
 }
 
@@ -224,7 +287,10 @@ mod tests {
 
     #[test]
     fn namespace_flag_beats_context_beats_default() {
-        let flag = Target { context: None, namespace: Some("mine".into()) };
+        let flag = Target {
+            context: None,
+            namespace: Some("mine".into()),
+        };
         assert_eq!(choose_namespace(&flag, Some("ctx")), "mine");
         assert_eq!(choose_namespace(&Target::default(), Some("ctx")), "ctx");
         assert_eq!(choose_namespace(&Target::default(), None), "kb");

@@ -10,12 +10,28 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 fn fake() -> (Kube, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "kb");
-    (Kube { client, namespace: "team".into(), url: "https://fake".into() }, handle)
+    (
+        Kube {
+            client,
+            namespace: "team".into(),
+            url: "https://fake".into(),
+        },
+        handle,
+    )
 }
 
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: serde_json::Value) {
+fn respond(
+    send: tower_test::mock::SendResponse<Response<Body>>,
+    code: u16,
+    body: serde_json::Value,
+) {
     let bytes = serde_json::to_vec(&body).unwrap();
-    send.send_response(Response::builder().status(code).body(Body::from(bytes)).unwrap());
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(bytes))
+            .unwrap(),
+    );
 }
 
 fn status(code: u16, reason: &str, message: &str) -> serde_json::Value {
@@ -34,12 +50,19 @@ async fn serve(mut handle: Handle, ns_code: u16, reviews: usize, denied: &'stati
             serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "team"}}),
         ),
-        404 => respond(send, 404, status(404, "NotFound", "namespaces \"team\" not found")),
+        404 => respond(
+            send,
+            404,
+            status(404, "NotFound", "namespaces \"team\" not found"),
+        ),
         code => respond(send, code, status(code, "Forbidden", "forbidden")),
     }
     for _ in 0..reviews {
         let (request, send) = handle.next_request().await.unwrap();
-        assert_eq!(request.uri().path(), "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
+        assert_eq!(
+            request.uri().path(),
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        );
         let body = request.into_body().collect_bytes().await.unwrap();
         let mut review: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let attributes = &review["spec"]["resourceAttributes"];
@@ -56,7 +79,10 @@ async fn a_missing_namespace_is_named() {
     let server = tokio::spawn(serve(handle, 404, 0, &[]));
     let err = preflight(&kube, STATUS_RIGHTS).await.unwrap_err();
     server.await.unwrap();
-    assert!(matches!(err, Error::NamespaceMissing { ref namespace } if namespace == "team"), "{err:?}");
+    assert!(
+        matches!(err, Error::NamespaceMissing { ref namespace } if namespace == "team"),
+        "{err:?}"
+    );
     assert!(err.hint().unwrap().contains("kb cluster-setup -n team"));
 }
 

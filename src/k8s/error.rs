@@ -107,7 +107,9 @@ pub enum Error {
         kind: String,
     },
     /// The working directory is too large to copy into the pods.
-    #[error("the working directory `{dir}` holds {size} bytes, more than the {cap} bytes kb copies into pods")]
+    #[error(
+        "the working directory `{dir}` holds {size} bytes, more than the {cap} bytes kb copies into pods"
+    )]
     DirTooLarge {
         /// The directory.
         dir: String,
@@ -196,8 +198,12 @@ impl Error {
                 ));
             }
             Error::BadQuantity { what: "cpu", .. } => "write cores as `2`, `0.5` or `500m`",
-            Error::BadQuantity { .. } => "write memory as `512Mi`, `4Gi`, `1G` or a number of bytes",
-            Error::TooBig { .. } => "ask for less with `--cpu`/`--mem`, or use more pods that are smaller",
+            Error::BadQuantity { .. } => {
+                "write memory as `512Mi`, `4Gi`, `1G` or a number of bytes"
+            }
+            Error::TooBig { .. } => {
+                "ask for less with `--cpu`/`--mem`, or use more pods that are smaller"
+            }
             Error::DirTooLarge { .. } => {
                 "run kb from a smaller directory, raise the cap with `KB_COPY_LIMIT` (bytes), or set `KB_COPY_LIMIT=0` \
                  when the jobs need no files (they then start in an empty directory)"
@@ -208,8 +214,12 @@ impl Error {
             Error::Agent { .. } => {
                 "check that the agent image (`--agent-image`, `KB_AGENT_IMAGE`) holds a static kb of this version"
             }
-            Error::NoSuchTask { .. } => "`kb status` lists the tasks; `-A` shows other machines' tasks too",
-            Error::Manifest { .. } | Error::ManifestKind { .. } => "this is a bug in kb; please report it",
+            Error::NoSuchTask { .. } => {
+                "`kb status` lists the tasks; `-A` shows other machines' tasks too"
+            }
+            Error::Manifest { .. } | Error::ManifestKind { .. } => {
+                "this is a bug in kb; please report it"
+            }
             _ => return None,
         };
         Some(hint.to_string())

@@ -56,7 +56,10 @@ impl Heartbeat {
     pub fn start(kube: Kube, name: String, progress: ProgressHandle) -> Heartbeat {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(beat(kube, name, progress, cancel.clone()));
-        Heartbeat { cancel, task: Some(task) }
+        Heartbeat {
+            cancel,
+            task: Some(task),
+        }
     }
 
     /// Stops renewing and waits for the last renewal in flight.
@@ -95,7 +98,10 @@ async fn beat(kube: Kube, name: String, progress: ProgressHandle, cancel: Cancel
         if let Err(err) = leases.patch(&name, &PatchParams::default(), &patch).await
             && !std::mem::replace(&mut warned, true)
         {
-            tracing::warn!("cannot renew the heartbeat of `{name}`: {}", crate::error::chain(&err));
+            tracing::warn!(
+                "cannot renew the heartbeat of `{name}`: {}",
+                crate::error::chain(&err)
+            );
         }
     }
 }

@@ -21,7 +21,9 @@ pub struct TaskKeys {
 
 impl std::fmt::Debug for TaskKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskKeys").field("host_public", &self.host_public).finish_non_exhaustive()
+        f.debug_struct("TaskKeys")
+            .field("host_public", &self.host_public)
+            .finish_non_exhaustive()
     }
 }
 

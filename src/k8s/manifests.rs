@@ -9,7 +9,10 @@ use super::error::{Error, Result};
 
 /// The files of `manifests/`, in the order `kubectl apply` needs them (the namespace first).
 pub const FILES: &[(&str, &str)] = &[
-    ("namespace.yaml", include_str!("../../manifests/namespace.yaml")),
+    (
+        "namespace.yaml",
+        include_str!("../../manifests/namespace.yaml"),
+    ),
     ("rbac.yaml", include_str!("../../manifests/rbac.yaml")),
 ];
 
@@ -34,7 +37,8 @@ pub fn load() -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for (file, text) in FILES {
         for doc in serde_yaml_ng::Deserializer::from_str(text) {
-            let value = serde_yaml_ng::Value::deserialize(doc).map_err(|source| Error::Manifest { file, source })?;
+            let value = serde_yaml_ng::Value::deserialize(doc)
+                .map_err(|source| Error::Manifest { file, source })?;
             if value.is_null() {
                 continue;
             }
@@ -45,7 +49,11 @@ pub fn load() -> Result<Vec<Manifest>> {
 }
 
 fn parse_one(file: &'static str, value: serde_yaml_ng::Value) -> Result<Manifest> {
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
     let parsed = match kind.as_str() {
         "Namespace" => serde_yaml_ng::from_value(value).map(Manifest::Namespace),
         "ServiceAccount" => serde_yaml_ng::from_value(value).map(Manifest::ServiceAccount),
@@ -88,7 +96,10 @@ pub fn render(manifests: &[Manifest]) -> Result<String> {
             Manifest::Role(o) => serde_yaml_ng::to_string(o),
             Manifest::RoleBinding(o) => serde_yaml_ng::to_string(o),
         }
-        .map_err(|source| Error::Encode { format: "yaml", source: Box::new(source) })?;
+        .map_err(|source| Error::Encode {
+            format: "yaml",
+            source: Box::new(source),
+        })?;
         out.push_str("---\n");
         out.push_str(&yaml);
     }
@@ -111,17 +122,34 @@ mod tests {
                 Manifest::RoleBinding(_) => "RoleBinding",
             })
             .collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "RoleBinding"]);
+        assert_eq!(
+            kinds,
+            ["Namespace", "ServiceAccount", "Role", "RoleBinding"]
+        );
     }
 
     #[test]
     fn role_is_least_privilege() {
         let manifests = load().unwrap();
-        let role =
-            manifests.iter().find_map(|m| if let Manifest::Role(r) = m { Some(r.clone()) } else { None }).unwrap();
+        let role = manifests
+            .iter()
+            .find_map(|m| {
+                if let Manifest::Role(r) = m {
+                    Some(r.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
         for rule in role.rules.unwrap() {
-            assert!(!rule.verbs.iter().any(|v| v == "*"), "no wildcard verbs: {rule:?}");
-            assert!(!rule.resources.unwrap_or_default().iter().any(|r| r == "*"), "no wildcard resources");
+            assert!(
+                !rule.verbs.iter().any(|v| v == "*"),
+                "no wildcard verbs: {rule:?}"
+            );
+            assert!(
+                !rule.resources.unwrap_or_default().iter().any(|r| r == "*"),
+                "no wildcard resources"
+            );
         }
         assert_eq!(role.metadata.namespace.as_deref(), Some(DEFAULT_NAMESPACE));
     }
@@ -137,7 +165,10 @@ mod tests {
             .collect();
         assert_eq!(docs.len(), 4);
         let binding: RoleBinding = serde_yaml_ng::from_value(docs[3].clone()).unwrap();
-        assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            binding.subjects.unwrap()[0].namespace.as_deref(),
+            Some("team-a")
+        );
         let ns: Namespace = serde_yaml_ng::from_value(docs[0].clone()).unwrap();
         assert_eq!(ns.metadata.name.as_deref(), Some("team-a"));
     }

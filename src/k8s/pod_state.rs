@@ -4,9 +4,18 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 /// Waiting reasons that mean the image will not arrive without a change on the user's side.
-const PULL_ERRORS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"];
+const PULL_ERRORS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
 /// Waiting reasons that mean the container cannot be created as specified.
-const CREATE_ERRORS: &[&str] = &["CreateContainerError", "CreateContainerConfigError", "RunContainerError"];
+const CREATE_ERRORS: &[&str] = &[
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "RunContainerError",
+];
 
 /// The state of one pod, as far as kb cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +44,10 @@ pub enum PodState {
 impl PodState {
     /// True when the pod was placed on a node (for the progress display).
     pub fn scheduled(&self) -> bool {
-        matches!(self, PodState::Starting | PodState::Ready | PodState::PullFailed { .. })
+        matches!(
+            self,
+            PodState::Starting | PodState::Ready | PodState::PullFailed { .. }
+        )
     }
 }
 
@@ -44,22 +56,44 @@ pub fn observe(pod: &Pod) -> PodState {
     if pod.metadata.deletion_timestamp.is_some() {
         return PodState::Deleting;
     }
-    let Some(status) = &pod.status else { return PodState::Pending };
-    let statuses = || status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    let Some(status) = &pod.status else {
+        return PodState::Pending;
+    };
+    let statuses = || {
+        status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+    };
     if matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
-        let why = statuses().find_map(terminated).or_else(|| status.message.clone());
+        let why = statuses()
+            .find_map(terminated)
+            .or_else(|| status.message.clone());
         return PodState::Failed(why.unwrap_or_else(|| "the pod ended".into()));
     }
     for container in statuses() {
-        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
         let reason = waiting.reason.as_deref().unwrap_or_default();
         let message = waiting.message.clone().unwrap_or_default();
         if PULL_ERRORS.contains(&reason) {
-            let message = if message.is_empty() { reason.to_string() } else { format!("{reason}: {message}") };
-            return PodState::PullFailed { image: container.image.clone(), message };
+            let message = if message.is_empty() {
+                reason.to_string()
+            } else {
+                format!("{reason}: {message}")
+            };
+            return PodState::PullFailed {
+                image: container.image.clone(),
+                message,
+            };
         }
         if CREATE_ERRORS.contains(&reason) {
-            return PodState::Failed(format!("container `{}`: {reason}: {message}", container.name));
+            return PodState::Failed(format!(
+                "container `{}`: {reason}: {message}",
+                container.name
+            ));
         }
     }
     let condition = |kind: &str| status.conditions.iter().flatten().find(|c| c.type_ == kind);
@@ -108,7 +142,9 @@ pub fn count<'a>(states: impl IntoIterator<Item = &'a PodState>) -> Counts {
         match state {
             PodState::Starting => counts.starting += 1,
             PodState::Ready => counts.ready += 1,
-            PodState::PullFailed { .. } | PodState::Failed(_) | PodState::Unschedulable(_) => counts.failed += 1,
+            PodState::PullFailed { .. } | PodState::Failed(_) | PodState::Unschedulable(_) => {
+                counts.failed += 1
+            }
             PodState::Pending | PodState::Deleting => {}
         }
     }
@@ -126,33 +162,46 @@ mod tests {
     #[test]
     fn states_from_status() {
         assert_eq!(observe(&pod(serde_json::json!({}))), PodState::Pending);
-        let unschedulable = pod(serde_json::json!({"status": {"phase": "Pending", "conditions": [
+        let unschedulable = pod(
+            serde_json::json!({"status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-             "message": "0/1 nodes are available: 1 Insufficient cpu."}]}}));
+             "message": "0/1 nodes are available: 1 Insufficient cpu."}]}}),
+        );
         assert_eq!(
             observe(&unschedulable),
             PodState::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into())
         );
-        let pulling = pod(serde_json::json!({"status": {"phase": "Pending", "conditions": [
+        let pulling = pod(
+            serde_json::json!({"status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "True"}],
             "initContainerStatuses": [{"name": "kb-install", "image": "a", "imageID": "", "ready": false,
-              "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}}));
+              "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}}),
+        );
         assert_eq!(observe(&pulling), PodState::Starting);
-        let ready = pod(serde_json::json!({"status": {"phase": "Running", "conditions": [
-            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}}));
+        let ready = pod(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}}),
+        );
         assert_eq!(observe(&ready), PodState::Ready);
     }
 
     #[test]
     fn pull_errors_name_the_image() {
-        let p = pod(serde_json::json!({"status": {"phase": "Pending", "conditions": [
+        let p = pod(
+            serde_json::json!({"status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "True"}],
             "containerStatuses": [{"name": "main", "image": "nope:1", "imageID": "", "ready": false,
               "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
-              "message": "Back-off pulling image \"nope:1\""}}}]}}));
-        let PodState::PullFailed { image, message } = observe(&p) else { panic!("{:?}", observe(&p)) };
+              "message": "Back-off pulling image \"nope:1\""}}}]}}),
+        );
+        let PodState::PullFailed { image, message } = observe(&p) else {
+            panic!("{:?}", observe(&p))
+        };
         assert_eq!(image, "nope:1");
-        assert!(message.starts_with("ImagePullBackOff: Back-off"), "{message}");
+        assert!(
+            message.starts_with("ImagePullBackOff: Back-off"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -160,12 +209,28 @@ mod tests {
         let p = pod(serde_json::json!({"status": {"phase": "Failed",
             "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": false,
               "restartCount": 0, "state": {"terminated": {"exitCode": 127, "reason": "Error"}}}]}}));
-        assert_eq!(observe(&p), PodState::Failed("container `main` exited with 127 (Error)".into()));
+        assert_eq!(
+            observe(&p),
+            PodState::Failed("container `main` exited with 127 (Error)".into())
+        );
     }
 
     #[test]
     fn counts() {
-        let states = [PodState::Ready, PodState::Starting, PodState::Pending, PodState::Unschedulable("x".into())];
-        assert_eq!(count(&states), Counts { scheduled: 2, starting: 1, ready: 1, failed: 1 });
+        let states = [
+            PodState::Ready,
+            PodState::Starting,
+            PodState::Pending,
+            PodState::Unschedulable("x".into()),
+        ];
+        assert_eq!(
+            count(&states),
+            Counts {
+                scheduled: 2,
+                starting: 1,
+                ready: 1,
+                failed: 1
+            }
+        );
     }
 }

@@ -68,9 +68,20 @@ mod tests {
 
     #[test]
     fn message() {
-        let counts = Counts { scheduled: 3, starting: 1, ready: 2, failed: 0 };
-        assert_eq!(build_message(counts, 1, 3), "pods: 3/3 scheduled, 1 pulling, 2 ready, 1 joined");
-        let counts = Counts { failed: 1, ..counts };
+        let counts = Counts {
+            scheduled: 3,
+            starting: 1,
+            ready: 2,
+            failed: 0,
+        };
+        assert_eq!(
+            build_message(counts, 1, 3),
+            "pods: 3/3 scheduled, 1 pulling, 2 ready, 1 joined"
+        );
+        let counts = Counts {
+            failed: 1,
+            ..counts
+        };
         assert!(build_message(counts, 1, 3).ends_with(", 1 cannot start"));
     }
 }

@@ -8,13 +8,25 @@ use super::error::{Error, Result};
 
 /// Parses a quantity into its value in base units (cores for CPU, bytes for memory).
 pub fn parse(what: &'static str, value: &str) -> Result<f64> {
-    let bad = |reason: &str| Error::BadQuantity { what, value: value.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| Error::BadQuantity {
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
     let text = value.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     // `1e9` is a decimal exponent, not a suffix.
     let (number, suffix) = match suffix.strip_prefix(['e', 'E']) {
-        Some(exp) if !exp.is_empty() && exp.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()) => {
+        Some(exp)
+            if !exp.is_empty()
+                && exp
+                    .trim_start_matches(['+', '-'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit()) =>
+        {
             (text, "")
         }
         _ => (number, suffix),
@@ -22,7 +34,9 @@ pub fn parse(what: &'static str, value: &str) -> Result<f64> {
     if number.is_empty() {
         return Err(bad("it does not start with a number"));
     }
-    let base: f64 = number.parse().map_err(|_| bad("the number does not parse"))?;
+    let base: f64 = number
+        .parse()
+        .map_err(|_| bad("the number does not parse"))?;
     let factor = match suffix {
         "" => 1.0,
         "m" => 1e-3,
@@ -38,7 +52,11 @@ pub fn parse(what: &'static str, value: &str) -> Result<f64> {
         "Ti" => 1024f64.powi(4),
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
-        _ => return Err(bad(&format!("unknown suffix `{suffix}` (use m, k, M, G, T, Ki, Mi, Gi, Ti)"))),
+        _ => {
+            return Err(bad(&format!(
+                "unknown suffix `{suffix}` (use m, k, M, G, T, Ki, Mi, Gi, Ti)"
+            )));
+        }
     };
     let total = base * factor;
     if !total.is_finite() || total <= 0.0 {
@@ -61,7 +79,11 @@ pub fn show_mem(bytes: f64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{} {} memory", trim_float((value * 10.0).round() / 10.0), UNITS[unit])
+    format!(
+        "{} {} memory",
+        trim_float((value * 10.0).round() / 10.0),
+        UNITS[unit]
+    )
 }
 
 fn trim_float(value: f64) -> String {
@@ -84,10 +106,19 @@ pub struct NodeCapacity {
 pub fn capacities(nodes: &[Node]) -> Vec<NodeCapacity> {
     nodes
         .iter()
-        .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
+        .filter(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        })
         .filter_map(|node| {
             let allocatable = node.status.as_ref()?.allocatable.as_ref()?;
-            let get = |key: &str, what| allocatable.get(key).and_then(|Quantity(q)| parse(what, q).ok());
+            let get = |key: &str, what| {
+                allocatable
+                    .get(key)
+                    .and_then(|Quantity(q)| parse(what, q).ok())
+            };
             Some(NodeCapacity {
                 name: node.metadata.name.clone().unwrap_or_default(),
                 cpu: get("cpu", "cpu")?,
@@ -102,8 +133,14 @@ pub fn check_fits(cpu: f64, mem: f64, nodes: &[NodeCapacity]) -> Result<()> {
     if nodes.is_empty() || nodes.iter().any(|n| n.cpu >= cpu && n.mem >= mem) {
         return Ok(());
     }
-    let by_cpu = nodes.iter().max_by(|a, b| a.cpu.total_cmp(&b.cpu)).expect("nodes is not empty; this is a bug");
-    let by_mem = nodes.iter().max_by(|a, b| a.mem.total_cmp(&b.mem)).expect("nodes is not empty; this is a bug");
+    let by_cpu = nodes
+        .iter()
+        .max_by(|a, b| a.cpu.total_cmp(&b.cpu))
+        .expect("nodes is not empty; this is a bug");
+    let by_mem = nodes
+        .iter()
+        .max_by(|a, b| a.mem.total_cmp(&b.mem))
+        .expect("nodes is not empty; this is a bug");
     let (node, asked, offers) = if nodes.iter().all(|n| n.cpu < cpu) {
         (by_cpu, show_cpu(cpu), show_cpu(by_cpu.cpu))
     } else if nodes.iter().all(|n| n.mem < mem) {
@@ -115,7 +152,11 @@ pub fn check_fits(cpu: f64, mem: f64, nodes: &[NodeCapacity]) -> Result<()> {
             format!("{} and {}", show_cpu(by_cpu.cpu), show_mem(by_cpu.mem)),
         )
     };
-    Err(Error::TooBig { asked, node: node.name.clone(), offers })
+    Err(Error::TooBig {
+        asked,
+        node: node.name.clone(),
+        offers,
+    })
 }
 
 #[cfg(test)]
@@ -142,7 +183,10 @@ mod tests {
     #[test]
     fn bad_quantities_say_why() {
         let err = parse("memory", "1x").unwrap_err();
-        assert!(err.to_string().contains("invalid memory quantity `1x`"), "{err}");
+        assert!(
+            err.to_string().contains("invalid memory quantity `1x`"),
+            "{err}"
+        );
         assert!(err.to_string().contains("unknown suffix `x`"), "{err}");
         assert!(parse("cpu", "").is_err());
         assert!(parse("cpu", "abc").is_err());
@@ -154,14 +198,30 @@ mod tests {
     #[test]
     fn fits_or_names_the_largest_node() {
         let nodes = vec![
-            NodeCapacity { name: "small".into(), cpu: 2.0, mem: 4e9 },
-            NodeCapacity { name: "big".into(), cpu: 8.0, mem: 32e9 },
+            NodeCapacity {
+                name: "small".into(),
+                cpu: 2.0,
+                mem: 4e9,
+            },
+            NodeCapacity {
+                name: "big".into(),
+                cpu: 8.0,
+                mem: 32e9,
+            },
         ];
         check_fits(4.0, 8e9, &nodes).unwrap();
         let err = check_fits(1000.0, 1e9, &nodes).unwrap_err().to_string();
-        assert_eq!(err, "no node can hold a pod asking for 1000 cpu: the largest node `big` offers 8 cpu");
-        let err = check_fits(1.0, 64.0 * 1024f64.powi(3), &nodes).unwrap_err().to_string();
-        assert!(err.contains("64 GiB memory") && err.contains("`big`"), "{err}");
+        assert_eq!(
+            err,
+            "no node can hold a pod asking for 1000 cpu: the largest node `big` offers 8 cpu"
+        );
+        let err = check_fits(1.0, 64.0 * 1024f64.powi(3), &nodes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("64 GiB memory") && err.contains("`big`"),
+            "{err}"
+        );
         check_fits(1000.0, 1.0, &[]).unwrap();
     }
 

@@ -19,7 +19,12 @@ use super::tracker::{Action, Tracker};
 
 /// Waits until a pod of task `id` is Ready and returns its name; fails when the task cannot start or after
 /// `timeout`.
-pub async fn await_ready_pod(kube: &Kube, id: &str, pods: usize, timeout: Duration) -> Result<String> {
+pub async fn await_ready_pod(
+    kube: &Kube,
+    id: &str,
+    pods: usize,
+    timeout: Duration,
+) -> Result<String> {
     let wait = async {
         let api: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
         let config = watcher::Config::default().labels(&task_selector(id));
@@ -31,7 +36,10 @@ pub async fn await_ready_pod(kube: &Kube, id: &str, pods: usize, timeout: Durati
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => pod,
                 Ok(_) => continue,
                 Err(err) => {
-                    tracing::warn!("watching the pods of task `{id}`: {}", crate::error::chain(&err));
+                    tracing::warn!(
+                        "watching the pods of task `{id}`: {}",
+                        crate::error::chain(&err)
+                    );
                     continue;
                 }
             };
@@ -44,12 +52,21 @@ pub async fn await_ready_pod(kube: &Kube, id: &str, pods: usize, timeout: Durati
             }
             progress.update(tracker.counts(), 0);
             if let Some(reason) = tracker.fatal() {
-                return Err(Error::CannotStart { task: id.to_string(), reason });
+                return Err(Error::CannotStart {
+                    task: id.to_string(),
+                    reason,
+                });
             }
         }
-        Err(Error::CannotStart { task: id.to_string(), reason: "the watch on its pods ended".into() })
+        Err(Error::CannotStart {
+            task: id.to_string(),
+            reason: "the watch on its pods ended".into(),
+        })
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| Error::Timeout { what: format!("a pod of task `{id}` to be ready"), seconds: timeout.as_secs() })?
+        .map_err(|_| Error::Timeout {
+            what: format!("a pod of task `{id}` to be ready"),
+            seconds: timeout.as_secs(),
+        })?
 }

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-    PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -151,10 +151,23 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// A label value made of `raw`: only `[A-Za-z0-9._-]`, at most 63 characters, alphanumeric at both ends.
 pub fn label_value(raw: &str) -> String {
-    let cleaned: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).take(63).collect();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
     let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if trimmed.is_empty() { "unknown".to_string() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "unknown".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 /// The task's Job: `spec.pods` pods, each an init container copying the static kb from the agent image and the
@@ -176,7 +189,10 @@ pub fn build_job(spec: &TaskSpec) -> Job {
             active_deadline_seconds: spec.max_runtime_secs,
             ttl_seconds_after_finished: Some(60),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
                 spec: Some(build_pod_spec(spec)),
             },
             ..Default::default()
@@ -188,7 +204,8 @@ pub fn build_job(spec: &TaskSpec) -> Job {
 fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
     let bin_volume = "kb-bin";
     let keys_volume = "kb-keys";
-    let install = format!("{AGENT_IMAGE_BUSYBOX} cp {AGENT_IMAGE_KB} {AGENT_IMAGE_BUSYBOX} /kb-install/");
+    let install =
+        format!("{AGENT_IMAGE_BUSYBOX} cp {AGENT_IMAGE_KB} {AGENT_IMAGE_BUSYBOX} /kb-install/");
     PodSpec {
         restart_policy: Some("Never".into()),
         // The agent stops on SIGTERM; a short grace makes `kb finish` quick.
@@ -197,7 +214,11 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         volumes: Some(vec![
-            Volume { name: bin_volume.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume {
+                name: bin_volume.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
             Volume {
                 name: keys_volume.into(),
                 secret: Some(SecretVolumeSource {
@@ -211,7 +232,12 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
         init_containers: Some(vec![Container {
             name: "kb-install".into(),
             image: Some(spec.agent_image.clone()),
-            command: Some(vec![AGENT_IMAGE_BUSYBOX.into(), "sh".into(), "-c".into(), install]),
+            command: Some(vec![
+                AGENT_IMAGE_BUSYBOX.into(),
+                "sh".into(),
+                "-c".into(),
+                install,
+            ]),
             volume_mounts: Some(vec![mount(bin_volume, "/kb-install", false)]),
             ..Default::default()
         }]),
@@ -225,13 +251,23 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
                 ..Default::default()
             }]),
             readiness_probe: Some(Probe {
-                tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(AGENT_PORT)), host: None }),
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::Int(i32::from(AGENT_PORT)),
+                    host: None,
+                }),
                 period_seconds: Some(1),
                 ..Default::default()
             }),
             resources: Some(build_resources(spec)),
-            env: Some(vec![EnvVar { name: "KB_TASK_ID".into(), value: Some(spec.id.clone()), ..Default::default() }]),
-            volume_mounts: Some(vec![mount(bin_volume, AGENT_DIR, true), mount(keys_volume, KEYS_DIR, true)]),
+            env: Some(vec![EnvVar {
+                name: "KB_TASK_ID".into(),
+                value: Some(spec.id.clone()),
+                ..Default::default()
+            }]),
+            volume_mounts: Some(vec![
+                mount(bin_volume, AGENT_DIR, true),
+                mount(keys_volume, KEYS_DIR, true),
+            ]),
             ..Default::default()
         }],
         ..Default::default()
@@ -257,7 +293,12 @@ pub fn build_agent_command(orphan_timeout_secs: Option<u64>) -> Vec<String> {
         "{agent} & pid=$!; trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit {STOPPED_EXIT}' TERM INT; \
          wait $pid; status=$?; [ $status -eq 0 ] && status=1; exit $status"
     );
-    vec![format!("{AGENT_DIR}/busybox"), "sh".into(), "-c".into(), script]
+    vec![
+        format!("{AGENT_DIR}/busybox"),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ]
 }
 
 /// The exit status of an agent whose client was gone for `--orphan-timeout` (`kb agent`'s `ORPHANED_EXIT`).
@@ -300,7 +341,12 @@ fn build_pod_failure_policy() -> PodFailurePolicy {
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount { name: volume.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
 }
 
 fn build_resources(spec: &TaskSpec) -> ResourceRequirements {
@@ -308,8 +354,14 @@ fn build_resources(spec: &TaskSpec) -> ResourceRequirements {
         ("cpu".to_string(), Quantity(spec.cpu.clone())),
         ("memory".to_string(), Quantity(spec.mem.clone())),
     ]);
-    let limits = spec.mem_limit.then(|| BTreeMap::from([("memory".to_string(), Quantity(spec.mem.clone()))]));
-    ResourceRequirements { requests: Some(requests), limits, ..Default::default() }
+    let limits = spec
+        .mem_limit
+        .then(|| BTreeMap::from([("memory".to_string(), Quantity(spec.mem.clone()))]));
+    ResourceRequirements {
+        requests: Some(requests),
+        limits,
+        ..Default::default()
+    }
 }
 
 /// The task's Secret, owned by its Job so that deleting the Job deletes it.

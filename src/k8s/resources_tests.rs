@@ -38,8 +38,18 @@ fn job_has_labels_annotations_and_n_pods() {
     assert_eq!(job_spec.parallelism, Some(3));
     assert_eq!(job_spec.completions, None);
     assert_eq!(job_spec.active_deadline_seconds, Some(3600));
-    let pod_labels = job_spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
-    assert_eq!(pod_labels, labels, "pods carry the task's labels, so finish can select them");
+    let pod_labels = job_spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pod_labels, labels,
+        "pods carry the task's labels, so finish can select them"
+    );
 }
 
 #[test]
@@ -49,21 +59,45 @@ fn pod_runs_the_agent_from_an_init_container_in_the_users_image() {
     let init = &pod.init_containers.as_ref().unwrap()[0];
     assert_eq!(init.image.as_deref(), Some("127.0.0.1:5000/kb/agent:0.1.0"));
     let main = &pod.containers[0];
-    assert_eq!(main.image.as_deref(), Some("127.0.0.1:5000/kb/debian:bookworm"));
+    assert_eq!(
+        main.image.as_deref(),
+        Some("127.0.0.1:5000/kb/debian:bookworm")
+    );
     let command = main.command.as_ref().unwrap();
     assert_eq!(command[..3], ["/kb/busybox", "sh", "-c"]);
     let script = &command[3];
-    assert!(script.starts_with("/kb/kb agent --listen 0.0.0.0:2222 --host-key /etc/kb/host_key"), "{script}");
-    assert!(script.contains("--authorized-key /etc/kb/authorized_key &"), "{script}");
-    assert!(script.contains("exit 143' TERM"), "a stopped agent is not a success: {script}");
-    let secret_volume = pod.volumes.as_ref().unwrap().iter().find_map(|v| v.secret.as_ref()).unwrap();
+    assert!(
+        script.starts_with("/kb/kb agent --listen 0.0.0.0:2222 --host-key /etc/kb/host_key"),
+        "{script}"
+    );
+    assert!(
+        script.contains("--authorized-key /etc/kb/authorized_key &"),
+        "{script}"
+    );
+    assert!(
+        script.contains("exit 143' TERM"),
+        "a stopped agent is not a success: {script}"
+    );
+    let secret_volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| v.secret.as_ref())
+        .unwrap();
     assert_eq!(secret_volume.secret_name.as_deref(), Some("kb-abc123"));
     assert_eq!(pod.automount_service_account_token, Some(false));
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert!(main.readiness_probe.as_ref().unwrap().tcp_socket.is_some());
     // The init container writes where the main container reads.
     let init_mount = &init.volume_mounts.as_ref().unwrap()[0];
-    let main_mount = main.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == init_mount.name).unwrap();
+    let main_mount = main
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == init_mount.name)
+        .unwrap();
     assert_eq!(main_mount.mount_path, "/kb");
     assert!(init.command.as_ref().unwrap()[3].contains(&init_mount.mount_path));
 }
@@ -71,12 +105,19 @@ fn pod_runs_the_agent_from_an_init_container_in_the_users_image() {
 #[test]
 fn resources_request_cpu_and_memory_and_limit_memory_only() {
     let job = build_job(&spec());
-    let resources = job.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap();
+    let resources = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
     let requests = resources.requests.unwrap();
     assert_eq!(requests["cpu"].0, "500m");
     assert_eq!(requests["memory"].0, "1Gi");
     let limits = resources.limits.unwrap();
-    assert_eq!(limits.get("cpu"), None, "no CPU limit: throttling helps nobody");
+    assert_eq!(
+        limits.get("cpu"),
+        None,
+        "no CPU limit: throttling helps nobody"
+    );
     assert_eq!(limits["memory"].0, "1Gi");
 }
 
@@ -86,7 +127,10 @@ fn secret_is_owned_by_the_job() {
     job.metadata.uid = Some("uid-1".into());
     let secret = build_secret(&spec(), &job, "PRIVATE", "ssh-ed25519 AAAA");
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Job", "kb-abc123", "uid-1"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Job", "kb-abc123", "uid-1")
+    );
     let data = secret.string_data.unwrap();
     assert_eq!(data[HOST_KEY], "PRIVATE");
     assert_eq!(data[AUTHORIZED_KEY], "ssh-ed25519 AAAA");
@@ -95,7 +139,10 @@ fn secret_is_owned_by_the_job() {
 
 #[test]
 fn label_values_are_valid() {
-    assert_eq!(label_value("alice's MacBook.local"), "alice-s-MacBook.local");
+    assert_eq!(
+        label_value("alice's MacBook.local"),
+        "alice-s-MacBook.local"
+    );
     assert_eq!(label_value("-x-"), "x");
     assert_eq!(label_value("???"), "unknown");
     assert_eq!(label_value(&"a".repeat(100)).len(), 63);
@@ -103,8 +150,14 @@ fn label_values_are_valid() {
 
 #[test]
 fn selectors() {
-    assert_eq!(task_selector("x1"), "app.kubernetes.io/managed-by=kb,kb.dev/task-id=x1");
-    assert_eq!(managed_selector(Some("h")), "app.kubernetes.io/managed-by=kb,kb.dev/origin=h");
+    assert_eq!(
+        task_selector("x1"),
+        "app.kubernetes.io/managed-by=kb,kb.dev/task-id=x1"
+    );
+    assert_eq!(
+        managed_selector(Some("h")),
+        "app.kubernetes.io/managed-by=kb,kb.dev/origin=h"
+    );
     assert_eq!(managed_selector(None), "app.kubernetes.io/managed-by=kb");
 }
 
@@ -119,20 +172,37 @@ fn lease_is_owned_by_the_job_and_held_by_the_origin() {
     let lease_spec = lease.spec.unwrap();
     assert_eq!(lease_spec.holder_identity.as_deref(), Some("laptop"));
     assert_eq!(lease_spec.renew_time.unwrap().0, now);
-    assert_eq!(lease.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "kb");
+    assert_eq!(
+        lease.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "kb"
+    );
 }
 
 #[test]
 fn stopped_pods_are_replaced_without_counting_as_failures() {
     let policy = build_job(&spec()).spec.unwrap().pod_failure_policy.unwrap();
-    let ignored: Vec<_> = policy.rules.iter().filter(|r| r.action == "Ignore").collect();
+    let ignored: Vec<_> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == "Ignore")
+        .collect();
     assert_eq!(ignored.len(), 2);
-    let codes = ignored.iter().find_map(|r| r.on_exit_codes.as_ref()).unwrap();
-    assert_eq!((codes.container_name.as_deref(), codes.values.as_slice()), (Some("main"), &[143][..]));
+    let codes = ignored
+        .iter()
+        .find_map(|r| r.on_exit_codes.as_ref())
+        .unwrap();
+    assert_eq!(
+        (codes.container_name.as_deref(), codes.values.as_slice()),
+        (Some("main"), &[143][..])
+    );
     // An agent that ended because its client was gone fails the whole task.
     let fail = policy.rules.iter().find(|r| r.action == "FailJob").unwrap();
     assert_eq!(fail.on_exit_codes.as_ref().unwrap().values, [ORPHANED_EXIT]);
-    let conditions = policy.rules.iter().find_map(|r| r.on_pod_conditions.as_ref()).unwrap();
+    let conditions = policy
+        .rules
+        .iter()
+        .find_map(|r| r.on_pod_conditions.as_ref())
+        .unwrap();
     assert_eq!(conditions[0].type_, "DisruptionTarget");
 }
 
@@ -140,6 +210,9 @@ fn stopped_pods_are_replaced_without_counting_as_failures() {
 fn agent_script_runs_in_a_posix_shell() {
     // The script is what busybox runs in the pod; here `sh -n` checks its syntax.
     let script = &build_agent_command(None)[3];
-    let status = std::process::Command::new("sh").args(["-n", "-c", script]).status().unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .status()
+        .unwrap();
     assert!(status.success(), "{script}");
 }

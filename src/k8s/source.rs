@@ -50,7 +50,11 @@ pub struct PodSource {
 type Joining = (String, Duration, super::Result<PodWorker>);
 
 impl WorkerSource for PodSource {
-    fn start(self: Box<Self>, events: mpsc::Sender<WorkerEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+    fn start(
+        self: Box<Self>,
+        events: mpsc::Sender<WorkerEvent>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
         async move {
             self.run(&events, cancel).await;
             let _ = events.send(WorkerEvent::Done).await;
@@ -61,7 +65,8 @@ impl WorkerSource for PodSource {
 
 impl PodSource {
     async fn run(self: Box<Self>, events: &mpsc::Sender<WorkerEvent>, cancel: CancellationToken) {
-        let pods: Api<Pod> = Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        let pods: Api<Pod> =
+            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
         let config = watcher::Config::default().labels(&task_selector(&self.task_id));
         let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
         let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());

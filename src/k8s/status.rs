@@ -13,7 +13,9 @@ use serde::Serialize;
 use super::client::{Kube, classify};
 use super::error::Result;
 use super::pod_state::{PodState, observe};
-use super::resources::{COMMAND, KIND, ORIGIN, ORPHANED_AFTER_SECS, PROGRESS, PWD, TASK_ID, TOTAL, managed_selector};
+use super::resources::{
+    COMMAND, KIND, ORIGIN, ORPHANED_AFTER_SECS, PROGRESS, PWD, TASK_ID, TOTAL, managed_selector,
+};
 
 /// One task, as `kb status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, tabled::Tabled)]
@@ -64,13 +66,29 @@ pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
     let jobs: Api<Job> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let action = format!("list kb's tasks in namespace `{}`", kube.namespace);
-    let jobs = jobs.list(&params).await.map_err(|e| classify(kube, &action, e))?;
-    let pods = pods.list(&params).await.map_err(|e| classify(kube, &action, e))?;
+    let jobs = jobs
+        .list(&params)
+        .await
+        .map_err(|e| classify(kube, &action, e))?;
+    let pods = pods
+        .list(&params)
+        .await
+        .map_err(|e| classify(kube, &action, e))?;
     // Without the right to read Leases there is no heartbeat to show: no PROGRESS, no ORPHANED.
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
-    let leases = leases.list(&params).await.map(|l| l.items).unwrap_or_default();
+    let leases = leases
+        .list(&params)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     let lease_of = |id: &str| {
-        leases.iter().find(|l| l.metadata.labels.as_ref().and_then(|m| m.get(TASK_ID)).is_some_and(|v| v == id))
+        leases.iter().find(|l| {
+            l.metadata
+                .labels
+                .as_ref()
+                .and_then(|m| m.get(TASK_ID))
+                .is_some_and(|v| v == id)
+        })
     };
     let mut by_task: BTreeMap<String, Vec<PodState>> = BTreeMap::new();
     for pod in &pods.items {
@@ -93,15 +111,30 @@ pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
 }
 
 fn label(job: &Job, key: &str) -> String {
-    job.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default()
+    job.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn annotation(job: &Job, key: &str) -> Option<String> {
-    job.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned()
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
 }
 
 /// The row of one task from its Job, the states of its pods and its client's heartbeat.
-pub fn build_row(job: &Job, pods: &[PodState], lease: Option<&Lease>, now: Timestamp, namespace: &str) -> TaskRow {
+pub fn build_row(
+    job: &Job,
+    pods: &[PodState],
+    lease: Option<&Lease>,
+    now: Timestamp,
+    namespace: &str,
+) -> TaskRow {
     let spec = job.spec.as_ref();
     let desired = spec.and_then(|s| s.parallelism).unwrap_or(0);
     let ready = job.status.as_ref().and_then(|s| s.ready).unwrap_or(0);
@@ -110,17 +143,38 @@ pub fn build_row(job: &Job, pods: &[PodState], lease: Option<&Lease>, now: Times
         .and_then(|p| p.containers.first())
         .and_then(|c| c.resources.as_ref())
         .and_then(|r| r.requests.as_ref());
-    let request = |key: &str| requests.and_then(|r| r.get(key)).map(|q| q.0.clone()).unwrap_or_else(|| "-".into());
-    let age = job.metadata.creation_timestamp.as_ref().map(|t| show_age(now, t.0)).unwrap_or_else(|| "-".into());
-    let progress = match (lease.and_then(|l| l.metadata.annotations.as_ref()?.get(PROGRESS)), annotation(job, TOTAL)) {
+    let request = |key: &str| {
+        requests
+            .and_then(|r| r.get(key))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "-".into())
+    };
+    let age = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| show_age(now, t.0))
+        .unwrap_or_else(|| "-".into());
+    let progress = match (
+        lease.and_then(|l| l.metadata.annotations.as_ref()?.get(PROGRESS)),
+        annotation(job, TOTAL),
+    ) {
         (Some(progress), _) => progress.clone(),
         (None, Some(total)) => format!("-/{total}"),
         (None, None) => "-".into(),
     };
     let mut status = build_status(job, pods, ready, desired);
-    let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| t.0);
-    let stale = renewed.is_some_and(|t| now.as_second() - t.as_second() > i64::from(ORPHANED_AFTER_SECS));
-    if stale && matches!(status.as_str(), "STARTING" | "RUNNING" | "IMAGE-ERROR" | "UNSCHEDULABLE") {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+        .map(|t| t.0);
+    let stale =
+        renewed.is_some_and(|t| now.as_second() - t.as_second() > i64::from(ORPHANED_AFTER_SECS));
+    if stale
+        && matches!(
+            status.as_str(),
+            "STARTING" | "RUNNING" | "IMAGE-ERROR" | "UNSCHEDULABLE"
+        )
+    {
         status = "ORPHANED".into();
     }
     TaskRow {
@@ -144,7 +198,12 @@ fn build_status(job: &Job, pods: &[PodState], ready: i32, desired: i32) -> Strin
         return "FINISHING".into();
     }
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let holds = |kind: &str| conditions.into_iter().flatten().any(|c| c.type_ == kind && c.status == "True");
+    let holds = |kind: &str| {
+        conditions
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
     if holds("Failed") {
         return "FAILED".into();
     }
@@ -154,13 +213,20 @@ fn build_status(job: &Job, pods: &[PodState], ready: i32, desired: i32) -> Strin
     if ready > 0 && ready >= desired {
         return "RUNNING".into();
     }
-    if pods.iter().any(|p| matches!(p, PodState::PullFailed { .. })) {
+    if pods
+        .iter()
+        .any(|p| matches!(p, PodState::PullFailed { .. }))
+    {
         return "IMAGE-ERROR".into();
     }
     if pods.iter().any(|p| matches!(p, PodState::Unschedulable(_))) {
         return "UNSCHEDULABLE".into();
     }
-    if ready > 0 { "RUNNING".into() } else { "STARTING".into() }
+    if ready > 0 {
+        "RUNNING".into()
+    } else {
+        "STARTING".into()
+    }
 }
 
 /// kubectl's way of showing an age: the largest unit only.
@@ -207,14 +273,23 @@ mod tests {
     #[test]
     fn row_from_job_and_pods() {
         let now: Timestamp = "2026-01-01T00:03:10Z".parse().unwrap();
-        let row = build_row(&job(), &[PodState::Ready, PodState::Ready, PodState::Starting], None, now, "kb");
+        let row = build_row(
+            &job(),
+            &[PodState::Ready, PodState::Ready, PodState::Starting],
+            None,
+            now,
+            "kb",
+        );
         assert_eq!(row.id, "abc");
         assert_eq!(row.age, "3m");
         assert_eq!(row.status, "RUNNING");
         assert_eq!((row.cpu.as_str(), row.mem.as_str()), ("500m", "1Gi"));
         assert_eq!(row.health, "2/3");
         assert_eq!(row.progress, "-");
-        assert_eq!((row.pwd.as_str(), row.command.as_str()), ("/home/a", "wc -l {}"));
+        assert_eq!(
+            (row.pwd.as_str(), row.command.as_str()),
+            ("/home/a", "wc -l {}")
+        );
         assert_eq!(row.origin, "laptop");
     }
 
@@ -222,9 +297,15 @@ mod tests {
     fn status_says_why_a_task_does_not_start() {
         let mut job = job();
         job.status = None;
-        let pull = PodState::PullFailed { image: "x".into(), message: "ErrImagePull".into() };
+        let pull = PodState::PullFailed {
+            image: "x".into(),
+            message: "ErrImagePull".into(),
+        };
         assert_eq!(build_status(&job, &[pull], 0, 3), "IMAGE-ERROR");
-        assert_eq!(build_status(&job, &[PodState::Unschedulable("no".into())], 0, 3), "UNSCHEDULABLE");
+        assert_eq!(
+            build_status(&job, &[PodState::Unschedulable("no".into())], 0, 3),
+            "UNSCHEDULABLE"
+        );
         assert_eq!(build_status(&job, &[PodState::Starting], 0, 3), "STARTING");
     }
 
@@ -237,7 +318,10 @@ mod tests {
         .unwrap();
         let fresh: Timestamp = "2026-01-01T00:03:10Z".parse().unwrap();
         let row = build_row(&job(), &[PodState::Ready], Some(&lease), fresh, "kb");
-        assert_eq!((row.status.as_str(), row.progress.as_str()), ("RUNNING", "7/10"));
+        assert_eq!(
+            (row.status.as_str(), row.progress.as_str()),
+            ("RUNNING", "7/10")
+        );
         let later: Timestamp = "2026-01-01T00:04:00Z".parse().unwrap();
         let row = build_row(&job(), &[PodState::Ready], Some(&lease), later, "kb");
         assert_eq!(row.status, "ORPHANED");
@@ -246,9 +330,18 @@ mod tests {
     #[test]
     fn ages() {
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
-        assert_eq!(show_age(t("2026-01-01T00:00:45Z"), t("2026-01-01T00:00:00Z")), "45s");
-        assert_eq!(show_age(t("2026-01-01T05:00:00Z"), t("2026-01-01T00:00:00Z")), "5h");
-        assert_eq!(show_age(t("2026-01-05T00:00:00Z"), t("2026-01-01T00:00:00Z")), "4d");
+        assert_eq!(
+            show_age(t("2026-01-01T00:00:45Z"), t("2026-01-01T00:00:00Z")),
+            "45s"
+        );
+        assert_eq!(
+            show_age(t("2026-01-01T05:00:00Z"), t("2026-01-01T00:00:00Z")),
+            "5h"
+        );
+        assert_eq!(
+            show_age(t("2026-01-05T00:00:00Z"), t("2026-01-01T00:00:00Z")),
+            "4d"
+        );
     }
 
     #[test]
@@ -256,10 +349,25 @@ mod tests {
         let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
         let text = render_table(&[build_row(&job(), &[], None, now, "kb")], false);
         let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"]);
-        assert!(text.lines().nth(1).unwrap().starts_with("abc   10s   RUNNING"), "{text}");
+        assert_eq!(
+            header,
+            [
+                "ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PROGRESS", "PWD", "COMMAND"
+            ]
+        );
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("abc   10s   RUNNING"),
+            "{text}"
+        );
         let all = render_table(&[build_row(&job(), &[], None, now, "kb")], true);
-        assert_eq!(all.lines().next().unwrap().split_whitespace().last(), Some("ORIGIN"), "{all}");
+        assert_eq!(
+            all.lines().next().unwrap().split_whitespace().last(),
+            Some("ORIGIN"),
+            "{all}"
+        );
         assert!(all.lines().nth(1).unwrap().ends_with("laptop"), "{all}");
     }
 }

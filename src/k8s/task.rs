@@ -15,7 +15,9 @@ use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::keys::{TaskKeys, build_task_keys};
 use super::quantity::{self, capacities, check_fits};
-use super::resources::{TaskSpec, build_job, build_lease, build_secret, label_value, task_selector};
+use super::resources::{
+    TaskSpec, build_job, build_lease, build_secret, label_value, task_selector,
+};
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
 use super::worker::AgentAccess;
@@ -82,15 +84,24 @@ impl PodTask {
     pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
         let shape = check_shape(request.shape)?;
         if request.pods == 0 {
-            return Err(Error::BadQuantity { what: "pod count", value: "0".into(), reason: "give at least 1".into() });
+            return Err(Error::BadQuantity {
+                what: "pod count",
+                value: "0".into(),
+                reason: "give at least 1".into(),
+            });
         }
-        let workdir = std::env::current_dir()
-            .map_err(|source| Error::Io { action: "find the working directory".into(), source })?;
+        let workdir = std::env::current_dir().map_err(|source| Error::Io {
+            action: "find the working directory".into(),
+            source,
+        })?;
         let archive = {
             let (dir, cap) = (workdir.clone(), copy_limit());
             tokio::task::spawn_blocking(move || build_archive(&dir, cap))
                 .await
-                .map_err(|e| Error::Io { action: "pack the working directory".into(), source: e.into() })??
+                .map_err(|e| Error::Io {
+                    action: "pack the working directory".into(),
+                    source: e.into(),
+                })??
         };
         let kube = client::connect(&request.target, RUN_RIGHTS).await?;
         check_nodes(&kube, &shape).await?;
@@ -118,11 +129,27 @@ impl PodTask {
             pinned_host_keys: vec![keys.host_public.clone()],
             ..Default::default()
         };
-        let slots = request.slots.unwrap_or(shape.cpu_cores.ceil().max(1.0) as usize).max(1);
-        let access = AgentAccess { kube: kube.clone(), ssh };
+        let slots = request
+            .slots
+            .unwrap_or(shape.cpu_cores.ceil().max(1.0) as usize)
+            .max(1);
+        let access = AgentAccess {
+            kube: kube.clone(),
+            ssh,
+        };
         let archive = Arc::new(archive);
         let (progress, heartbeat) = (ProgressHandle::default(), None);
-        let mut task = PodTask { kube, spec, slots, access, key_dir, workdir, archive, progress, heartbeat };
+        let mut task = PodTask {
+            kube,
+            spec,
+            slots,
+            access,
+            key_dir,
+            workdir,
+            archive,
+            progress,
+            heartbeat,
+        };
         match task.apply(&keys).await {
             Ok(job) => task.start_heartbeat(&job).await,
             Err(err) => {
@@ -139,10 +166,15 @@ impl PodTask {
         let lease = build_lease(&self.spec, job, k8s_openapi::jiff::Timestamp::now());
         match leases.create(&PostParams::default(), &lease).await {
             Ok(_) => {
-                let beat = Heartbeat::start(self.kube.clone(), self.spec.name(), self.progress.clone());
+                let beat =
+                    Heartbeat::start(self.kube.clone(), self.spec.name(), self.progress.clone());
                 self.heartbeat = Some(beat);
             }
-            Err(err) => tracing::warn!("no heartbeat for task `{}`: {}", self.spec.id, crate::error::chain(&err)),
+            Err(err) => tracing::warn!(
+                "no heartbeat for task `{}`: {}",
+                self.spec.id,
+                crate::error::chain(&err)
+            ),
         }
     }
 
@@ -154,12 +186,24 @@ impl PodTask {
         let job = jobs
             .create(&PostParams::default(), &build_job(&self.spec))
             .await
-            .map_err(|e| classify(&self.kube, &format!("create job `{name}` in namespace `{ns}`"), e))?;
+            .map_err(|e| {
+                classify(
+                    &self.kube,
+                    &format!("create job `{name}` in namespace `{ns}`"),
+                    e,
+                )
+            })?;
         let secret = build_secret(&self.spec, &job, &keys.host_private, &keys.client_public);
         secrets
             .create(&PostParams::default(), &secret)
             .await
-            .map_err(|e| classify(&self.kube, &format!("create secret `{name}` in namespace `{ns}`"), e))?;
+            .map_err(|e| {
+                classify(
+                    &self.kube,
+                    &format!("create secret `{name}` in namespace `{ns}`"),
+                    e,
+                )
+            })?;
         Ok(job)
     }
 
@@ -226,23 +270,33 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     let ns = &kube.namespace;
     let what = |kind: &str| format!("delete the {kind} of task `{id}` in namespace `{ns}`");
     let jobs: Api<Job> = Api::namespaced(kube.client.clone(), ns);
-    let deleted_jobs = jobs.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("job"), e))?;
+    let deleted_jobs = jobs
+        .delete_collection(&delete, &list)
+        .await
+        .map_err(|e| classify(kube, &what("job"), e))?;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
-    let deleted_secrets =
-        secrets.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("secrets"), e))?;
+    let deleted_secrets = secrets
+        .delete_collection(&delete, &list)
+        .await
+        .map_err(|e| classify(kube, &what("secrets"), e))?;
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
-    pods.delete_collection(&delete, &list).await.map_err(|e| classify(kube, &what("pods"), e))?;
+    pods.delete_collection(&delete, &list)
+        .await
+        .map_err(|e| classify(kube, &what("pods"), e))?;
     // The Job owns the Lease, so the garbage collector takes it anyway; deleting it now is a courtesy that a user
     // without rights on Leases goes without.
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), ns);
     if let Err(err) = leases.delete_collection(&delete, &list).await {
-        tracing::debug!("cannot delete the lease of task `{id}`: {}", crate::error::chain(&err));
+        tracing::debug!(
+            "cannot delete the lease of task `{id}`: {}",
+            crate::error::chain(&err)
+        );
     }
     // Pods that are already stopping are listed again by a second `finish`; the Job and the Secret go at once, so
     // they alone say whether there was a task to finish.
     let count = |left: Option<usize>| left.unwrap_or(0);
-    let found =
-        count(deleted_jobs.left().map(|l| l.items.len())) + count(deleted_secrets.left().map(|l| l.items.len()));
+    let found = count(deleted_jobs.left().map(|l| l.items.len()))
+        + count(deleted_secrets.left().map(|l| l.items.len()));
     Ok(found > 0)
 }
 
@@ -271,11 +325,13 @@ fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
         None => DEFAULT_MAX_RUNTIME,
     };
     let orphan_timeout = match &opts.orphan_timeout {
-        Some(text) => Some(humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
-            what: "duration",
-            value: text.to_string(),
-            reason: e.to_string(),
-        })?),
+        Some(text) => Some(
+            humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
+                what: "duration",
+                value: text.to_string(),
+                reason: e.to_string(),
+            })?,
+        ),
         None => None,
     };
     Ok(Shape {
@@ -335,7 +391,10 @@ pub fn new_task_id() -> String {
 
 /// This machine's name as a label value.
 pub fn origin() -> String {
-    let name = nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     label_value(&name)
 }
 
@@ -349,8 +408,15 @@ fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
     };
     let uid = nix::unistd::getuid();
     let dir = std::env::temp_dir().join(format!("kb-{uid}")).join(id);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io("create the key directory"))?;
-    let text = keys.client.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|source| Error::Keys { source })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("create the key directory"))?;
+    let text = keys
+        .client
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|source| Error::Keys { source })?;
     let path = dir.join("id_ed25519");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -359,7 +425,8 @@ fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
         .mode(0o600)
         .open(&path)
         .map_err(io("write the task's client key"))?;
-    file.write_all(text.as_bytes()).map_err(io("write the task's client key"))?;
+    file.write_all(text.as_bytes())
+        .map_err(io("write the task's client key"))?;
     Ok(dir)
 }
 
@@ -373,18 +440,31 @@ mod tests {
             let id = new_task_id();
             assert_eq!(id.len(), 8);
             assert!(id.chars().next().unwrap().is_ascii_lowercase());
-            assert!(id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            );
         }
     }
 
     #[test]
     fn shape_defaults_and_errors() {
         let shape = check_shape(&PodShapeOpts::default()).unwrap();
-        assert_eq!((shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit), ("100m", "128Mi", false));
+        assert_eq!(
+            (shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit),
+            ("100m", "128Mi", false)
+        );
         assert_eq!(shape.max_runtime, DEFAULT_MAX_RUNTIME);
-        let bad = PodShapeOpts { mem: Some("1x".into()), ..Default::default() };
+        let bad = PodShapeOpts {
+            mem: Some("1x".into()),
+            ..Default::default()
+        };
         assert!(check_shape(&bad).is_err());
-        let given = PodShapeOpts { mem: Some("1Gi".into()), max_runtime: Some("90s".into()), ..Default::default() };
+        let given = PodShapeOpts {
+            mem: Some("1Gi".into()),
+            max_runtime: Some("90s".into()),
+            ..Default::default()
+        };
         let shape = check_shape(&given).unwrap();
         assert!(shape.mem_limit);
         assert_eq!(shape.max_runtime, Duration::from_secs(90));
@@ -401,10 +481,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let keys = build_task_keys().unwrap();
         let dir = write_client_key(&new_task_id(), &keys).unwrap();
-        let mode = std::fs::metadata(dir.join("id_ed25519")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("id_ed25519"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let loaded = crate::ssh::keys::load_private_key(&dir.join("id_ed25519")).unwrap();
-        assert_eq!(loaded.public_key().to_openssh().unwrap(), keys.client_public);
+        assert_eq!(
+            loaded.public_key().to_openssh().unwrap(),
+            keys.client_public
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -37,7 +37,10 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker for a task of `expected` pods.
     pub fn new(expected: usize) -> Self {
-        Tracker { expected: expected.max(1), ..Default::default() }
+        Tracker {
+            expected: expected.max(1),
+            ..Default::default()
+        }
     }
 
     /// Names what each pod asks for (`100m cpu, 128Mi memory`), for the Unschedulable message.
@@ -64,7 +67,9 @@ impl Tracker {
     /// Records the state of pod `name`.
     pub fn on_pod(&mut self, name: &str, state: PodState) -> Vec<Action> {
         let mut actions = Vec::new();
-        let fresh = !self.connecting.contains(name) && !self.joined.contains(name) && !self.join_failed.contains(name);
+        let fresh = !self.connecting.contains(name)
+            && !self.joined.contains(name)
+            && !self.join_failed.contains(name);
         match &state {
             // An unschedulable pod may be placed later (another task ended) and a pull may succeed on a retry: a
             // pod reported unusable that becomes Ready joins after all.
@@ -79,13 +84,21 @@ impl Tracker {
                 actions.push(self.mark_bad(name, reason));
             }
             PodState::Unschedulable(message) if !self.bad.contains(name) => {
-                let asked = self.request.as_ref().map(|r| format!(" asking for {r}")).unwrap_or_default();
-                actions.push(self.mark_bad(name, format!("no node can run a pod{asked}: {message}")));
+                let asked = self
+                    .request
+                    .as_ref()
+                    .map(|r| format!(" asking for {r}"))
+                    .unwrap_or_default();
+                actions
+                    .push(self.mark_bad(name, format!("no node can run a pod{asked}: {message}")));
             }
             // A pod that joined and then ended is reported by its connection, which the scheduler watches.
             PodState::Failed(_) if self.joined.contains(name) => {}
             PodState::Failed(why) if !self.bad.contains(name) => {
-                actions.push(self.mark_bad(name, format!("the pod failed before kb's agent answered: {why}")));
+                actions.push(self.mark_bad(
+                    name,
+                    format!("the pod failed before kb's agent answered: {why}"),
+                ));
             }
             _ => {}
         }
@@ -115,7 +128,10 @@ impl Tracker {
     fn mark_bad(&mut self, name: &str, reason: String) -> Action {
         self.bad.insert(name.to_string());
         self.first_reason.get_or_insert_with(|| reason.clone());
-        Action::Report { name: name.to_string(), reason }
+        Action::Report {
+            name: name.to_string(),
+            reason,
+        }
     }
 
     /// Why the task cannot start at all, when no pod joined and none can: an image that cannot be pulled (every
@@ -128,7 +144,8 @@ impl Tracker {
             return Some(reason.clone());
         }
         let on_the_way = self.states.iter().any(|(name, s)| {
-            !self.bad.contains(name) && matches!(s, PodState::Pending | PodState::Starting | PodState::Ready)
+            !self.bad.contains(name)
+                && matches!(s, PodState::Pending | PodState::Starting | PodState::Ready)
         });
         if self.bad.len() >= self.expected && !on_the_way {
             return self.first_reason.clone();
@@ -145,7 +162,10 @@ mod tests {
     fn ready_pods_are_connected_once() {
         let mut t = Tracker::new(2);
         assert_eq!(t.on_pod("a", PodState::Starting), vec![]);
-        assert_eq!(t.on_pod("a", PodState::Ready), vec![Action::Connect("a".into())]);
+        assert_eq!(
+            t.on_pod("a", PodState::Ready),
+            vec![Action::Connect("a".into())]
+        );
         assert_eq!(t.on_pod("a", PodState::Ready), vec![]);
         t.on_joined("a");
         assert_eq!(t.on_pod("a", PodState::Ready), vec![]);
@@ -158,9 +178,18 @@ mod tests {
     fn a_pull_failure_stops_the_task_before_any_pod_joined() {
         let mut t = Tracker::new(3);
         t.on_pod("b", PodState::Starting);
-        let actions = t.on_pod("a", PodState::PullFailed { image: "nope:1".into(), message: "ErrImagePull".into() });
+        let actions = t.on_pod(
+            "a",
+            PodState::PullFailed {
+                image: "nope:1".into(),
+                message: "ErrImagePull".into(),
+            },
+        );
         assert_eq!(actions.len(), 1);
-        assert_eq!(t.fatal().unwrap(), "image `nope:1` cannot be pulled: ErrImagePull");
+        assert_eq!(
+            t.fatal().unwrap(),
+            "image `nope:1` cannot be pulled: ErrImagePull"
+        );
     }
 
     #[test]
@@ -179,9 +208,16 @@ mod tests {
         let mut t = Tracker::new(2);
         t.on_pod("a", PodState::Ready);
         t.on_joined("a");
-        assert_eq!(t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into())).len(), 1);
+        assert_eq!(
+            t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into()))
+                .len(),
+            1
+        );
         assert_eq!(t.on_pod("b", PodState::Starting), vec![]);
-        assert_eq!(t.on_pod("b", PodState::Ready), vec![Action::Connect("b".into())]);
+        assert_eq!(
+            t.on_pod("b", PodState::Ready),
+            vec![Action::Connect("b".into())]
+        );
         t.on_join_failed("b", "refused");
         assert_eq!(t.on_pod("b", PodState::Ready), vec![]);
     }
@@ -192,9 +228,15 @@ mod tests {
         t.on_pod("a", PodState::Unschedulable("Insufficient cpu".into()));
         assert_eq!(t.fatal(), None, "b may still come");
         t.on_pod("b", PodState::Unschedulable("Insufficient cpu".into()));
-        assert_eq!(t.fatal().unwrap(), "no node can run a pod: Insufficient cpu");
+        assert_eq!(
+            t.fatal().unwrap(),
+            "no node can run a pod: Insufficient cpu"
+        );
         let mut t = Tracker::new(1).with_request("2 cpu, 1Gi memory".into());
-        t.on_pod("a", PodState::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()));
+        t.on_pod(
+            "a",
+            PodState::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()),
+        );
         assert_eq!(
             t.fatal().unwrap(),
             "no node can run a pod asking for 2 cpu, 1Gi memory: 0/1 nodes are available: 1 Insufficient cpu."
@@ -206,7 +248,10 @@ mod tests {
         let mut t = Tracker::new(1);
         t.on_pod("a", PodState::Ready);
         t.on_joined("a");
-        assert_eq!(t.on_pod("a", PodState::Failed("exited with 143".into())), vec![]);
+        assert_eq!(
+            t.on_pod("a", PodState::Failed("exited with 143".into())),
+            vec![]
+        );
         assert_eq!(t.fatal(), None);
     }
 

@@ -28,7 +28,10 @@ pub struct DirArchive {
 
 /// The cap from `KB_COPY_LIMIT`, else [`DEFAULT_COPY_LIMIT`].
 pub fn copy_limit() -> u64 {
-    std::env::var("KB_COPY_LIMIT").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_COPY_LIMIT)
+    std::env::var("KB_COPY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_COPY_LIMIT)
 }
 
 /// Packs `dir` (symlinks as links; sockets and devices left out), failing when the files add up to more than `cap`.
@@ -38,36 +41,58 @@ pub fn build_archive(dir: &Path, cap: u64) -> Result<DirArchive> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     if cap == 0 {
-        let tar = builder.into_inner().map_err(io("finish an empty archive".into()))?;
-        return Ok(DirArchive { dir: dir.to_path_buf(), tar: Bytes::from(tar) });
+        let tar = builder
+            .into_inner()
+            .map_err(io("finish an empty archive".into()))?;
+        return Ok(DirArchive {
+            dir: dir.to_path_buf(),
+            tar: Bytes::from(tar),
+        });
     }
     let mut size = 0u64;
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
         let full = dir.join(&relative);
-        let entries = std::fs::read_dir(&full).map_err(io(format!("read the directory `{}`", full.display())))?;
-        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        let entries = std::fs::read_dir(&full)
+            .map_err(io(format!("read the directory `{}`", full.display())))?;
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
         names.sort();
         for name in names {
             let rel = relative.join(&name);
             let path = dir.join(&rel);
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let kind = meta.file_type();
             if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
                 continue;
             }
             size += if kind.is_file() { meta.len() } else { 512 };
             if size > cap {
-                return Err(Error::DirTooLarge { dir: dir.display().to_string(), size, cap });
+                return Err(Error::DirTooLarge {
+                    dir: dir.display().to_string(),
+                    size,
+                    cap,
+                });
             }
-            builder.append_path_with_name(&path, &rel).map_err(io(format!("pack `{}`", path.display())))?;
+            builder
+                .append_path_with_name(&path, &rel)
+                .map_err(io(format!("pack `{}`", path.display())))?;
             if kind.is_dir() {
                 stack.push(rel);
             }
         }
     }
-    let tar = builder.into_inner().map_err(io("finish the archive of the working directory".into()))?;
-    Ok(DirArchive { dir: dir.to_path_buf(), tar: Bytes::from(tar) })
+    let tar = builder
+        .into_inner()
+        .map_err(io("finish the archive of the working directory".into()))?;
+    Ok(DirArchive {
+        dir: dir.to_path_buf(),
+        tar: Bytes::from(tar),
+    })
 }
 
 /// The remote command that unpacks stdin into `dir`: the image's `tar` when it has one, else the static busybox
@@ -85,25 +110,42 @@ pub fn build_unpack_command(dir: &str) -> String {
 pub async fn send_archive(conn: &Connection, archive: Arc<DirArchive>) -> Result<()> {
     let dir = archive.dir.display().to_string();
     let failed = |reason: String| Error::Io {
-        action: format!("copy the working directory `{dir}` into pod `{}`", conn.label()),
+        action: format!(
+            "copy the working directory `{dir}` into pod `{}`",
+            conn.label()
+        ),
         source: std::io::Error::other(reason),
     };
-    let mut channel = conn.open_session().await.map_err(|e| failed(e.to_string()))?;
-    channel.exec(true, build_unpack_command(&dir)).await.map_err(|e| failed(e.to_string()))?;
-    channel.data(&archive.tar[..]).await.map_err(|e| failed(e.to_string()))?;
+    let mut channel = conn
+        .open_session()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    channel
+        .exec(true, build_unpack_command(&dir))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    channel
+        .data(&archive.tar[..])
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     channel.eof().await.map_err(|e| failed(e.to_string()))?;
     let mut stderr = Vec::new();
     let mut status = None;
     while let Some(msg) = channel.wait().await {
         match msg {
-            ChannelMsg::ExtendedData { data, .. } | ChannelMsg::Data { data } => stderr.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, .. } | ChannelMsg::Data { data } => {
+                stderr.extend_from_slice(&data)
+            }
             ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
             _ => {}
         }
     }
     match status {
         Some(0) => Ok(()),
-        Some(code) => Err(failed(format!("tar exited with {code}: {}", String::from_utf8_lossy(&stderr).trim()))),
+        Some(code) => Err(failed(format!(
+            "tar exited with {code}: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        ))),
         None => Err(failed("the channel closed before tar ended".into())),
     }
 }
@@ -134,10 +176,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big"), vec![0u8; 4096]).unwrap();
         let err = build_archive(dir.path(), 1000).unwrap_err();
-        assert!(err.to_string().contains("more than the 1000 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("more than the 1000 bytes"),
+            "{err}"
+        );
         assert!(err.hint().unwrap().contains("KB_COPY_LIMIT"));
         let empty = build_archive(dir.path(), 0).unwrap();
-        assert_eq!(tar::Archive::new(&empty.tar[..]).entries().unwrap().count(), 0);
+        assert_eq!(
+            tar::Archive::new(&empty.tar[..]).entries().unwrap().count(),
+            0
+        );
     }
 
     #[test]

@@ -76,19 +76,35 @@ pub async fn connect_agent(access: &AgentAccess, pod: &str) -> Result<(Connectio
         match try_connect(access, pod).await {
             Ok(pair) => return Ok(pair),
             Err(err) => {
-                tracing::debug!(pod, attempt, "cannot reach the agent yet: {}", crate::error::chain(&err));
+                tracing::debug!(
+                    pod,
+                    attempt,
+                    "cannot reach the agent yet: {}",
+                    crate::error::chain(&err)
+                );
                 last = Some(err);
             }
         }
     }
-    Err(last.unwrap_or_else(|| Error::Timeout { what: format!("kb's agent in pod `{pod}`"), seconds: 0 }))
+    Err(last.unwrap_or_else(|| Error::Timeout {
+        what: format!("kb's agent in pod `{pod}`"),
+        seconds: 0,
+    }))
 }
 
 async fn try_connect(access: &AgentAccess, pod: &str) -> Result<(Connection, Portforwarder)> {
     let pods: Api<Pod> = Api::namespaced(access.kube.client.clone(), &access.kube.namespace);
-    let agent = |source: Box<dyn std::error::Error + Send + Sync>| Error::Agent { pod: pod.to_string(), source };
-    let mut forward = pods.portforward(pod, &[AGENT_PORT]).await.map_err(|e| agent(Box::new(e)))?;
-    let stream = forward.take_stream(AGENT_PORT).ok_or_else(|| agent("the port-forward gave no stream".into()))?;
+    let agent = |source: Box<dyn std::error::Error + Send + Sync>| Error::Agent {
+        pod: pod.to_string(),
+        source,
+    };
+    let mut forward = pods
+        .portforward(pod, &[AGENT_PORT])
+        .await
+        .map_err(|e| agent(Box::new(e)))?;
+    let stream = forward
+        .take_stream(AGENT_PORT)
+        .ok_or_else(|| agent("the port-forward gave no stream".into()))?;
     match Connection::connect_stream(stream, "kb", pod, &access.ssh).await {
         Ok(conn) => Ok((conn, forward)),
         Err(err) => {
@@ -115,6 +131,11 @@ pub async fn join_pod(
         return Err(err);
     }
     let workdir = workdir.map(|d| d.display().to_string());
-    let inner = Arc::new(SshWorker::new(pod.to_string(), conn, slots, workdir.as_deref()));
+    let inner = Arc::new(SshWorker::new(
+        pod.to_string(),
+        conn,
+        slots,
+        workdir.as_deref(),
+    ));
     Ok(PodWorker { inner, forward })
 }

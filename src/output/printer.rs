@@ -34,7 +34,10 @@ pub struct JobBuffer {
 impl JobBuffer {
     /// A buffer for a job whose lines get `tag` and a tab in front.
     pub fn new(tag: Option<String>) -> Self {
-        JobBuffer { tag, ..Default::default() }
+        JobBuffer {
+            tag,
+            ..Default::default()
+        }
     }
 
     fn stream(&mut self, stream: Stream) -> &mut Vec<u8> {
@@ -70,7 +73,13 @@ impl Printer {
     }
 
     /// Takes a chunk of a running job's output; prints what the mode allows now and keeps the rest in `buf`.
-    pub fn chunk(&mut self, seq: u64, buf: &mut JobBuffer, stream: Stream, data: &[u8]) -> io::Result<()> {
+    pub fn chunk(
+        &mut self,
+        seq: u64,
+        buf: &mut JobBuffer,
+        stream: Stream,
+        data: &[u8],
+    ) -> io::Result<()> {
         buf.received += data.len() as u64;
         let live = match self.mode {
             Mode::Group => false,
@@ -87,7 +96,9 @@ impl Printer {
         }
         let pending = buf.stream(stream);
         pending.extend_from_slice(data);
-        let Some(last_nl) = memchr::memrchr(b'\n', pending) else { return Ok(()) };
+        let Some(last_nl) = memchr::memrchr(b'\n', pending) else {
+            return Ok(());
+        };
         let rest = pending.split_off(last_nl + 1);
         let lines = std::mem::replace(pending, rest);
         self.write(stream, buf.tag.as_deref(), &lines, true)
@@ -133,7 +144,13 @@ impl Printer {
         self.out.flush()
     }
 
-    fn write(&mut self, stream: Stream, tag: Option<&str>, data: &[u8], flush: bool) -> io::Result<()> {
+    fn write(
+        &mut self,
+        stream: Stream,
+        tag: Option<&str>,
+        data: &[u8],
+        flush: bool,
+    ) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }

@@ -22,7 +22,13 @@ pub struct Job {
 impl Job {
     /// A job that has not run yet.
     pub fn new(seq: u64, args: Vec<String>) -> Self {
-        Job { seq, args, attempts: 0, cutoffs: 0, avoid: Vec::new() }
+        Job {
+            seq,
+            args,
+            attempts: 0,
+            cutoffs: 0,
+            avoid: Vec::new(),
+        }
     }
 }
 
@@ -65,7 +71,12 @@ pub enum Decision {
 }
 
 /// Decides what follows an attempt of `job` on worker `worker`, updating the job's counters.
-pub fn after_attempt(job: &mut Job, worker: usize, result: &Result<JobExit, RunError>, retries: u32) -> Decision {
+pub fn after_attempt(
+    job: &mut Job,
+    worker: usize,
+    result: &Result<JobExit, RunError>,
+    retries: u32,
+) -> Decision {
     match result {
         Ok(exit) => {
             job.attempts += 1;
@@ -80,7 +91,11 @@ pub fn after_attempt(job: &mut Job, worker: usize, result: &Result<JobExit, RunE
         Err(RunError::CutOff { .. }) => {
             job.cutoffs += 1;
             job.avoid.push(worker);
-            if job.cutoffs > 1 { Decision::LostTwice } else { Decision::Rerun }
+            if job.cutoffs > 1 {
+                Decision::LostTwice
+            } else {
+                Decision::Rerun
+            }
         }
     }
 }
@@ -101,32 +116,66 @@ mod tests {
     #[test]
     fn chooses_most_free_and_avoids_failed_workers() {
         let mut job = Job::new(1, vec![]);
-        assert_eq!(choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job), Some(1));
+        assert_eq!(
+            choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job),
+            Some(1)
+        );
         job.avoid.push(1);
-        assert_eq!(choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job), Some(2));
-        assert_eq!(choose_worker([cap(0), cap(2)].into_iter(), &job), Some(1), "falls back to an avoided worker");
-        let dead = Capacity { free: 5, alive: false };
+        assert_eq!(
+            choose_worker([cap(1), cap(3), cap(3)].into_iter(), &job),
+            Some(2)
+        );
+        assert_eq!(
+            choose_worker([cap(0), cap(2)].into_iter(), &job),
+            Some(1),
+            "falls back to an avoided worker"
+        );
+        let dead = Capacity {
+            free: 5,
+            alive: false,
+        };
         assert_eq!(choose_worker([dead, cap(0)].into_iter(), &job), None);
     }
 
     #[test]
     fn failure_is_retried_only_with_retries() {
         let mut job = Job::new(1, vec![]);
-        assert_eq!(after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 0), Decision::Final(JobExit::Code(1)));
+        assert_eq!(
+            after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 0),
+            Decision::Final(JobExit::Code(1))
+        );
         let mut job = Job::new(1, vec![]);
-        assert_eq!(after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 3), Decision::Retry);
-        assert_eq!(after_attempt(&mut job, 1, &Ok(JobExit::Code(1)), 3), Decision::Retry);
-        assert_eq!(after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 3), Decision::Final(JobExit::Code(1)));
+        assert_eq!(
+            after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 3),
+            Decision::Retry
+        );
+        assert_eq!(
+            after_attempt(&mut job, 1, &Ok(JobExit::Code(1)), 3),
+            Decision::Retry
+        );
+        assert_eq!(
+            after_attempt(&mut job, 0, &Ok(JobExit::Code(1)), 3),
+            Decision::Final(JobExit::Code(1))
+        );
         assert_eq!(job.attempts, 3);
     }
 
     #[test]
     fn transport_failures_do_not_count_as_attempts() {
         let mut job = Job::new(1, vec![]);
-        let not_started = Err(RunError::NotStarted { worker: "a".into(), reason: "x".into() });
-        assert_eq!(after_attempt(&mut job, 0, &not_started, 0), Decision::Requeue);
+        let not_started = Err(RunError::NotStarted {
+            worker: "a".into(),
+            reason: "x".into(),
+        });
+        assert_eq!(
+            after_attempt(&mut job, 0, &not_started, 0),
+            Decision::Requeue
+        );
         assert_eq!(job.attempts, 0);
-        let cut = Err(RunError::CutOff { worker: "a".into(), reason: "x".into() });
+        let cut = Err(RunError::CutOff {
+            worker: "a".into(),
+            reason: "x".into(),
+        });
         assert_eq!(after_attempt(&mut job, 0, &cut, 0), Decision::Rerun);
         assert_eq!(job.avoid, vec![0]);
         assert_eq!(after_attempt(&mut job, 1, &cut, 0), Decision::LostTwice);

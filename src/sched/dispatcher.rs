@@ -128,8 +128,11 @@ impl Dispatcher {
             if let Some(err) = self.stranded() {
                 break Err(err);
             }
-            let want_input = self.input_open && self.halted.is_none() && self.interrupted == 0
-                && self.queue.len() < self.free_capacity().max(1) && self.free_capacity() > 0;
+            let want_input = self.input_open
+                && self.halted.is_none()
+                && self.interrupted == 0
+                && self.queue.len() < self.free_capacity().max(1)
+                && self.free_capacity() > 0;
             let grace = self.grace_deadline;
             let abandon = self.abandon_deadline;
             tokio::select! {
@@ -148,7 +151,11 @@ impl Dispatcher {
         tasks.shutdown().await;
         self.kill_all();
         // Every attempt was told to stop; give them a moment to report, then abort what is left.
-        let wait = if self.running.is_empty() { Duration::ZERO } else { ABANDON_AFTER };
+        let wait = if self.running.is_empty() {
+            Duration::ZERO
+        } else {
+            ABANDON_AFTER
+        };
         let _ = tokio::time::timeout(wait, async {
             while !self.running.is_empty() {
                 match exec_rx.recv().await {
@@ -163,7 +170,9 @@ impl Dispatcher {
         let _ = self.spec.printer.flush();
         self.spec.progress.finish();
         result?;
-        Ok(Ended { status: self.status() })
+        Ok(Ended {
+            status: self.status(),
+        })
     }
 
     fn status(&self) -> u8 {
@@ -189,12 +198,17 @@ impl Dispatcher {
     fn stranded(&self) -> Option<Error> {
         let work_left = !self.queue.is_empty() || self.input_open;
         let no_workers = self.sources_open == 0 && !self.workers.iter().any(|w| w.alive);
-        (work_left && no_workers && self.running.is_empty())
-            .then(|| Error::NoWorkers { reasons: self.lost.clone() })
+        (work_left && no_workers && self.running.is_empty()).then(|| Error::NoWorkers {
+            reasons: self.lost.clone(),
+        })
     }
 
     fn free_capacity(&self) -> usize {
-        self.workers.iter().filter(|w| w.alive).map(|w| w.capacity.saturating_sub(w.busy)).sum()
+        self.workers
+            .iter()
+            .filter(|w| w.alive)
+            .map(|w| w.capacity.saturating_sub(w.busy))
+            .sum()
     }
 
     async fn read_all_input(&mut self, input: &mut mpsc::Receiver<Record>) -> super::Result<()> {
@@ -216,7 +230,12 @@ impl Dispatcher {
             Some(Ok(args)) => {
                 self.next_seq += 1;
                 let seq = self.next_seq;
-                if self.spec.resume.as_ref().is_some_and(|r| r.skip.contains(&seq)) {
+                if self
+                    .spec
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| r.skip.contains(&seq))
+                {
                     self.print(|p| p.skip(seq));
                 } else {
                     self.spec.progress.add_job();
@@ -238,7 +257,12 @@ impl Dispatcher {
                     self.slot_count += 1;
                     self.free_slots.insert(self.slot_count);
                 }
-                self.workers.push(WorkerState { worker, capacity, busy: 0, alive: true });
+                self.workers.push(WorkerState {
+                    worker,
+                    capacity,
+                    busy: 0,
+                    alive: true,
+                });
             }
             Some(WorkerEvent::Failed { name, reason }) => {
                 eprintln!("kb: warning: cannot use `{name}`, going on without it: {reason}");
@@ -252,27 +276,50 @@ impl Dispatcher {
             return;
         }
         while !self.queue.is_empty() {
-            let caps = self.workers.iter().map(|w| Capacity { free: w.capacity.saturating_sub(w.busy), alive: w.alive });
-            let Some(front) = self.queue.front() else { break };
-            let Some(index) = core::choose_worker(caps, front) else { break };
-            let Some(job) = self.queue.pop_front() else { break };
+            let caps = self.workers.iter().map(|w| Capacity {
+                free: w.capacity.saturating_sub(w.busy),
+                alive: w.alive,
+            });
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let Some(index) = core::choose_worker(caps, front) else {
+                break;
+            };
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
             self.start(job, index, exec_tx, executors);
         }
     }
 
-    fn start(&mut self, job: Job, index: usize, exec_tx: &mpsc::Sender<ExecEvent>, executors: &mut JoinSet<()>) {
+    fn start(
+        &mut self,
+        job: Job,
+        index: usize,
+        exec_tx: &mpsc::Sender<ExecEvent>,
+        executors: &mut JoinSet<()>,
+    ) {
         let slot = self.free_slots.pop_first().unwrap_or_else(|| {
             self.slot_count += 1;
             self.slot_count
         });
         let command = self.spec.template.render(&job.args, job.seq, slot);
-        let tag = self.spec.tag.as_ref().map(|t| t.render(&job.args, job.seq, slot));
+        let tag = self
+            .spec
+            .tag
+            .as_ref()
+            .map(|t| t.render(&job.args, job.seq, slot));
         let state = &mut self.workers[index];
         state.busy += 1;
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let run = JobRun { seq: job.seq, slot, command: command.clone() };
+        let run = JobRun {
+            seq: job.seq,
+            slot,
+            command: command.clone(),
+        };
         executors.spawn(executor::execute(
             state.worker.clone(),
             attempt,
@@ -296,13 +343,22 @@ impl Dispatcher {
                 timed_out: false,
             },
         );
-        self.spec.progress.set_running(self.running.len(), self.workers.iter().filter(|w| w.alive).count());
+        self.spec.progress.set_running(
+            self.running.len(),
+            self.workers.iter().filter(|w| w.alive).count(),
+        );
     }
 
     fn on_exec(&mut self, event: ExecEvent) {
         match event {
-            ExecEvent::Output { attempt, stream, data } => {
-                let Some(run) = self.running.get_mut(&attempt) else { return };
+            ExecEvent::Output {
+                attempt,
+                stream,
+                data,
+            } => {
+                let Some(run) = self.running.get_mut(&attempt) else {
+                    return;
+                };
                 if run.discarded {
                     return;
                 }
@@ -312,7 +368,11 @@ impl Dispatcher {
                     self.on_output_error(err);
                 }
             }
-            ExecEvent::Done { attempt, result, timed_out } => {
+            ExecEvent::Done {
+                attempt,
+                result,
+                timed_out,
+            } => {
                 if let Some(mut run) = self.running.remove(&attempt) {
                     run.timed_out = timed_out;
                     self.on_done(run, result);
@@ -349,7 +409,10 @@ impl Dispatcher {
 
     fn finish_job(&mut self, run: Running, exit: JobExit) {
         if run.timed_out {
-            eprintln!("kb: Warning: This job was killed because it timed out:\nkb: Warning: {}", run.command);
+            eprintln!(
+                "kb: Warning: This job was killed because it timed out:\nkb: Warning: {}",
+                run.command
+            );
         }
         self.log(&run, exit);
         if exit.success() {
@@ -390,16 +453,25 @@ impl Dispatcher {
                 }
             }
         } else if !self.running.is_empty() {
-            eprintln!("kb: Starting no more jobs. Waiting for {} jobs to finish.", self.running.len());
+            eprintln!(
+                "kb: Starting no more jobs. Waiting for {} jobs to finish.",
+                self.running.len()
+            );
         }
     }
 
     fn log(&mut self, run: &Running, exit: JobExit) {
-        let Some(writer) = self.spec.joblog.as_mut() else { return };
+        let Some(writer) = self.spec.joblog.as_mut() else {
+            return;
+        };
         let entry = joblog::Entry {
             seq: run.job.seq,
             host: self.workers[run.worker].worker.name().to_string(),
-            start: run.started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            start: run
+                .started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
             runtime: run.clock.elapsed().as_secs_f64(),
             send: 0,
             receive: run.buf.received,
@@ -423,7 +495,10 @@ impl Dispatcher {
         state.capacity = state.capacity.saturating_sub(1);
         let name = state.worker.name().to_string();
         if let Err(err) = result {
-            eprintln!("kb: warning: `{name}` refused a job slot, running {} at a time there: {err}", state.capacity);
+            eprintln!(
+                "kb: warning: `{name}` refused a job slot, running {} at a time there: {err}",
+                state.capacity
+            );
         }
         if state.capacity == 0 {
             self.lose_worker(index, result);
@@ -440,7 +515,10 @@ impl Dispatcher {
             Err(err) => err.to_string(),
             Ok(_) => "lost".to_string(),
         };
-        eprintln!("kb: warning: lost worker `{}`; its jobs go to the others: {reason}", state.worker.name());
+        eprintln!(
+            "kb: warning: lost worker `{}`; its jobs go to the others: {reason}",
+            state.worker.name()
+        );
         self.lost.push(reason);
     }
 
@@ -475,7 +553,10 @@ impl Dispatcher {
         }
     }
 
-    fn print(&mut self, f: impl FnOnce(&mut crate::output::printer::Printer) -> std::io::Result<()>) {
+    fn print(
+        &mut self,
+        f: impl FnOnce(&mut crate::output::printer::Printer) -> std::io::Result<()>,
+    ) {
         if self.broken_pipe {
             return;
         }
@@ -504,7 +585,10 @@ impl Dispatcher {
         self.abandon_deadline = None;
         for (_, run) in self.running.drain() {
             let name = self.workers[run.worker].worker.name();
-            eprintln!("kb: warning: job {} on `{name}` did not confirm that it stopped", run.job.seq);
+            eprintln!(
+                "kb: warning: job {} on `{name}` did not confirm that it stopped",
+                run.job.seq
+            );
         }
     }
 }

@@ -80,7 +80,19 @@ pub async fn execute(
     };
     drop(sig_tx);
     while let Ok((stream, data)) = out_rx.try_recv() {
-        let _ = events.send(ExecEvent::Output { attempt, stream, data }).await;
+        let _ = events
+            .send(ExecEvent::Output {
+                attempt,
+                stream,
+                data,
+            })
+            .await;
     }
-    let _ = events.send(ExecEvent::Done { attempt, result, timed_out: stage > 0 }).await;
+    let _ = events
+        .send(ExecEvent::Done {
+            attempt,
+            result,
+            timed_out: stage > 0,
+        })
+        .await;
 }

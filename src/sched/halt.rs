@@ -45,13 +45,21 @@ pub struct Halt {
 
 /// A `--halt` value that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid --halt value `{0}`: expected `now|soon,fail|success|done=N|N%`, or 0, 1, 2, -1, -2, or 1-99%")]
+#[error(
+    "invalid --halt value `{0}`: expected `now|soon,fail|success|done=N|N%`, or 0, 1, 2, -1, -2, or 1-99%"
+)]
 pub struct ParseHaltError(String);
 
 /// Parses `--halt`; `Ok(None)` is GNU's `never` / `0`.
 pub fn parse(value: &str) -> Result<Option<Halt>, ParseHaltError> {
     let bad = || ParseHaltError(value.to_string());
-    let short = |when, why, n| Ok(Some(Halt { when, why, threshold: Threshold::Count(n) }));
+    let short = |when, why, n| {
+        Ok(Some(Halt {
+            when,
+            why,
+            threshold: Threshold::Count(n),
+        }))
+    };
     match value {
         "never" | "0" => return Ok(None),
         "1" => return short(When::Soon, Why::Fail, 1),
@@ -64,7 +72,11 @@ pub fn parse(value: &str) -> Result<Option<Halt>, ParseHaltError> {
         && !value.contains(',')
     {
         let p = f64::from_str(pct).map_err(|_| bad())?;
-        return Ok(Some(Halt { when: When::Soon, why: Why::Fail, threshold: Threshold::Percent(p) }));
+        return Ok(Some(Halt {
+            when: When::Soon,
+            why: Why::Fail,
+            threshold: Threshold::Percent(p),
+        }));
     }
     let (when, rest) = value.split_once(',').ok_or_else(bad)?;
     let when = match when {
@@ -83,7 +95,11 @@ pub fn parse(value: &str) -> Result<Option<Halt>, ParseHaltError> {
         Some(p) => Threshold::Percent(f64::from_str(p).map_err(|_| bad())?),
         None => Threshold::Count(u64::from_str(n).map_err(|_| bad())?),
     };
-    Ok(Some(Halt { when, why, threshold }))
+    Ok(Some(Halt {
+        when,
+        why,
+        threshold,
+    }))
 }
 
 /// Counts of finished jobs, for the halt condition and the exit status.
@@ -164,13 +180,22 @@ mod tests {
     #[test]
     fn parses_long_and_short_forms() {
         let h = parse("now,fail=1").unwrap().unwrap();
-        assert_eq!((h.when, h.why, h.threshold), (When::Now, Why::Fail, Threshold::Count(1)));
+        assert_eq!(
+            (h.when, h.why, h.threshold),
+            (When::Now, Why::Fail, Threshold::Count(1))
+        );
         let h = parse("soon,success=20%").unwrap().unwrap();
-        assert_eq!((h.when, h.why, h.threshold), (When::Soon, Why::Success, Threshold::Percent(20.0)));
+        assert_eq!(
+            (h.when, h.why, h.threshold),
+            (When::Soon, Why::Success, Threshold::Percent(20.0))
+        );
         assert_eq!(parse("2").unwrap().unwrap().when, When::Now);
         assert_eq!(parse("-1").unwrap().unwrap().why, Why::Success);
         assert!(parse("0").unwrap().is_none());
-        assert_eq!(parse("30%").unwrap().unwrap().threshold, Threshold::Percent(30.0));
+        assert_eq!(
+            parse("30%").unwrap().unwrap().threshold,
+            Threshold::Percent(30.0)
+        );
         assert!(parse("later,fail=1").is_err());
         assert!(parse("now,fail=x").is_err());
     }
@@ -178,23 +203,90 @@ mod tests {
     #[test]
     fn triggers_on_counts_and_percentages() {
         let h = parse("soon,fail=2").unwrap().unwrap();
-        assert!(!h.triggered(Tally { succeeded: 5, failed: 1 }, None));
-        assert!(h.triggered(Tally { succeeded: 0, failed: 2 }, None));
+        assert!(!h.triggered(
+            Tally {
+                succeeded: 5,
+                failed: 1
+            },
+            None
+        ));
+        assert!(h.triggered(
+            Tally {
+                succeeded: 0,
+                failed: 2
+            },
+            None
+        ));
         let h = parse("now,done=50%").unwrap().unwrap();
-        assert!(!h.triggered(Tally { succeeded: 1, failed: 0 }, Some(4)));
-        assert!(h.triggered(Tally { succeeded: 1, failed: 1 }, Some(4)));
+        assert!(!h.triggered(
+            Tally {
+                succeeded: 1,
+                failed: 0
+            },
+            Some(4)
+        ));
+        assert!(h.triggered(
+            Tally {
+                succeeded: 1,
+                failed: 1
+            },
+            Some(4)
+        ));
     }
 
     #[test]
     fn exit_status_follows_gnu() {
-        let t = Tally { succeeded: 3, failed: 1 };
-        assert_eq!(parse("now,fail=1").unwrap().unwrap().exit_status(3, t, 4), 3);
-        assert_eq!(parse("soon,fail=20%").unwrap().unwrap().exit_status(3, t, 4), 25);
-        assert_eq!(parse("now,success=1").unwrap().unwrap().exit_status(0, t, 4), 0);
-        let none_failed = Tally { succeeded: 2, failed: 0 };
-        assert_eq!(parse("now,done=2").unwrap().unwrap().exit_status(0, none_failed, 4), 101, "GNU's quirk");
-        let two_of_six = Tally { succeeded: 4, failed: 2 };
-        assert_eq!(parse("soon,fail=50%").unwrap().unwrap().exit_status_not_halted(two_of_six), 34);
-        assert_eq!(parse("now,success=1").unwrap().unwrap().exit_status_not_halted(two_of_six), 2);
+        let t = Tally {
+            succeeded: 3,
+            failed: 1,
+        };
+        assert_eq!(
+            parse("now,fail=1").unwrap().unwrap().exit_status(3, t, 4),
+            3
+        );
+        assert_eq!(
+            parse("soon,fail=20%")
+                .unwrap()
+                .unwrap()
+                .exit_status(3, t, 4),
+            25
+        );
+        assert_eq!(
+            parse("now,success=1")
+                .unwrap()
+                .unwrap()
+                .exit_status(0, t, 4),
+            0
+        );
+        let none_failed = Tally {
+            succeeded: 2,
+            failed: 0,
+        };
+        assert_eq!(
+            parse("now,done=2")
+                .unwrap()
+                .unwrap()
+                .exit_status(0, none_failed, 4),
+            101,
+            "GNU's quirk"
+        );
+        let two_of_six = Tally {
+            succeeded: 4,
+            failed: 2,
+        };
+        assert_eq!(
+            parse("soon,fail=50%")
+                .unwrap()
+                .unwrap()
+                .exit_status_not_halted(two_of_six),
+            34
+        );
+        assert_eq!(
+            parse("now,success=1")
+                .unwrap()
+                .unwrap()
+                .exit_status_not_halted(two_of_six),
+            2
+        );
     }
 }

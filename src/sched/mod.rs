@@ -104,6 +104,8 @@ pub async fn run(
             }
         }
     });
-    let ended = dispatcher::Dispatcher::new(spec).run(rx, sources, signals).await?;
+    let ended = dispatcher::Dispatcher::new(spec)
+        .run(rx, sources, signals)
+        .await?;
     Ok(ended.status)
 }

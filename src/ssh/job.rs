@@ -2,12 +2,12 @@
 //! end reported as exit-status or exit-signal. When the channel or the connection goes away first, the whole group
 //! gets SIGTERM, then SIGKILL after a short grace.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,14 +75,73 @@ enum JobIo {
     Pty(Arc<Pty>),
 }
 
-/// Makes `$HOME` (else `/`) the agent's working directory, which every job inherits.
+/// Makes `$HOME` (else the user's home, else `/`) the agent's working directory, which every job inherits.
 pub(crate) fn enter_working_dir() {
     let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            login_env()
+                .iter()
+                .find(|(k, _)| *k == "HOME")
+                .map(|(_, v)| v.clone())
+        })
         .map(PathBuf::from)
         .filter(|h| h.is_dir());
     if let Err(err) = std::env::set_current_dir(home.unwrap_or_else(|| "/".into())) {
         tracing::warn!("cannot enter the jobs' working directory: {err}");
     }
+}
+
+/// The variables sshd gives every session (`HOME`, `USER`, `LOGNAME`, `SHELL`, `PATH`), for those the agent's own
+/// environment lacks: a container's entrypoint usually has no `SHELL` or `USER`, and programs run remotely rely on
+/// them (GNU parallel's remote wrapper runs `$SHELL`, and silently runs nothing when it is empty).
+fn login_env() -> &'static [(&'static str, OsString)] {
+    static LOGIN: OnceLock<Vec<(&'static str, OsString)>> = OnceLock::new();
+    LOGIN.get_or_init(|| {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten();
+        let shell = user
+            .as_ref()
+            .map(|u| u.shell.clone())
+            .filter(|s| s.is_absolute() && s.exists())
+            .unwrap_or_else(|| "/bin/sh".into());
+        let name = user
+            .as_ref()
+            .map(|u| OsString::from(&u.name))
+            .unwrap_or_else(|| nix::unistd::getuid().to_string().into());
+        let home = user
+            .as_ref()
+            .map(|u| u.dir.clone().into_os_string())
+            .unwrap_or_else(|| "/".into());
+        let defaults = [
+            ("HOME", home),
+            ("USER", name.clone()),
+            ("LOGNAME", name),
+            ("SHELL", shell.into_os_string()),
+            (
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+        ];
+        defaults
+            .into_iter()
+            .filter(|(key, _)| std::env::var_os(key).is_none_or(|v| v.is_empty()))
+            .collect()
+    })
+}
+
+/// The shell for `shell` requests: `$SHELL`, else the user's login shell, else `/bin/sh`.
+fn login_shell() -> OsString {
+    std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            login_env()
+                .iter()
+                .find(|(k, _)| *k == "SHELL")
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|| "/bin/sh".into())
 }
 
 /// Starts `/bin/sh -c COMMAND` (or a shell) in its own process group, in the agent's working directory.
@@ -93,8 +152,9 @@ pub(crate) fn start(spec: &JobSpec) -> std::io::Result<Job> {
             c.arg("-c").arg(OsStr::from_bytes(cmd));
             c
         }
-        None => Command::new(std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())),
+        None => Command::new(login_shell()),
     };
+    command.envs(login_env().iter().map(|(k, v)| (k, v)));
     // Tells clients (and jobs) that kb's agent runs them: it signals and kills process groups itself.
     command.env("KB_AGENT", "1");
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));

@@ -22,7 +22,10 @@ pub(crate) struct Liveness {
 impl Liveness {
     /// A new agent: nobody connected yet, idle from now.
     pub(crate) fn new() -> Arc<Liveness> {
-        Arc::new(Liveness { connected: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) })
+        Arc::new(Liveness {
+            connected: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        })
     }
 
     /// A connection logged in; the guard counts it until dropped.
@@ -41,7 +44,9 @@ impl Liveness {
 
     /// Returns once nobody has been connected for `timeout`; never when `timeout` is `None`.
     pub(crate) async fn orphaned(&self, timeout: Option<Duration>) {
-        let Some(timeout) = timeout else { return std::future::pending().await };
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
         loop {
             if self.idle_for().is_some_and(|idle| idle >= timeout) {
                 return;
@@ -77,7 +82,9 @@ mod tests {
         assert!(waited.is_err(), "a connected client keeps the agent alive");
         drop(guard);
         assert!(live.idle_for().is_some());
-        tokio::time::timeout(Duration::from_secs(30), live.orphaned(timeout)).await.expect("orphaned");
+        tokio::time::timeout(Duration::from_secs(30), live.orphaned(timeout))
+            .await
+            .expect("orphaned");
         let never = tokio::time::timeout(Duration::from_secs(3600), live.orphaned(None)).await;
         assert!(never.is_err(), "no timeout: never orphaned");
     }

@@ -67,7 +67,10 @@ async fn run_local(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| RunError::NotStarted { worker: ":".into(), reason: format!("cannot start `{shell}`: {e}") })?;
+        .map_err(|e| RunError::NotStarted {
+            worker: ":".into(),
+            reason: format!("cannot start `{shell}`: {e}"),
+        })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -95,7 +98,10 @@ async fn run_local(
         }
     };
     let (status, (), ()) = tokio::join!(wait, pump_out, pump_err);
-    let status = status.map_err(|e| RunError::CutOff { worker: ":".into(), reason: e.to_string() })?;
+    let status = status.map_err(|e| RunError::CutOff {
+        worker: ":".into(),
+        reason: e.to_string(),
+    })?;
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => JobExit::Code(code),
@@ -112,7 +118,11 @@ async fn pump(pipe: Option<impl AsyncRead + Unpin>, stream: Stream, out: OutputT
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if out.send((stream, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                if out
+                    .send((stream, Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -147,7 +157,9 @@ impl WorkerSource for LocalSource {
         _cancel: tokio_util::sync::CancellationToken,
     ) -> BoxFuture<'static, ()> {
         async move {
-            let _ = events.send(WorkerEvent::Joined(Arc::new(LocalWorker::new(self.slots)))).await;
+            let _ = events
+                .send(WorkerEvent::Joined(Arc::new(LocalWorker::new(self.slots))))
+                .await;
             let _ = events.send(WorkerEvent::Done).await;
         }
         .boxed()

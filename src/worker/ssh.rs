@@ -31,7 +31,13 @@ impl SshWorker {
             Some(dir) => format!("cd {} || exit 255; ", crate::template::quote(dir)),
             None => String::new(),
         };
-        SshWorker { name, conn, slots, prefix, guarded: false }
+        SshWorker {
+            name,
+            conn,
+            slots,
+            prefix,
+            guarded: false,
+        }
     }
 
     /// The same worker for a server that is not kb's agent (OpenSSH's sshd): jobs are wrapped so that signals and
@@ -65,13 +71,21 @@ impl Worker for SshWorker {
                 job.seq, job.slot, self.prefix, job.command
             );
             let result = if self.guarded {
-                self.conn.exec_guarded(&crate::ssh::guard_command(&command), out, signals).await
+                self.conn
+                    .exec_guarded(&crate::ssh::guard_command(&command), out, signals)
+                    .await
             } else {
                 self.conn.exec(&command, out, signals).await
             };
             result.map_err(|err| match err {
-                ExecError::NotStarted(reason) => RunError::NotStarted { worker: self.name.clone(), reason },
-                ExecError::Lost(reason) => RunError::CutOff { worker: self.name.clone(), reason },
+                ExecError::NotStarted(reason) => RunError::NotStarted {
+                    worker: self.name.clone(),
+                    reason,
+                },
+                ExecError::Lost(reason) => RunError::CutOff {
+                    worker: self.name.clone(),
+                    reason,
+                },
             })
         }
         .boxed()
@@ -93,12 +107,20 @@ pub struct SshSource {
 impl SshSource {
     /// A source for `logins`.
     pub fn new(logins: Vec<SshLogin>, config: ClientConfig, jobs: Option<usize>) -> Self {
-        SshSource { logins, config, jobs }
+        SshSource {
+            logins,
+            config,
+            jobs,
+        }
     }
 }
 
 impl WorkerSource for SshSource {
-    fn start(self: Box<Self>, events: mpsc::Sender<WorkerEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+    fn start(
+        self: Box<Self>,
+        events: mpsc::Sender<WorkerEvent>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
         async move {
             let config = Arc::new(self.config);
             let mut connecting = JoinSet::new();
@@ -109,7 +131,10 @@ impl WorkerSource for SshSource {
                     let name = login_name(&login);
                     match connect_worker(&login, &config, jobs).await {
                         Ok(worker) => WorkerEvent::Joined(Arc::new(worker)),
-                        Err(err) => WorkerEvent::Failed { name, reason: crate::error::chain(&err) },
+                        Err(err) => WorkerEvent::Failed {
+                            name,
+                            reason: crate::error::chain(&err),
+                        },
                     }
                 });
             }
@@ -129,12 +154,20 @@ impl WorkerSource for SshSource {
     }
 }
 
-async fn connect_worker(login: &SshLogin, config: &ClientConfig, jobs: Option<usize>) -> crate::ssh::Result<SshWorker> {
+async fn connect_worker(
+    login: &SshLogin,
+    config: &ClientConfig,
+    jobs: Option<usize>,
+) -> crate::ssh::Result<SshWorker> {
     let conn = Connection::connect(login, config).await?;
     let probe = probe(&conn).await;
     let slots = login.slots.or(jobs).or(probe.cpus).unwrap_or(1).max(1);
     let worker = SshWorker::new(login_name(login), conn, slots, None);
-    Ok(if probe.kb_agent { worker } else { worker.guarded() })
+    Ok(if probe.kb_agent {
+        worker
+    } else {
+        worker.guarded()
+    })
 }
 
 /// What one command tells of a host: whether kb's agent serves it, and its CPU count.
@@ -156,7 +189,10 @@ async fn probe(conn: &Connection) -> Probe {
     let text = String::from_utf8_lossy(&text);
     let mut lines = text.lines().map(str::trim);
     let kb_agent = exit.is_ok() && lines.next() == Some("1");
-    Probe { kb_agent, cpus: lines.next().and_then(|l| l.parse().ok()) }
+    Probe {
+        kb_agent,
+        cpus: lines.next().and_then(|l| l.parse().ok()),
+    }
 }
 
 /// The sshlogin as GNU parallel shows it in the joblog: `[user@]host[:port]`, without the slot count.

@@ -121,6 +121,10 @@ impl Agent {
     pub fn start() -> SshServer {
         let keys = Keys::new();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+            // As in a container's entrypoint: no login variables. The agent supplies them as sshd does.
+            .env_remove("SHELL")
+            .env_remove("USER")
+            .env_remove("LOGNAME")
             .arg("agent")
             .arg("--listen")
             .arg("127.0.0.1:0")
