@@ -42,6 +42,12 @@ pub enum Error {
     /// A Kubernetes failure: configuration, API server, permissions, or a task that cannot start.
     #[error(transparent)]
     K8s(#[from] crate::k8s::Error),
+    /// The local Docker engine or a registry failed (`kb setup`).
+    #[error(transparent)]
+    Docker(#[from] crate::docker::Error),
+    /// A configuration file could not be read or written.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
     /// The run itself could not go on (no workers left, for example).
     #[error(transparent)]
     Sched(#[from] crate::sched::Error),
@@ -93,6 +99,8 @@ impl Error {
             Error::Ssh(err) => err.hint().into_iter().collect(),
             Error::K8s(err) => err.hint().into_iter().collect(),
             Error::Sched(err) => err.hint().into_iter().collect(),
+            Error::Docker(err) => err.hint().into_iter().collect(),
+            Error::Config(err) => err.hint().into_iter().collect(),
             _ => Vec::new(),
         }
     }

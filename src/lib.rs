@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod docker;
 pub mod error;
 pub mod input;
 pub mod joblog;

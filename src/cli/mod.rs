@@ -5,6 +5,7 @@ pub mod cluster_setup;
 pub mod finish;
 pub mod parallel;
 pub mod pods;
+pub mod setup;
 pub mod shell;
 pub mod status;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Status(status::StatusOpts),
     /// Stop and remove tasks and everything they own (running it twice is not an error).
     Finish(finish::FinishOpts),
+    /// Make this project's image: a shell in a local container, then commit and push what you installed.
+    Setup(setup::SetupOpts),
 }
 
 impl Command {
@@ -62,6 +65,7 @@ impl Command {
             Command::Shell(_) => "shell",
             Command::Status(_) => "status",
             Command::Finish(_) => "finish",
+            Command::Setup(_) => "setup",
         }
     }
 }

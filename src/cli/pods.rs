@@ -26,6 +26,10 @@ pub struct PodShapeOpts {
     /// gone, nothing else would stop them before --max-runtime [default: none yet].
     #[arg(long = "orphan-timeout", value_name = "DURATION")]
     pub orphan_timeout: Option<String>,
+    /// How the pods see the working directory: eager (copied in before the jobs start) or none. lazy and
+    /// syncback are copied like eager until kb's share server lands [default: kb.toml's, else eager].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub share: Option<crate::config::Share>,
 }
 
 /// Where and how big the pods of a task are.

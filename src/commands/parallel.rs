@@ -118,6 +118,7 @@ async fn create_pod_task(
     // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
     let mut pods = opts.pods.clone();
     pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
+    super::project_defaults(&mut pods.shape, &mut pods.namespace)?;
     let create = crate::k8s::PodTask::create(&pods, &command_line);
     tokio::pin!(create);
     let mut interrupted = false;

@@ -17,7 +17,8 @@ use crate::k8s::{PodTask, TaskRequest};
 use crate::ssh::Connection;
 
 /// Runs `kb shell`.
-pub async fn exec(opts: ShellOpts) -> Result<u8> {
+pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
+    super::project_defaults(&mut opts.shape, &mut opts.kube.namespace)?;
     let command = opts.command.join(" ");
     let request = TaskRequest {
         target: opts.kube.target(),
@@ -147,7 +148,7 @@ async fn run_terminal(conn: &Connection, command: &str) -> Result<u8> {
 }
 
 /// The terminal's size, 80x24 when stdout is not a terminal.
-fn window_size() -> (u32, u32) {
+pub(crate) fn window_size() -> (u32, u32) {
     match rustix::termios::tcgetwinsize(std::io::stdout().as_fd()) {
         Ok(size) if size.ws_col > 0 => (u32::from(size.ws_col), u32::from(size.ws_row)),
         _ => (80, 24),
@@ -155,12 +156,12 @@ fn window_size() -> (u32, u32) {
 }
 
 /// Raw mode on stdin while it lives, when stdin is a terminal; the old settings come back on drop.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    pub(crate) fn enter() -> Option<RawMode> {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         let stdin = std::io::stdin();
         let saved = tcgetattr(stdin.as_fd()).ok()?;

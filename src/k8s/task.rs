@@ -94,8 +94,20 @@ impl PodTask {
             action: "find the working directory".into(),
             source,
         })?;
+        let cap = match request.shape.share {
+            Some(crate::config::Share::None) => 0,
+            Some(share @ (crate::config::Share::Lazy | crate::config::Share::Syncback)) => {
+                eprintln!(
+                    "kb: note: the {} share needs kb's share server, not in this version yet; the working \
+                     directory is copied into the pods instead (eager)",
+                    share.name()
+                );
+                copy_limit()
+            }
+            _ => copy_limit(),
+        };
         let archive = {
-            let (dir, cap) = (workdir.clone(), copy_limit());
+            let (dir, cap) = (workdir.clone(), cap);
             tokio::task::spawn_blocking(move || build_archive(&dir, cap))
                 .await
                 .map_err(|e| Error::Io {

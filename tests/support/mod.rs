@@ -14,6 +14,8 @@
     reason = "each test file uses a different part of the fixtures"
 )]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
