@@ -88,10 +88,12 @@ fn setup_containers() -> Vec<String> {
     text(&out.stdout).lines().map(str::to_string).collect()
 }
 
-fn assert_no_setup_containers(before: &[String]) {
+/// Fails when the `kb setup` of process `pid` left a container (named `kb-setup-<host>-<pid>[-...]`); other tests'
+/// sessions may be running at the same time.
+fn assert_no_setup_containers(pid: u32) {
     let left: Vec<String> = setup_containers()
         .into_iter()
-        .filter(|c| !before.contains(c))
+        .filter(|c| c.ends_with(&format!("-{pid}")) || c.contains(&format!("-{pid}-")))
         .collect();
     assert!(left.is_empty(), "kb setup left containers: {left:?}");
 }
@@ -104,20 +106,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+/// Runs `cmd` with `input` on stdin; returns its output and PID.
+fn run_with_stdin(mut cmd: Command, input: &str) -> (Output, u32) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let pid = child.id();
     child
         .stdin
         .take()
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    (child.wait_with_output().unwrap(), pid)
 }
 
 /// A process on a pseudo-terminal, and what it has shown.
@@ -181,6 +185,10 @@ impl Terminal {
         self.master.write_all(b"\r").unwrap();
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn wait(mut self, secs: u64) -> (Option<i32>, String) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -210,11 +218,11 @@ impl Terminal {
 fn setup_through_a_terminal_then_parallel_uses_the_image() {
     let ns = TestNs::new();
     let project = Project::new();
-    let before = setup_containers();
     let mut cmd = project.kb(&ns, &["setup"]);
     // The namespace is answered at the prompt, not taken from the environment.
     cmd.env_remove("KB_NAMESPACE");
     let mut term = Terminal::spawn(cmd);
+    let pid = term.pid();
     term.expect("share [lazy/eager/syncback/none] (eager): ", 30);
     term.send("");
     term.expect("The image the shell starts from", 10);
@@ -236,7 +244,7 @@ fn setup_through_a_terminal_then_parallel_uses_the_image() {
     term.send("y");
     let (code, shown) = term.wait(300);
     assert_eq!(code, Some(0), "kb setup showed:\n{shown}");
-    assert_no_setup_containers(&before);
+    assert_no_setup_containers(pid);
 
     let image = project.image();
     assert!(
@@ -290,7 +298,6 @@ fn setup_through_a_terminal_then_parallel_uses_the_image() {
 fn setup_with_yes_and_no_terminal() {
     let ns = TestNs::new();
     let project = Project::new();
-    let before = setup_containers();
     let prefix = format!("{}/", registry());
     let cmd = project.kb(
         &ns,
@@ -305,7 +312,7 @@ fn setup_with_yes_and_no_terminal() {
             &prefix,
         ],
     );
-    let out = run_with_stdin(
+    let (out, pid) = run_with_stdin(
         cmd,
         "echo baked > /etc/kb-setup-marker\nexport KB_PIPED_VAR='two words'\ncat data.txt\n",
     );
@@ -317,7 +324,7 @@ fn setup_with_yes_and_no_terminal() {
         stderr.contains("keeping exported variables: KB_PIPED_VAR"),
         "{stderr}"
     );
-    assert_no_setup_containers(&before);
+    assert_no_setup_containers(pid);
     let config = project.project_config().unwrap();
     assert!(config.contains("share = \"none\""), "{config}");
     let image = project.image();
@@ -330,7 +337,7 @@ fn setup_with_yes_and_no_terminal() {
                 "--pods",
                 "1",
                 "--",
-                "cat /etc/kb-setup-marker; echo \"$KB_PIPED_VAR\"",
+                "cat /etc/kb-setup-marker; echo \"$KB_PIPED_VAR\" {}",
                 ":::",
                 "x",
             ],
@@ -338,7 +345,7 @@ fn setup_with_yes_and_no_terminal() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "baked\ntwo words\n");
+    assert_eq!(text(&out.stdout), "baked\ntwo words x\n");
     ns.assert_clean();
 }
 
@@ -348,7 +355,6 @@ fn setup_with_yes_and_no_terminal() {
 fn setup_errors_say_what_to_do_and_leave_nothing() {
     let ns = TestNs::new();
     let project = Project::new();
-    let before = setup_containers();
     let prefix = format!("{}/", registry());
     let flags = |base: &str, prefix: &str| -> Vec<String> {
         [
@@ -365,16 +371,16 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
         .map(|s| s.to_string())
         .collect()
     };
-    let run = |args: &[String], env: &[(&str, &str)], stdin: &str| -> (Option<i32>, String) {
+    let run = |args: &[String], env: &[(&str, &str)], stdin: &str| -> (Option<i32>, String, u32) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = project.kb(&ns, &args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = run_with_stdin(cmd, stdin);
-        (out.status.code(), text(&out.stderr))
+        let (out, pid) = run_with_stdin(cmd, stdin);
+        (out.status.code(), text(&out.stderr), pid)
     };
-    let check_nothing_written = |what: &str| {
+    let check_nothing_written = |what: &str, pid: u32| {
         assert!(
             project.project_config().is_none(),
             "{what}: kb.toml written"
@@ -383,17 +389,17 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
             project.user_config().is_none(),
             "{what}: user config written"
         );
-        assert_no_setup_containers(&before);
+        assert_no_setup_containers(pid);
     };
 
     // No terminal and no --yes: a usage error before anything.
-    let (code, err) = run(&["setup".to_string()], &[], "");
+    let (code, err, pid) = run(&["setup".to_string()], &[], "");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("give --yes"), "{err}");
-    check_nothing_written("no terminal");
+    check_nothing_written("no terminal", pid);
 
     // Docker not running.
-    let (code, err) = run(
+    let (code, err, pid) = run(
         &flags(&base_image(), &prefix),
         &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
         "",
@@ -404,7 +410,7 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
         "{err}"
     );
     assert!(err.contains("hint: start Docker"), "{err}");
-    check_nothing_written("docker down");
+    check_nothing_written("docker down", pid);
 
     // The cluster unreachable: found before any container is made.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -421,7 +427,7 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
     )
     .unwrap();
     let kubeconfig_path: PathBuf = kubeconfig.path().to_owned();
-    let (code, err) = run(
+    let (code, err, pid) = run(
         &flags(&base_image(), &prefix),
         &[("KUBECONFIG", kubeconfig_path.to_str().unwrap())],
         "",
@@ -429,11 +435,11 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("hint:"), "{err}");
-    check_nothing_written("cluster unreachable");
+    check_nothing_written("cluster unreachable", pid);
 
     // A base image that is not there.
     let missing = format!("{}/kb/no-such-image:1", registry());
-    let (code, err) = run(&flags(&missing, &prefix), &[], "");
+    let (code, err, pid) = run(&flags(&missing, &prefix), &[], "");
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!(
@@ -442,17 +448,17 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
         "{err}"
     );
     assert!(err.contains("hint: check the name"), "{err}");
-    check_nothing_written("missing base image");
+    check_nothing_written("missing base image", pid);
 
     // A registry that cannot be reached: the work is committed locally, the push fails, nothing is recorded.
-    let (code, err) = run(&flags(&base_image(), "127.0.0.1:1/"), &[], "true\n");
+    let (code, err, pid) = run(&flags(&base_image(), "127.0.0.1:1/"), &[], "true\n");
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("cannot push `127.0.0.1:1/kb-kb-setup-test-"),
         "{err}"
     );
     assert!(err.contains("the image is kept locally"), "{err}");
-    check_nothing_written("registry unreachable");
+    check_nothing_written("registry unreachable", pid);
     let kept = Command::new("docker")
         .args(["images", "--format", "{{.Repository}}", "127.0.0.1:1/*"])
         .output()

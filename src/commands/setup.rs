@@ -1040,10 +1040,7 @@ fn exported_diff(start: &[u8], end: &[u8]) -> BTreeMap<String, String> {
     parse(end)
         .into_iter()
         .filter(|(key, value)| {
-            !SHELL_OWN.contains(&key.as_str())
-                && !key.is_empty()
-                && !key.starts_with("KB_SETUP")
-                && start.get(key) != Some(value)
+            !SHELL_OWN.contains(&key.as_str()) && !key.is_empty() && start.get(key) != Some(value)
         })
         .collect()
 }
