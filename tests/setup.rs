@@ -135,7 +135,13 @@ struct Terminal {
 impl Terminal {
     fn spawn(mut cmd: Command) -> Terminal {
         use std::os::fd::OwnedFd;
-        let pty = nix::pty::openpty(None, None).unwrap();
+        let size = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
         let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
         cmd.env("TERM", "dumb")
             .stdin(slave(&pty.slave))
@@ -189,6 +195,19 @@ impl Terminal {
         self.child.id()
     }
 
+    /// Changes the terminal's size and tells kb, as a terminal emulator does.
+    fn resize(&self, rows: u16, cols: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.master, size).unwrap();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+    }
+
     fn wait(mut self, secs: u64) -> (Option<i32>, String) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -232,6 +251,13 @@ fn setup_through_a_terminal_then_parallel_uses_the_image() {
     term.expect("The namespace tasks of this project run in", 10);
     term.send(&ns.name);
     term.expect("exit (or Ctrl-D) when done", 60);
+    // The container's terminal has this terminal's size, and follows it.
+    term.send("echo size-$(stty size | tr ' ' x)");
+    term.expect("size-40x100", 30);
+    term.resize(50, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    term.send("echo size-$(stty size | tr ' ' x)");
+    term.expect("size-50x120", 30);
     term.send(
         "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1; \
          DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1; \
@@ -466,5 +492,67 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
     for image in text(&kept.stdout).lines() {
         remove_image(image);
     }
+    ns.assert_clean();
+}
+
+/// Answering no: nothing is pushed or written, the committed image is removed, no container is left.
+#[test]
+#[ignore = "needs docker and cluster"]
+fn answering_no_keeps_nothing() {
+    let ns = TestNs::new();
+    let project = Project::new();
+    let prefix = format!("{}/", registry());
+    let cmd = project.kb(
+        &ns,
+        &[
+            "setup",
+            "--share",
+            "eager",
+            "--base-image",
+            &base_image(),
+            "--image-prefix",
+            &prefix,
+        ],
+    );
+    let mut term = Terminal::spawn(cmd);
+    let pid = term.pid();
+    term.expect("exit (or Ctrl-D) when done", 60);
+    term.send("touch /made-in-setup; exit");
+    term.expect("Does it work? [y/n] ", 120);
+    term.send("n");
+    let (code, shown) = term.wait(120);
+    assert_eq!(code, Some(1), "kb setup showed:\n{shown}");
+    assert!(
+        shown.contains("nothing pushed; kb.toml is unchanged"),
+        "{shown}"
+    );
+    assert!(project.project_config().is_none());
+    assert!(project.user_config().is_none());
+    assert_no_setup_containers(pid);
+    let images = Command::new("docker")
+        .args(["images", "-q", "--filter", "label=kb.dev/setup"])
+        .output()
+        .unwrap();
+    // Images of other tests running now may carry the label too; none may be named after this project.
+    let named = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}"])
+        .output()
+        .unwrap();
+    let project_name = project
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    let leftover: Vec<String> = text(&named.stdout)
+        .lines()
+        .filter(|r| r.contains(&project_name))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "images left: {leftover:?} ({})",
+        text(&images.stdout)
+    );
     ns.assert_clean();
 }
