@@ -363,7 +363,7 @@ fn setup_with_yes_and_no_terminal() {
                 "--pods",
                 "1",
                 "--",
-                "cat /etc/kb-setup-marker; echo \"$KB_PIPED_VAR\" {}",
+                "cat /etc/kb-setup-marker; test -e data.txt || echo not-shared; echo \"$KB_PIPED_VAR\" {}",
                 ":::",
                 "x",
             ],
@@ -371,7 +371,8 @@ fn setup_with_yes_and_no_terminal() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "baked\ntwo words x\n");
+    // `share = "none"` from kb.toml: the project's files are not copied in.
+    assert_eq!(text(&out.stdout), "baked\nnot-shared\ntwo words x\n");
     ns.assert_clean();
 }
 
