@@ -15,6 +15,7 @@ pub mod k8s;
 pub mod model;
 pub mod output;
 pub mod sched;
+pub mod share;
 pub mod signal;
 pub mod ssh;
 pub mod template;

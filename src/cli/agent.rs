@@ -12,8 +12,13 @@ pub struct AgentOpts {
     #[arg(long, value_name = "FILE")]
     pub host_key: PathBuf,
     /// The one public key (OpenSSH `authorized_keys` line) allowed to log in.
-    #[arg(long, value_name = "FILE")]
-    pub authorized_key: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "authorized_keys")]
+    pub authorized_key: Option<PathBuf>,
+    /// An `authorized_keys` file read at every login, so keys can be added while the agent runs; a line may start
+    /// with `command="..."`, which that key runs instead of what it asks for (as with OpenSSH), with the request
+    /// in `SSH_ORIGINAL_COMMAND`. kb's share server uses this.
+    #[arg(long, value_name = "FILE", conflicts_with = "authorized_key")]
+    pub authorized_keys: Option<PathBuf>,
     /// Print the bound address on stdout once listening (for tests and scripts that pass port 0).
     #[arg(long)]
     pub print_address: bool,

@@ -6,6 +6,7 @@ pub mod finish;
 pub mod parallel;
 pub mod pods;
 pub mod setup;
+pub mod share;
 pub mod shell;
 pub mod status;
 
@@ -53,6 +54,9 @@ pub enum Command {
     Finish(finish::FinishOpts),
     /// Make this project's image: a shell in a local container, then commit and push what you installed.
     Setup(setup::SetupOpts),
+    /// kb's own share requests (run by kb in the share server and in worker pods).
+    #[command(hide = true)]
+    Share(share::ShareOpts),
 }
 
 impl Command {
@@ -66,6 +70,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Finish(_) => "finish",
             Command::Setup(_) => "setup",
+            Command::Share(_) => "share",
         }
     }
 }

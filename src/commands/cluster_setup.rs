@@ -4,11 +4,15 @@ use std::io::Write;
 
 use crate::cli::cluster_setup::ClusterSetupOpts;
 use crate::error::{Error, Result};
-use crate::k8s::manifests::{build_for_namespace, render};
+use crate::k8s::manifests::{build_all, render};
 
 /// Runs `kb cluster-setup`.
 pub async fn exec(opts: ClusterSetupOpts) -> Result<u8> {
-    let text = render(&build_for_namespace(&opts.namespace)?)?;
+    let image = opts
+        .agent_image
+        .clone()
+        .unwrap_or_else(crate::k8s::task::default_agent_image);
+    let text = render(&build_all(&opts.namespace, &image)?)?;
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

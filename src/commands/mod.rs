@@ -5,6 +5,7 @@ pub mod cluster_setup;
 pub mod finish;
 pub mod parallel;
 pub mod setup;
+pub mod share;
 pub mod shell;
 pub mod status;
 
@@ -40,5 +41,6 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Status(opts) => status::exec(opts).await,
         Command::Finish(opts) => finish::exec(opts).await,
         Command::Setup(opts) => setup::exec(opts).await,
+        Command::Share(opts) => share::exec(opts).await,
     }
 }

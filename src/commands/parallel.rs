@@ -97,6 +97,9 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         eprintln!("kb: task {} in namespace `{}`", task.id(), task.namespace());
     }
     let result = sched::run(run, inputs, workers, signals).await;
+    if let Some(task) = &task {
+        task.syncback().await;
+    }
     if let Some(task) = task {
         let id = task.id().to_string();
         if let Err(err) = task.finish().await {

@@ -118,6 +118,9 @@ pub enum Error {
         /// The cap.
         cap: u64,
     },
+    /// The share server failed.
+    #[error(transparent)]
+    Share(Box<crate::share::client::Error>),
     /// A local I/O error.
     #[error("failed to {action}")]
     Io {
@@ -177,6 +180,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
+        if let Error::Share(err) = self {
+            return err.hint();
+        }
         let hint = match self {
             Error::NoKubeconfig { .. } | Error::Kubeconfig { .. } | Error::InCluster { .. } => {
                 "point `KUBECONFIG` at your cluster's kubeconfig (or write `~/.kube/config`); `--context` picks a context"

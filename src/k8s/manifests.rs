@@ -1,7 +1,8 @@
 //! The static manifests of `manifests/` (namespace, RBAC), parsed into k8s-openapi types so that `kb cluster-setup`
 //! can move them to another namespace through typed fields, never by editing YAML text.
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Deserialize;
 
@@ -30,6 +31,10 @@ pub enum Manifest {
     Role(Role),
     /// The coordinator's Role, bound to its ServiceAccount.
     RoleBinding(RoleBinding),
+    /// The share server (built in code: its image is kb's agent image of this version).
+    StatefulSet(StatefulSet),
+    /// The share server's Service.
+    Service(Service),
 }
 
 /// Parses every document of every manifest file.
@@ -73,6 +78,8 @@ pub fn build_for_namespace(namespace: &str) -> Result<Vec<Manifest>> {
             Manifest::Namespace(ns) => ns.metadata.name = Some(namespace.to_string()),
             Manifest::ServiceAccount(sa) => sa.metadata.namespace = Some(namespace.to_string()),
             Manifest::Role(role) => role.metadata.namespace = Some(namespace.to_string()),
+            Manifest::StatefulSet(o) => o.metadata.namespace = Some(namespace.to_string()),
+            Manifest::Service(o) => o.metadata.namespace = Some(namespace.to_string()),
             Manifest::RoleBinding(binding) => {
                 binding.metadata.namespace = Some(namespace.to_string());
                 for subject in binding.subjects.iter_mut().flatten() {
@@ -86,6 +93,18 @@ pub fn build_for_namespace(namespace: &str) -> Result<Vec<Manifest>> {
     Ok(manifests)
 }
 
+/// Everything `kb cluster-setup` prints: the manifests of `manifests/` and the share server running `share_image`.
+pub fn build_all(namespace: &str, share_image: &str) -> Result<Vec<Manifest>> {
+    let mut manifests = build_for_namespace(namespace)?;
+    manifests.push(Manifest::StatefulSet(
+        super::share_server::build_statefulset(namespace, share_image),
+    ));
+    manifests.push(Manifest::Service(super::share_server::build_service(
+        namespace,
+    )));
+    Ok(manifests)
+}
+
 /// Renders manifests as one multi-document YAML stream for `kubectl apply -f -`.
 pub fn render(manifests: &[Manifest]) -> Result<String> {
     let mut out = String::new();
@@ -95,6 +114,8 @@ pub fn render(manifests: &[Manifest]) -> Result<String> {
             Manifest::ServiceAccount(o) => serde_yaml_ng::to_string(o),
             Manifest::Role(o) => serde_yaml_ng::to_string(o),
             Manifest::RoleBinding(o) => serde_yaml_ng::to_string(o),
+            Manifest::StatefulSet(o) => serde_yaml_ng::to_string(o),
+            Manifest::Service(o) => serde_yaml_ng::to_string(o),
         }
         .map_err(|source| Error::Encode {
             format: "yaml",
@@ -120,6 +141,8 @@ mod tests {
                 Manifest::ServiceAccount(_) => "ServiceAccount",
                 Manifest::Role(_) => "Role",
                 Manifest::RoleBinding(_) => "RoleBinding",
+                Manifest::StatefulSet(_) => "StatefulSet",
+                Manifest::Service(_) => "Service",
             })
             .collect();
         assert_eq!(

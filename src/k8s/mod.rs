@@ -13,6 +13,7 @@ pub mod progress;
 pub mod quantity;
 pub mod ready;
 pub mod resources;
+pub mod share_server;
 pub mod source;
 pub mod status;
 pub mod task;

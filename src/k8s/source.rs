@@ -22,7 +22,6 @@ use super::pod_state::observe;
 use super::progress::PodProgress;
 use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
-use super::upload::DirArchive;
 use super::worker::{AgentAccess, PodWorker, join_pod};
 use crate::worker::{WorkerEvent, WorkerSource};
 
@@ -38,8 +37,8 @@ pub struct PodSource {
     pub slots: usize,
     /// Where jobs run in the pods.
     pub workdir: Option<PathBuf>,
-    /// The working directory to copy into each pod.
-    pub archive: Option<Arc<DirArchive>>,
+    /// How each pod gets the working directory.
+    pub share: Option<crate::share::PodShare>,
     /// How long to wait for the first pod before giving up.
     pub start_timeout: Duration,
     /// What each pod asks for, for messages (`100m cpu, 128Mi memory`).
@@ -135,10 +134,10 @@ impl PodSource {
 
     fn spawn_join(&self, joining: &mut JoinSet<Joining>, name: String) {
         let access = self.access.clone();
-        let (slots, workdir, archive) = (self.slots, self.workdir.clone(), self.archive.clone());
+        let (slots, workdir, share) = (self.slots, self.workdir.clone(), self.share.clone());
         joining.spawn(async move {
             let start = std::time::Instant::now();
-            let result = join_pod(&access, &name, slots, workdir, archive).await;
+            let result = join_pod(&access, &name, slots, workdir, share).await;
             (name, start.elapsed(), result)
         });
     }

@@ -23,6 +23,8 @@ use super::upload::{DirArchive, build_archive, copy_limit};
 use super::worker::AgentAccess;
 use crate::cli::PodOpts;
 use crate::cli::pods::PodShapeOpts;
+use crate::config::Share;
+use crate::share::PodShare;
 use crate::worker::WorkerSource;
 
 /// The image jobs run in when neither `--image` nor `KB_IMAGE` says.
@@ -61,7 +63,9 @@ pub struct PodTask {
     access: AgentAccess,
     key_dir: PathBuf,
     workdir: PathBuf,
-    archive: Arc<DirArchive>,
+    share: crate::share::PodShare,
+    /// Whether files the jobs write come back after the run.
+    syncback: bool,
     progress: ProgressHandle,
     heartbeat: Option<Heartbeat>,
 }
@@ -94,29 +98,46 @@ impl PodTask {
             action: "find the working directory".into(),
             source,
         })?;
-        let cap = match request.shape.share {
-            Some(crate::config::Share::None) => 0,
-            Some(share @ (crate::config::Share::Lazy | crate::config::Share::Syncback)) => {
-                eprintln!(
-                    "kb: note: the {} share needs kb's share server, not in this version yet; the working \
-                     directory is copied into the pods instead (eager)",
-                    share.name()
-                );
-                copy_limit()
-            }
-            _ => copy_limit(),
-        };
-        let archive = {
-            let (dir, cap) = (workdir.clone(), cap);
-            tokio::task::spawn_blocking(move || build_archive(&dir, cap))
-                .await
-                .map_err(|e| Error::Io {
-                    action: "pack the working directory".into(),
-                    source: e.into(),
-                })??
-        };
+        let mode = request.shape.share.unwrap_or(Share::Eager);
         let kube = client::connect(&request.target, RUN_RIGHTS).await?;
         check_nodes(&kube, &shape).await?;
+        // Before anything is created: the share server is there when the share needs it.
+        let server = match mode {
+            Share::None => None,
+            _ => crate::share::client::find_server(&kube)
+                .await
+                .map_err(|e| Error::Share(Box::new(e)))?,
+        };
+        if server.is_none() && mode == Share::Syncback {
+            return Err(Error::Share(Box::new(
+                crate::share::client::Error::Server {
+                    namespace: kube.namespace.clone(),
+                    action: "be found".into(),
+                    reason: "syncback needs it, and it is not deployed".into(),
+                },
+            )));
+        }
+        let archive = if server.is_none() {
+            let cap = if mode == Share::None { 0 } else { copy_limit() };
+            if mode != Share::None {
+                eprintln!(
+                    "kb: note: no share server in namespace `{}` (`kb cluster-setup` deploys it); the working \
+                     directory is copied into each pod instead",
+                    kube.namespace
+                );
+            }
+            let dir = workdir.clone();
+            Some(
+                tokio::task::spawn_blocking(move || build_archive(&dir, cap))
+                    .await
+                    .map_err(|e| Error::Io {
+                        action: "pack the working directory".into(),
+                        source: e.into(),
+                    })??,
+            )
+        } else {
+            None
+        };
         let keys = build_task_keys()?;
         let spec = TaskSpec {
             id: new_task_id(),
@@ -149,7 +170,13 @@ impl PodTask {
             kube: kube.clone(),
             ssh,
         };
-        let archive = Arc::new(archive);
+        let share = match archive {
+            Some(archive) => PodShare::Copy(Arc::new(archive)),
+            None => PodShare::Copy(Arc::new(DirArchive {
+                dir: workdir.clone(),
+                tar: Default::default(),
+            })),
+        };
         let (progress, heartbeat) = (ProgressHandle::default(), None);
         let mut task = PodTask {
             kube,
@@ -158,7 +185,8 @@ impl PodTask {
             access,
             key_dir,
             workdir,
-            archive,
+            share,
+            syncback: mode == Share::Syncback,
             progress,
             heartbeat,
         };
@@ -167,6 +195,26 @@ impl PodTask {
             Err(err) => {
                 let _ = task.finish().await;
                 return Err(err);
+            }
+        }
+        // The upload runs while the pods are scheduled and pull their images.
+        if let Some(address) = server {
+            if mode == Share::Lazy {
+                eprintln!(
+                    "kb: note: the lazy share is not in this version yet; uploading the directory (eager)"
+                );
+            }
+            match crate::share::client::upload(&task.kube, address, &task.workdir, &task.spec.id)
+                .await
+            {
+                Ok(share) => {
+                    eprintln!("kb: share: {}", share.stats);
+                    task.share = PodShare::Server(Arc::new(share));
+                }
+                Err(err) => {
+                    let _ = task.finish().await;
+                    return Err(Error::Share(Box::new(err)));
+                }
             }
         }
         Ok(task)
@@ -244,9 +292,53 @@ impl PodTask {
         self.progress.clone()
     }
 
-    /// The working directory packed for the pods, which is also where jobs run.
-    pub fn archive(&self) -> Arc<DirArchive> {
-        self.archive.clone()
+    /// How the pods get the working directory.
+    pub fn share(&self) -> &crate::share::PodShare {
+        &self.share
+    }
+
+    /// The working directory, which is also where jobs run in the pods.
+    pub fn workdir(&self) -> &std::path::Path {
+        &self.workdir
+    }
+
+    /// With `--share syncback`: brings back what the jobs wrote, from every pod still connected, and reports it on
+    /// stderr. Conflicts (a file changed here and by a job) keep both versions.
+    pub async fn syncback(&self) {
+        let crate::share::PodShare::Server(share) = &self.share else {
+            return;
+        };
+        if !self.syncback {
+            return;
+        }
+        let mut report = crate::share::sync::SyncReport::default();
+        for pod in share.joined_pods() {
+            let result = match super::worker::connect_agent(&self.access, &pod).await {
+                Ok((conn, forward)) => {
+                    let result = share.syncback_pod(&conn, &pod, &mut report).await;
+                    conn.close().await;
+                    forward.abort();
+                    result.map_err(|e| crate::error::chain(&e))
+                }
+                Err(err) => Err(crate::error::chain(&err)),
+            };
+            if let Err(reason) = result {
+                eprintln!(
+                    "kb: syncback: pod {pod}: {reason}; what its jobs wrote there is not brought back"
+                );
+            }
+        }
+        eprintln!(
+            "kb: syncback: {} files updated, {} already the same, {} conflicts",
+            report.updated.len(),
+            report.unchanged,
+            report.conflicts.len()
+        );
+        for (path, aside) in &report.conflicts {
+            eprintln!(
+                "kb: conflict: `{path}` changed here and in a pod during the run; yours is kept, the pod's is `{aside}`"
+            );
+        }
     }
 
     /// The task's pods as workers, announced as they become Ready.
@@ -257,7 +349,7 @@ impl PodTask {
             pods: usize::try_from(self.spec.pods).unwrap_or(1),
             slots: self.slots,
             workdir: Some(self.workdir.clone()),
-            archive: Some(self.archive.clone()),
+            share: Some(self.share.clone()),
             start_timeout: start_timeout(),
             request: format!("{} cpu, {} memory", self.spec.cpu, self.spec.mem),
         })
@@ -269,6 +361,9 @@ impl PodTask {
             heartbeat.stop().await;
         }
         let _ = std::fs::remove_dir_all(&self.key_dir);
+        if let crate::share::PodShare::Server(_) = &self.share {
+            crate::share::client::drop_task(&self.kube, &self.spec.id).await;
+        }
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
     }
 }

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 
 use super::error::{Error, Result};
 use super::resources::AGENT_PORT;
-use super::upload::{DirArchive, send_archive};
 use crate::model::{JobExit, JobSignal, OutputTx};
 use crate::ssh::{ClientConfig, Connection};
 use crate::worker::ssh::SshWorker;
@@ -114,18 +113,18 @@ async fn try_connect(access: &AgentAccess, pod: &str) -> Result<(Connection, Por
     }
 }
 
-/// Connects to `pod`, copies the working directory into it when `archive` is given, and returns it as a worker
+/// Connects to `pod`, puts the working directory into it when `share` is given, and returns it as a worker
 /// with `slots` slots whose jobs run in `workdir`.
 pub async fn join_pod(
     access: &AgentAccess,
     pod: &str,
     slots: usize,
     workdir: Option<PathBuf>,
-    archive: Option<Arc<DirArchive>>,
+    share: Option<crate::share::PodShare>,
 ) -> Result<PodWorker> {
     let (conn, forward) = connect_agent(access, pod).await?;
-    if let Some(archive) = archive
-        && let Err(err) = send_archive(&conn, archive).await
+    if let Some(share) = &share
+        && let Err(err) = share.prepare(&conn, pod).await
     {
         forward.abort();
         return Err(err);
@@ -137,5 +136,8 @@ pub async fn join_pod(
         slots,
         workdir.as_deref(),
     ));
+    if let Some(share) = &share {
+        share.joined(pod);
+    }
     Ok(PodWorker { inner, forward })
 }

@@ -41,7 +41,22 @@ pub async fn serve_agent(opts: &AgentOpts) -> Result<AgentEnd> {
             path: opts.host_key.clone(),
             source,
         })?;
-    let authorized = load_authorized(&opts.authorized_key)?;
+    let authorized = match (&opts.authorized_key, &opts.authorized_keys) {
+        (Some(path), _) => Authorized::Fixed(
+            load_authorized(path)?
+                .into_iter()
+                .map(|key| AuthorizedKey { key, command: None })
+                .collect(),
+        ),
+        (None, Some(path)) => Authorized::File(path.clone()),
+        (None, None) => {
+            return Err(Error::AgentKey {
+                what: "authorized key",
+                path: "(none given)".into(),
+                source: russh::keys::Error::CouldNotReadKey,
+            });
+        }
+    };
     let listen_error = |source| Error::Listen {
         addr: opts.listen.clone(),
         source,
@@ -99,6 +114,85 @@ fn load_authorized(path: &Path) -> Result<Vec<PublicKey>> {
     Ok(keys)
 }
 
+/// A key allowed to log in, and the command it is held to, if any.
+#[derive(Debug, Clone)]
+struct AuthorizedKey {
+    key: PublicKey,
+    command: Option<String>,
+}
+
+/// Who may log in: keys fixed at start, or an `authorized_keys` file read at every login.
+enum Authorized {
+    Fixed(Vec<AuthorizedKey>),
+    File(std::path::PathBuf),
+}
+
+impl Authorized {
+    fn find(&self, key: &PublicKey) -> Option<AuthorizedKey> {
+        let matches = |k: &AuthorizedKey| k.key.key_data() == key.key_data();
+        match self {
+            Authorized::Fixed(keys) => keys.iter().find(|k| matches(k)).cloned(),
+            Authorized::File(path) => {
+                let text = std::fs::read_to_string(path).ok()?;
+                text.lines()
+                    .filter_map(parse_authorized_line)
+                    .find(|k| matches(k))
+            }
+        }
+    }
+}
+
+/// One `authorized_keys` line: `[options ]type base64 [comment]`; of the options only `command="..."` is used.
+fn parse_authorized_line(line: &str) -> Option<AuthorizedKey> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let looks_like_key =
+        |s: &str| s.starts_with("ssh-") || s.starts_with("ecdsa-") || s.starts_with("sk-");
+    if looks_like_key(line) {
+        return Some(AuthorizedKey {
+            key: PublicKey::from_openssh(line).ok()?,
+            command: None,
+        });
+    }
+    // Options run to the first space outside double quotes.
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut end = line.len();
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ' ' | '\t' if !in_quotes => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (options, key) = line.split_at(end);
+    let key = PublicKey::from_openssh(key.trim()).ok()?;
+    let command = options.find("command=\"").map(|start| {
+        let mut value = String::new();
+        let mut chars = options[start + 9..].chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(next) = chars.next() {
+                        value.push(next);
+                    }
+                }
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        value
+    });
+    Some(AuthorizedKey { key, command })
+}
+
 fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
     russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -117,7 +211,7 @@ fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
 }
 
 struct AgentServer {
-    authorized: Arc<Vec<PublicKey>>,
+    authorized: Arc<Authorized>,
     tasks: TaskTracker,
     liveness: Arc<Liveness>,
 }
@@ -133,6 +227,7 @@ impl Server for AgentServer {
             channels: HashMap::new(),
             liveness: self.liveness.clone(),
             logged_in: None,
+            forced: None,
         }
     }
 
@@ -143,7 +238,9 @@ impl Server for AgentServer {
 
 /// One connection. Dropping it (the connection ended) drops every job's control sender, which kills the jobs.
 struct AgentSession {
-    authorized: Arc<Vec<PublicKey>>,
+    authorized: Arc<Authorized>,
+    /// The command the logged-in key is held to (`command="..."`), if any.
+    forced: Option<String>,
     tasks: TaskTracker,
     channels: HashMap<ChannelId, ChannelState>,
     liveness: Arc<Liveness>,
@@ -164,16 +261,8 @@ enum ChannelState {
 }
 
 impl AgentSession {
-    fn authorized(&self, key: &PublicKey) -> Auth {
-        if self
-            .authorized
-            .iter()
-            .any(|k| k.key_data() == key.key_data())
-        {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        }
+    fn authorized(&self, key: &PublicKey) -> Option<AuthorizedKey> {
+        self.authorized.find(key)
     }
 
     fn start(
@@ -187,6 +276,16 @@ impl AgentSession {
             return session.channel_failure(id);
         };
         spec.command = command.map(<[u8]>::to_vec);
+        if let Some(forced) = &self.forced {
+            if let Some(asked) = &spec.command {
+                spec.env.push((
+                    "SSH_ORIGINAL_COMMAND".into(),
+                    String::from_utf8_lossy(asked).into_owned(),
+                ));
+            }
+            spec.command = Some(forced.as_bytes().to_vec());
+            spec.pty = None;
+        }
         match job::start(&spec) {
             Ok(job) => {
                 session.channel_success(id)?;
@@ -218,7 +317,10 @@ impl russh::server::Handler for AgentSession {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.authorized(offer.public_key))
+        Ok(match self.authorized(offer.public_key) {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
     }
 
     async fn auth_publickey(
@@ -226,11 +328,14 @@ impl russh::server::Handler for AgentSession {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let auth = self.authorized(key.public_key);
-        if matches!(auth, Auth::Accept) && self.logged_in.is_none() {
+        let Some(found) = self.authorized(key.public_key) else {
+            return Ok(Auth::reject());
+        };
+        self.forced = found.command;
+        if self.logged_in.is_none() {
             self.logged_in = Some(self.liveness.connected());
         }
-        Ok(auth)
+        Ok(Auth::Accept)
     }
 
     async fn channel_open_session(
@@ -382,5 +487,31 @@ impl russh::server::Handler for AgentSession {
         // Dropping the job's control sender kills the job if it still runs.
         self.channels.remove(&id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorized_lines_with_and_without_a_forced_command() {
+        let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[7u8; 32]);
+        let key = russh::keys::PrivateKey::from(pair);
+        let key_line = key.public_key().to_openssh().unwrap();
+        let key_text = key_line.as_str();
+        let plain = parse_authorized_line(&format!("{key_text} me@host")).unwrap();
+        assert_eq!(plain.command, None);
+        let forced = parse_authorized_line(&format!(
+            "restrict,command=\"kb share serve --task 'a b' \\\"q\\\"\" {key_text} task"
+        ))
+        .unwrap();
+        assert_eq!(
+            forced.command.as_deref(),
+            Some("kb share serve --task 'a b' \"q\"")
+        );
+        assert_eq!(forced.key.key_data(), plain.key.key_data());
+        assert!(parse_authorized_line("# comment").is_none());
+        assert!(parse_authorized_line("command=\"x\" not-a-key").is_none());
     }
 }

@@ -1,0 +1,94 @@
+//! `kb share ...`: the requests of kb's share server and of worker pods, run by kb itself (in the server's pod
+//! through the exec API, in worker pods through kb's agent). Not meant to be typed.
+
+use std::path::PathBuf;
+
+/// Options of `kb share`.
+#[derive(Debug, clap::Args)]
+pub struct ShareOpts {
+    /// The request.
+    #[command(subcommand)]
+    pub request: ShareRequest,
+}
+
+/// One request.
+#[derive(Debug, clap::Subcommand)]
+pub enum ShareRequest {
+    /// Server: create the store and its host key if missing.
+    Init(StoreOpt),
+    /// Server: the share server itself: kb's agent on the store's host key and authorized_keys.
+    Server {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:2222")]
+        listen: String,
+    },
+    /// Server: which of the hashes on stdin (then `end`) the store lacks.
+    Have(StoreOpt),
+    /// Server: store the blobs on stdin (`HASH LEN` + bytes, then `end`).
+    Put(StoreOpt),
+    /// Server: record a task's manifest (framed on stdin) and the key its pods read it with.
+    Commit {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+        /// The pods' public key (an OpenSSH line).
+        #[arg(long)]
+        key: String,
+    },
+    /// Server: write a task's manifest and tree (tar) on stdout; the command the pods' key is held to.
+    Serve {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+    },
+    /// Server: forget a task.
+    Drop {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+    },
+    /// Worker pod: fetch the task's tree from the server (the pod key on stdin).
+    Fetch {
+        /// The server's address (`IP:PORT`).
+        #[arg(long)]
+        server: String,
+        /// The server's public host key, pinned.
+        #[arg(long = "host-key-pub")]
+        host_key_pub: String,
+        /// Where to unpack (the user's working directory).
+        #[arg(long)]
+        into: PathBuf,
+        /// Where to record the manifest, for syncback.
+        #[arg(long)]
+        base: PathBuf,
+    },
+    /// Worker pod: write a tar of the files that differ from the fetched tree.
+    Changes {
+        /// The manifest `fetch` recorded.
+        #[arg(long)]
+        base: PathBuf,
+        /// The working directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// The store directory.
+#[derive(Debug, clap::Args)]
+pub struct StoreOpt {
+    /// The store directory.
+    #[arg(long, default_value = crate::share::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+}

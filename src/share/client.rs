@@ -1,0 +1,539 @@
+//! The client's side of the eager share, and of syncback.
+//!
+//! Before the run: scan the directory (honouring `.gitignore` and `.kbignore`), ask the share server which
+//! contents it lacks, send only those, and commit the task's manifest together with a fresh pod key; the server
+//! answers with its host key. Every request is `kb share ...` run in the server's pod through the Kubernetes exec
+//! API, so who may upload is decided by RBAC (`pods/exec` on `kb-share-0`), and nothing listens on the laptop.
+//!
+//! As each pod joins: through the agent connection kb already has, the pod runs `kb share fetch`, given the pod
+//! key on stdin, which pulls the tree from the server's Service over SSH (host key pinned) at cluster speed.
+//!
+//! After the run (syncback): each pod still connected runs `kb share changes`, and [`super::sync::apply`] takes
+//! its files in by content.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, AttachParams};
+use russh::ChannelMsg;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::manifest::{Entry, Manifest, join_inside, scan};
+use super::store::{DEFAULT_STORE, END, write_framed_manifest};
+use super::sync::{SyncReport, apply};
+use crate::k8s::Kube;
+use crate::ssh::Connection;
+
+/// The share server's pod (a StatefulSet's first pod, so RBAC can name it).
+pub const SERVER_POD: &str = "kb-share-0";
+/// The share server's Service.
+pub const SERVER_SERVICE: &str = "kb-share";
+/// The port of the share server's SSH service.
+pub const SERVER_PORT: u16 = 2222;
+/// kb in the share server's image.
+pub const SERVER_KB: &str = "/usr/local/bin/kb";
+/// kb in a worker pod (copied in by the init container).
+const POD_KB: &str = "/kb/kb";
+
+/// A share failure, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The share server is not deployed, not ready, or refused a request.
+    #[error("the share server in namespace `{namespace}` could not {action}: {reason}")]
+    Server {
+        /// The namespace.
+        namespace: String,
+        /// What kb asked.
+        action: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A pod could not fetch the tree or report its changes.
+    #[error("pod `{pod}` could not {action}: {reason}")]
+    Pod {
+        /// The pod.
+        pod: String,
+        /// What it was asked.
+        action: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Reading the local directory failed.
+    #[error("cannot {action}")]
+    Io {
+        /// What kb was doing.
+        action: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Server { namespace, .. } => Some(format!(
+                "deploy or update it with `kb cluster-setup -n {namespace} | kubectl apply -f -` and wait for pod \
+                 {SERVER_POD} to be Ready, or run with --share none"
+            )),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the upload moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Files in the tree.
+    pub files: u64,
+    /// Bytes in the tree's files.
+    pub bytes: u64,
+    /// Contents sent (files whose content the server lacked, each content once).
+    pub sent_files: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+}
+
+impl std::fmt::Display for UploadStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let percent = if self.bytes == 0 {
+            0.0
+        } else {
+            self.sent_bytes as f64 * 100.0 / self.bytes as f64
+        };
+        write!(
+            f,
+            "sent {} of {} bytes ({percent:.2}%), {} of {} files",
+            self.sent_bytes, self.bytes, self.sent_files, self.files
+        )
+    }
+}
+
+/// A task's tree on the share server.
+pub struct ServerShare {
+    dir: PathBuf,
+    task: String,
+    manifest: Manifest,
+    pod_key: String,
+    host_public: String,
+    address: String,
+    /// What the upload moved.
+    pub stats: UploadStats,
+    joined: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for ServerShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerShare")
+            .field("task", &self.task)
+            .field("address", &self.address)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The share server's address for pods (`ClusterIP:2222`), or `None` when it is not deployed in the namespace.
+pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
+    let services: Api<Service> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let failed = |action: &str, reason: String| Error::Server {
+        namespace: kube.namespace.clone(),
+        action: action.into(),
+        reason,
+    };
+    let service = match services.get_opt(SERVER_SERVICE).await {
+        Ok(Some(service)) => service,
+        Ok(None) => return Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 403 => return Ok(None),
+        Err(err) => return Err(failed("be found", crate::error::chain(&err))),
+    };
+    let ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .ok_or_else(|| failed("be found", "its Service has no cluster IP".into()))?;
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let ready = pods
+        .get_opt(SERVER_POD)
+        .await
+        .map_err(|e| failed("be found", crate::error::chain(&e)))?
+        .and_then(|p| p.status)
+        .and_then(|s| s.conditions)
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        return Err(failed("be used", format!("pod {SERVER_POD} is not Ready")));
+    }
+    Ok(Some(format!("{ip}:{SERVER_PORT}")))
+}
+
+/// Uploads `dir` for `task` to the server at `address` and commits it; returns the share.
+pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<ServerShare> {
+    let root = dir.to_owned();
+    let manifest = tokio::task::spawn_blocking(move || scan(&root, true))
+        .await
+        .map_err(|e| Error::Io {
+            action: "scan the working directory".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| Error::Io {
+            action: format!("scan the working directory `{}`", dir.display()),
+            source,
+        })?;
+    let blobs = manifest.blobs();
+    let mut stats = UploadStats {
+        files: manifest
+            .entries
+            .values()
+            .filter(|e| matches!(e, Entry::File { .. }))
+            .count() as u64,
+        bytes: manifest.bytes(),
+        ..Default::default()
+    };
+
+    // Which contents the server lacks.
+    let mut ask = String::new();
+    for hash in blobs.keys() {
+        ask.push_str(hash);
+        ask.push('\n');
+    }
+    ask.push_str(END);
+    ask.push('\n');
+    let answer = server_exec(
+        kube,
+        &["have"],
+        Input::Bytes(ask.into_bytes()),
+        "list what it has",
+    )
+    .await?;
+    let missing: Vec<String> = String::from_utf8_lossy(&answer)
+        .lines()
+        .take_while(|l| *l != END)
+        .map(str::to_string)
+        .collect();
+
+    // Send each missing content once, from the first file that has it.
+    if !missing.is_empty() {
+        let mut sources: Vec<(String, u64, PathBuf)> = Vec::new();
+        for hash in &missing {
+            let Some((path, size)) = manifest.entries.iter().find_map(|(p, e)| match e {
+                Entry::File { hash: h, size, .. } if h == hash => Some((p, *size)),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Some(file) = join_inside(dir, path) else {
+                continue;
+            };
+            stats.sent_files += 1;
+            stats.sent_bytes += size;
+            sources.push((hash.clone(), size, file));
+        }
+        let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
+        tracing::debug!("share server: {}", String::from_utf8_lossy(&reply).trim());
+    }
+
+    // Commit the manifest with a fresh key for the task's pods.
+    let keys = crate::k8s::keys::build_task_keys().map_err(|e| Error::Io {
+        action: "make the pod key".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let pod_key = keys
+        .client
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| Error::Io {
+            action: "encode the pod key".into(),
+            source: std::io::Error::other(e),
+        })?
+        .to_string();
+    let mut framed = Vec::new();
+    write_framed_manifest(&manifest, &mut framed).map_err(|source| Error::Io {
+        action: "encode the manifest".into(),
+        source,
+    })?;
+    let reply = server_exec(
+        kube,
+        &["commit", "--task", task, "--key", &keys.client_public],
+        Input::Bytes(framed),
+        "record the task's files",
+    )
+    .await?;
+    let host_public = String::from_utf8_lossy(&reply).trim().to_string();
+    if !host_public.starts_with("ssh-") {
+        return Err(Error::Server {
+            namespace: kube.namespace.clone(),
+            action: "record the task's files".into(),
+            reason: format!("unexpected answer `{host_public}`"),
+        });
+    }
+    Ok(ServerShare {
+        dir: dir.to_owned(),
+        task: task.to_string(),
+        manifest,
+        pod_key,
+        host_public,
+        address,
+        stats,
+        joined: Mutex::new(Vec::new()),
+    })
+}
+
+/// Forgets the task on the server (its contents stay for later runs). Best effort.
+pub async fn drop_task(kube: &Kube, task: &str) {
+    if let Err(err) = server_exec(
+        kube,
+        &["drop", "--task", task],
+        Input::Bytes(Vec::new()),
+        "forget the task",
+    )
+    .await
+    {
+        tracing::debug!("share: {err}");
+    }
+}
+
+enum Input {
+    Bytes(Vec<u8>),
+    Blobs(Vec<(String, u64, PathBuf)>),
+}
+
+/// Runs `kb share ARGS --store ...` in the server's pod with `input` on stdin; returns its stdout.
+async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> Result<Vec<u8>> {
+    let failed = |reason: String| Error::Server {
+        namespace: kube.namespace.clone(),
+        action: action.into(),
+        reason,
+    };
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let mut command = vec![SERVER_KB, "share"];
+    command.extend_from_slice(args);
+    command.extend_from_slice(&["--store", DEFAULT_STORE]);
+    let params = AttachParams::default()
+        .container("server")
+        .stdin(true)
+        .stdout(true)
+        .stderr(true);
+    let mut process = pods
+        .exec(SERVER_POD, command, &params)
+        .await
+        .map_err(|e| failed(crate::error::chain(&e)))?;
+    let mut stdin = process.stdin().ok_or_else(|| failed("no stdin".into()))?;
+    let mut stdout = process.stdout().ok_or_else(|| failed("no stdout".into()))?;
+    let mut stderr = process.stderr().ok_or_else(|| failed("no stderr".into()))?;
+    let status = process.take_status();
+    let feed = async move {
+        match input {
+            Input::Bytes(bytes) => stdin.write_all(&bytes).await?,
+            Input::Blobs(blobs) => {
+                for (hash, size, path) in blobs {
+                    stdin
+                        .write_all(format!("{hash} {size}\n").as_bytes())
+                        .await?;
+                    let file = tokio::fs::File::open(&path).await?;
+                    let copied = tokio::io::copy(&mut file.take(size), &mut stdin).await?;
+                    if copied != size {
+                        return Err(std::io::Error::other(format!(
+                            "`{}` changed while it was sent",
+                            path.display()
+                        )));
+                    }
+                }
+                stdin.write_all(format!("{END}\n").as_bytes()).await?;
+            }
+        }
+        stdin.flush().await?;
+        Ok::<_, std::io::Error>(stdin)
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let (fed, read_out, read_err) = tokio::join!(
+        feed,
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err)
+    );
+    let _stdin = fed.map_err(|e| failed(format!("sending: {e}")))?;
+    read_out.map_err(|e| failed(format!("reading: {e}")))?;
+    let _ = read_err;
+    let status = match status {
+        Some(status) => status.await,
+        None => None,
+    };
+    match status {
+        Some(s) if s.status.as_deref() == Some("Success") => Ok(out),
+        Some(s) => Err(failed(format!(
+            "{} {}",
+            s.message.unwrap_or_default(),
+            String::from_utf8_lossy(&err).trim()
+        ))),
+        None => Ok(out),
+    }
+}
+
+impl ServerShare {
+    /// The task's tree as uploaded.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where the pods' copy is recorded, for syncback.
+    fn base_path(&self) -> String {
+        format!("/tmp/kb-share-base-{}.json", self.task)
+    }
+
+    /// Has the pod behind `conn` fetch the tree into the working directory.
+    pub async fn prepare_pod(&self, conn: &Connection, pod: &str) -> Result<()> {
+        let q = crate::template::quote;
+        let command = format!(
+            "{POD_KB} share fetch --server {} --host-key-pub {} --into {} --base {}",
+            q(&self.address),
+            q(&self.host_public),
+            q(&self.dir.display().to_string()),
+            q(&self.base_path())
+        );
+        let (code, _, stderr) =
+            run(conn, &command, self.pod_key.as_bytes())
+                .await
+                .map_err(|reason| Error::Pod {
+                    pod: pod.into(),
+                    action: "fetch the working directory".into(),
+                    reason,
+                })?;
+        if code != 0 {
+            return Err(Error::Pod {
+                pod: pod.into(),
+                action: "fetch the working directory from the share server".into(),
+                reason: format!("exit {code}: {}", String::from_utf8_lossy(&stderr).trim()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Remembers a pod that joined, for syncback.
+    pub fn joined(&self, pod: &str) {
+        if let Ok(mut joined) = self.joined.lock() {
+            joined.push(pod.to_string());
+        }
+    }
+
+    /// The pods that joined the run.
+    pub fn joined_pods(&self) -> Vec<String> {
+        self.joined.lock().map(|j| j.clone()).unwrap_or_default()
+    }
+
+    /// Brings back what the jobs wrote on the pod behind `conn`, adding to `report`.
+    pub async fn syncback_pod(
+        &self,
+        conn: &Connection,
+        pod: &str,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let failed = |reason: String| Error::Pod {
+            pod: pod.into(),
+            action: "list what its jobs wrote".into(),
+            reason,
+        };
+        let command = format!(
+            "{POD_KB} share changes --base {} --dir {}",
+            crate::template::quote(&self.base_path()),
+            crate::template::quote(&self.dir.display().to_string())
+        );
+        let (code, tar, stderr) = run(conn, &command, b"").await.map_err(failed)?;
+        if code != 0 {
+            return Err(failed(format!(
+                "exit {code}: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            )));
+        }
+        let (dir, base, task, name) = (
+            self.dir.clone(),
+            self.manifest.clone(),
+            self.task.clone(),
+            pod.to_string(),
+        );
+        let (result, part) = tokio::task::spawn_blocking(move || {
+            let mut part = SyncReport::default();
+            let result = apply(&tar[..], &dir, &base, &task, &name, &mut part);
+            (result, part)
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        result.map_err(|e| failed(e.to_string()))?;
+        report.updated.extend(part.updated);
+        report.unchanged += part.unchanged;
+        report.conflicts.extend(part.conflicts);
+        Ok(())
+    }
+}
+
+/// Runs `command` on `conn` with `input` then EOF on stdin; returns exit status, stdout and stderr.
+async fn run(
+    conn: &Connection,
+    command: &str,
+    input: &[u8],
+) -> std::result::Result<(u32, Vec<u8>, Vec<u8>), String> {
+    let mut channel = conn.open_session().await.map_err(|e| e.to_string())?;
+    channel
+        .exec(true, command)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !input.is_empty() {
+        channel.data(input).await.map_err(|e| e.to_string())?;
+    }
+    channel.eof().await.map_err(|e| e.to_string())?;
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    status
+        .map(|s| (s, out, err))
+        .ok_or_else(|| "the connection closed before the command ended".to_string())
+}
+
+/// `kb share fetch` in a worker pod: connect to the server with the key from `key_text`, pinning `host_public`,
+/// and unpack the task's tree into `into`, recording the manifest at `base`.
+pub async fn fetch(
+    server: &str,
+    host_public: &str,
+    key_text: &str,
+    into: &Path,
+    base: &Path,
+) -> std::io::Result<()> {
+    let key_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(key_file.path(), key_text)?;
+    let config = crate::ssh::ClientConfig {
+        identities: vec![key_file.path().to_owned()],
+        pinned_host_keys: vec![host_public.to_string()],
+        known_hosts: Vec::new(),
+    };
+    let login = crate::ssh::SshLogin::parse(server).map_err(std::io::Error::other)?;
+    let conn = Connection::connect(&login, &config)
+        .await
+        .map_err(|e| std::io::Error::other(crate::error::chain(&e)))?;
+    drop(key_file);
+    let channel = conn
+        .open_session()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // The server's key runs only `serve` for this task, whatever is asked.
+    channel
+        .exec(true, "serve")
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let stream = channel.into_stream();
+    let (into, base) = (into.to_owned(), base.to_owned());
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(stream));
+        super::pod::unpack(reader, &into, &base)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    conn.close().await;
+    unpacked.map(|_| ())
+}

@@ -1,0 +1,438 @@
+//! The share server's store: content-addressed blobs, one manifest per task, and the `authorized_keys` file that
+//! lets each task's pods (and nothing else) read that task's tree.
+//!
+//! Layout under the store directory:
+//!
+//! ```text
+//! blobs/<sha256>            file contents, written once, verified on the way in
+//! tasks/<task>/manifest.json
+//! authorized_keys           one `command="kb share serve --task T" KEY` line per task (kb's agent reads it)
+//! host_key, host_key.pub    the server's SSH host key, made on first start
+//! ```
+//!
+//! The operations are `kb share` subcommands run in the server's pod. Their stdin is self-delimiting (every list
+//! ends with `end`), so they never depend on the caller being able to half-close stdin.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::manifest::{Entry, Manifest, hash_reader, is_hash};
+
+/// Where `kb share` keeps its store in the server's pod.
+pub const DEFAULT_STORE: &str = "/var/lib/kb-share";
+/// The end marker of every list on the wire.
+pub const END: &str = "end";
+
+/// A store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn invalid(message: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message.into())
+}
+
+/// Task ids are kb's (lowercase letters and digits); anything else is refused before it names a path.
+pub fn check_task(task: &str) -> std::io::Result<()> {
+    if !task.is_empty()
+        && task.len() <= 63
+        && task
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(invalid(format!("`{task}` is not a task id")))
+    }
+}
+
+impl Store {
+    /// The store at `root`, created with its host key when missing.
+    pub fn open(root: &Path) -> std::io::Result<Store> {
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("tasks"))?;
+        std::fs::create_dir_all(root.join("tmp"))?;
+        let store = Store {
+            root: root.to_owned(),
+        };
+        if !store.authorized_keys().exists() {
+            std::fs::write(store.authorized_keys(), "")?;
+        }
+        if !root.join("host_key").exists() {
+            let seed: [u8; 32] = rand::random();
+            let key = russh::keys::PrivateKey::from(
+                russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed),
+            );
+            let private = key
+                .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                .map_err(std::io::Error::other)?;
+            let public = key
+                .public_key()
+                .to_openssh()
+                .map_err(std::io::Error::other)?;
+            write_atomic(
+                &root.join("host_key.pub"),
+                format!("{public}\n").as_bytes(),
+                0o644,
+            )?;
+            write_atomic(&root.join("host_key"), private.as_bytes(), 0o600)?;
+        }
+        Ok(store)
+    }
+
+    /// The `authorized_keys` file kb's agent reads.
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.root.join("authorized_keys")
+    }
+
+    fn blob(&self, hash: &str) -> PathBuf {
+        self.root.join("blobs").join(hash)
+    }
+
+    fn manifest_path(&self, task: &str) -> PathBuf {
+        self.root.join("tasks").join(task).join("manifest.json")
+    }
+
+    /// The server's public host key, an OpenSSH line.
+    pub fn host_public_key(&self) -> std::io::Result<String> {
+        Ok(std::fs::read_to_string(self.root.join("host_key.pub"))?
+            .trim()
+            .to_string())
+    }
+
+    /// `have`: reads hashes (one per line, then `end`) and writes those the store lacks, then `end`.
+    pub fn have(&self, input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
+        for line in input.lines() {
+            let line = line?;
+            let hash = line.trim();
+            if hash == END {
+                writeln!(output, "{END}")?;
+                return output.flush();
+            }
+            if !is_hash(hash) {
+                return Err(invalid(format!("`{hash}` is not a SHA-256")));
+            }
+            if !self.blob(hash).exists() {
+                writeln!(output, "{hash}")?;
+            }
+        }
+        Err(invalid("the list ended without `end`"))
+    }
+
+    /// `put`: reads `HASH LEN` lines each followed by LEN bytes, then `end`; stores each blob after checking its
+    /// hash. Writes `stored N BYTES`.
+    pub fn put(&self, mut input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
+        let (mut count, mut bytes) = (0u64, 0u64);
+        loop {
+            let mut header = String::new();
+            if input.read_line(&mut header)? == 0 {
+                return Err(invalid("the blobs ended without `end`"));
+            }
+            let header = header.trim();
+            if header == END {
+                break;
+            }
+            let (hash, len) = header
+                .split_once(' ')
+                .and_then(|(h, l)| Some((h, l.parse::<u64>().ok()?)))
+                .ok_or_else(|| invalid(format!("bad blob header `{header}`")))?;
+            if !is_hash(hash) {
+                return Err(invalid(format!("`{hash}` is not a SHA-256")));
+            }
+            let tmp = self
+                .root
+                .join("tmp")
+                .join(format!("{hash}.{:08x}", rand::random::<u32>()));
+            let result = (|| {
+                let mut file = std::fs::File::create(&tmp)?;
+                let mut limited = (&mut input).take(len);
+                let mut tee = TeeReader {
+                    inner: &mut limited,
+                    copy: &mut file,
+                };
+                let got = hash_reader(&mut tee)?;
+                if limited.limit() != 0 {
+                    return Err(invalid("the blob was cut short"));
+                }
+                if got != hash {
+                    return Err(invalid(format!("blob {hash} arrived with hash {got}")));
+                }
+                file.sync_data()?;
+                std::fs::rename(&tmp, self.blob(hash))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result?;
+            count += 1;
+            bytes += len;
+        }
+        writeln!(output, "stored {count} {bytes}")?;
+        output.flush()
+    }
+
+    /// `commit`: reads `LEN` and LEN bytes of manifest JSON; checks that every blob is there; records the manifest
+    /// and lets `key` (an OpenSSH public key line) read it through `serve_command`. Writes the host public key.
+    pub fn commit(
+        &self,
+        task: &str,
+        key: &str,
+        serve_command: &str,
+        mut input: impl BufRead,
+        mut output: impl Write,
+    ) -> std::io::Result<()> {
+        check_task(task)?;
+        russh::keys::PublicKey::from_openssh(key.trim())
+            .map_err(|e| invalid(format!("not a public key: {e}")))?;
+        let manifest = read_framed_manifest(&mut input)?;
+        let missing: BTreeSet<&String> = manifest
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::File { hash, .. } if !self.blob(hash).exists() => Some(hash),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(invalid(format!("{} blobs are missing", missing.len())));
+        }
+        let path = self.manifest_path(task);
+        std::fs::create_dir_all(path.parent().unwrap_or(&self.root))?;
+        write_atomic(&path, &serde_json::to_vec(&manifest)?, 0o600)?;
+        let line = format!(
+            "command=\"{}\" {}",
+            serve_command.replace('\\', "\\\\").replace('"', "\\\""),
+            key.trim()
+        );
+        self.edit_authorized_keys(|lines| {
+            lines.retain(|l| !l.contains(&task_marker(task)));
+            lines.push(format!("{line} {}", task_marker(task)));
+        })?;
+        writeln!(output, "{}", self.host_public_key()?)?;
+        output.flush()
+    }
+
+    /// `drop`: forgets a task's manifest and key (its blobs stay for the next run to reuse).
+    pub fn drop_task(&self, task: &str) -> std::io::Result<()> {
+        check_task(task)?;
+        self.edit_authorized_keys(|lines| lines.retain(|l| !l.contains(&task_marker(task))))?;
+        match std::fs::remove_dir_all(self.root.join("tasks").join(task)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// `serve`: writes the task's manifest (framed) and then its tree as a tar stream.
+    pub fn serve(&self, task: &str, mut output: impl Write) -> std::io::Result<()> {
+        check_task(task)?;
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(self.manifest_path(task))?)?;
+        write_framed_manifest(&manifest, &mut output)?;
+        let mut tar = tar::Builder::new(output);
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for (path, entry) in &manifest.entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(mtime);
+            match entry {
+                Entry::Dir { mode } => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(*mode);
+                    header.set_size(0);
+                    tar.append_data(&mut header, path, std::io::empty())?;
+                }
+                Entry::File { hash, size, mode } => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(*mode);
+                    header.set_size(*size);
+                    let blob = std::fs::File::open(self.blob(hash))?;
+                    tar.append_data(&mut header, path, blob)?;
+                }
+                Entry::Symlink { target } => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, path, target)?;
+                }
+            }
+        }
+        tar.into_inner()?.flush()
+    }
+
+    fn edit_authorized_keys(&self, edit: impl FnOnce(&mut Vec<String>)) -> std::io::Result<()> {
+        // One writer at a time: commits of concurrent tasks must not lose each other's lines.
+        let lock = std::fs::File::create(self.root.join("authorized_keys.lock"))?;
+        lock.lock()?;
+        let text = std::fs::read_to_string(self.authorized_keys()).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        edit(&mut lines);
+        let mut out = lines.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        write_atomic(&self.authorized_keys(), out.as_bytes(), 0o600)
+    }
+}
+
+fn task_marker(task: &str) -> String {
+    format!("kb-task={task}")
+}
+
+/// `LEN\n` then LEN bytes of JSON.
+pub fn write_framed_manifest(manifest: &Manifest, mut out: impl Write) -> std::io::Result<()> {
+    let json = serde_json::to_vec(manifest)?;
+    writeln!(out, "{}", json.len())?;
+    out.write_all(&json)
+}
+
+/// Reads what [`write_framed_manifest`] wrote.
+pub fn read_framed_manifest(mut input: impl BufRead) -> std::io::Result<Manifest> {
+    let mut header = String::new();
+    input.read_line(&mut header)?;
+    let len: u64 = header
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("bad manifest length `{}`", header.trim())))?;
+    let mut json = Vec::new();
+    input.take(len).read_to_end(&mut json)?;
+    if json.len() as u64 != len {
+        return Err(invalid("the manifest was cut short"));
+    }
+    Ok(serde_json::from_slice(&json)?)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{:08x}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies what it reads into `copy`.
+struct TeeReader<'a, R: Read, W: Write> {
+    inner: &'a mut R,
+    copy: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for TeeReader<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::share::manifest::{hash_reader, scan};
+
+    fn blob_frame(data: &[u8]) -> Vec<u8> {
+        let mut out = format!("{} {}\n", hash_reader(data).unwrap(), data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn have_put_commit_serve_round_trip() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        assert!(store.host_public_key().unwrap().starts_with("ssh-ed25519 "));
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "alpha\n").unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/b.txt"), "beta\n").unwrap();
+        std::os::unix::fs::symlink("a.txt", src.path().join("l")).unwrap();
+        let manifest = scan(src.path(), true).unwrap();
+        let hashes: Vec<String> = manifest.blobs().into_keys().collect();
+
+        let ask = format!("{}\nend\n", hashes.join("\n"));
+        let mut out = Vec::new();
+        store.have(ask.as_bytes(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), ask);
+
+        // A blob whose content does not match its name is refused.
+        let mut bad = format!("{} 3\n", "0".repeat(64)).into_bytes();
+        bad.extend_from_slice(b"abc");
+        bad.extend_from_slice(b"end\n");
+        assert!(store.put(&bad[..], Vec::new()).is_err());
+
+        let mut frames = blob_frame(b"alpha\n");
+        frames.extend(blob_frame(b"beta\n"));
+        frames.extend_from_slice(b"end\n");
+        let mut out = Vec::new();
+        store.put(&frames[..], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "stored 2 11\n");
+        let mut out = Vec::new();
+        store.have(ask.as_bytes(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "end\n");
+
+        let key = russh::keys::PrivateKey::from(
+            russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[1u8; 32]),
+        );
+        let key = key.public_key().to_openssh().unwrap();
+        let mut framed = Vec::new();
+        write_framed_manifest(&manifest, &mut framed).unwrap();
+        let mut out = Vec::new();
+        store
+            .commit(
+                "abc123",
+                &key,
+                "kb share serve --task abc123",
+                &framed[..],
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap().trim(),
+            store.host_public_key().unwrap()
+        );
+        let keys = std::fs::read_to_string(store.authorized_keys()).unwrap();
+        assert_eq!(keys.lines().count(), 1);
+        assert!(
+            keys.starts_with("command=\"kb share serve --task abc123\" ssh-ed25519 "),
+            "{keys}"
+        );
+        assert!(
+            store
+                .commit("../x", &key, "x", &framed[..], Vec::new())
+                .is_err()
+        );
+
+        let mut served = Vec::new();
+        store.serve("abc123", &mut served).unwrap();
+        let mut reader = std::io::BufReader::new(&served[..]);
+        assert_eq!(read_framed_manifest(&mut reader).unwrap(), manifest);
+        let dest = tempfile::tempdir().unwrap();
+        tar::Archive::new(reader).unpack(dest.path()).unwrap();
+        assert_eq!(scan(dest.path(), false).unwrap(), manifest);
+
+        store.drop_task("abc123").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.authorized_keys()).unwrap(),
+            ""
+        );
+        assert!(store.serve("abc123", Vec::new()).is_err());
+        store.drop_task("abc123").unwrap();
+    }
+}
