@@ -576,7 +576,14 @@ fn cluster_setup_prints_typed_manifests_for_the_namespace() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "Role", "RoleBinding"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "StatefulSet",
+            "Service"
+        ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "team-a");
     for doc in &docs[1..] {

@@ -1,0 +1,268 @@
+//! The eager share and syncback on the real local cluster (`tests/cluster/up`), through the share server that
+//! `kb cluster-setup` deploys: what the jobs see, what the second run moves, syncback and a conflict, and that no
+//! container of the namespace runs privileged or adds a capability.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
+use support::cluster::{TestNs, agent_image};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Deploys the share server of `kb cluster-setup` into the test's namespace and waits for it to be Ready.
+fn deploy_share_server(ns: &TestNs) {
+    let manifests = kb::k8s::manifests::build_all(&ns.name, &agent_image()).unwrap();
+    ns.rt.block_on(async {
+        for manifest in manifests {
+            match manifest {
+                kb::k8s::manifests::Manifest::StatefulSet(set) => {
+                    Api::<StatefulSet>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&PostParams::default(), &set)
+                        .await
+                        .unwrap();
+                }
+                kb::k8s::manifests::Manifest::Service(service) => {
+                    Api::<Service>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&PostParams::default(), &service)
+                        .await
+                        .unwrap();
+                }
+                // The namespace exists; the coordinator's RBAC is not needed with the admin's kubeconfig.
+                _ => {}
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let ready = pods
+                .get_opt("kb-share-0")
+                .await
+                .unwrap()
+                .and_then(|p| p.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "kb-share-0 not Ready in 180 s");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// A project: 200 files of 10 KiB, ignored files, and a file to edit.
+fn make_project(dir: &Path) {
+    for i in 0..200 {
+        let body = format!("{i:05}\n").repeat(10 * 1024 / 6);
+        std::fs::write(dir.join(format!("f{i:03}.txt")), body).unwrap();
+    }
+    std::fs::write(dir.join(".gitignore"), "ignored/\n*.tmp\n").unwrap();
+    std::fs::write(dir.join(".kbignore"), "secret.txt\n").unwrap();
+    std::fs::create_dir(dir.join("ignored")).unwrap();
+    std::fs::write(dir.join("ignored/big"), vec![b'x'; 100_000]).unwrap();
+    std::fs::write(dir.join("scratch.tmp"), "no").unwrap();
+    std::fs::write(dir.join("secret.txt"), "no").unwrap();
+    std::fs::write(dir.join("shared.txt"), "original\n").unwrap();
+}
+
+/// `kb: share: sent S of T bytes (P%), ...` → (S, T).
+fn sent(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("kb: share: sent "))
+        .unwrap_or_else(|| panic!("no share line in:\n{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].parse().unwrap(), words[5].parse().unwrap())
+}
+
+fn no_privileged_containers(ns: &TestNs) {
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let list = ns.rt.block_on(pods.list(&ListParams::default())).unwrap();
+    assert!(!list.items.is_empty());
+    for pod in list.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let spec = pod.spec.unwrap();
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            let security = c.security_context.clone().unwrap_or_default();
+            assert_ne!(
+                security.privileged,
+                Some(true),
+                "{name}/{} is privileged",
+                c.name
+            );
+            let added = security
+                .capabilities
+                .and_then(|c| c.add)
+                .unwrap_or_default();
+            assert!(
+                added.is_empty(),
+                "{name}/{} adds {added:?}, which no doc names",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn eager_share_moves_only_changes_and_syncback_keeps_conflicts() {
+    let ns = TestNs::new();
+    deploy_share_server(&ns);
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    make_project(dir);
+
+    // Run 1: everything not ignored goes up once; every job sees the files and none of the ignored ones.
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel", "--pods", "2", "--share", "eager", "--",
+                "sha256sum f{}.txt | cut -c1-16; ls ignored scratch.tmp secret.txt 2>/dev/null | wc -l",
+                ":::", "000", "100", "199",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (sent1, total) = sent(&stderr);
+    let expected_total: u64 = (0..200)
+        .map(|i| format!("{i:05}\n").repeat(10 * 1024 / 6).len() as u64)
+        .sum::<u64>()
+        + "ignored/\n*.tmp\n".len() as u64
+        + "secret.txt\n".len() as u64
+        + "original\n".len() as u64;
+    assert_eq!(total, expected_total, "{stderr}");
+    assert_eq!(sent1, total, "a fresh server gets everything: {stderr}");
+    let mut local = Vec::new();
+    for i in ["000", "100", "199"] {
+        let sum = Command::new("sha256sum")
+            .arg(dir.join(format!("f{i}.txt")))
+            .output()
+            .unwrap();
+        local.push(text(&sum.stdout)[..16].to_string());
+        local.push("0".to_string());
+    }
+    let remote: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(remote, local, "{stderr}");
+
+    // Run 2, nothing changed: under 1% of the tree moves.
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel", "--pods", "1", "--share", "eager", "--", "true", ":::", "1",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (sent2, total2) = sent(&stderr);
+    println!("second run: sent {sent2} of {total2} bytes");
+    assert!(sent2 * 100 < total2, "{stderr}");
+    assert_eq!(sent2, 0, "{stderr}");
+
+    // Run 3, one file changed: only it moves.
+    std::fs::write(dir.join("f007.txt"), "changed\n").unwrap();
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--share",
+                "eager",
+                "--",
+                "cat f007.txt",
+                ":::",
+                "1",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "changed\n", "{stderr}");
+    assert_eq!(sent(&stderr).0, "changed\n".len() as u64, "{stderr}");
+
+    // Syncback: outputs come back; a file edited here while a job also edits it is a conflict, both kept.
+    let mut child = ns
+        .kb(
+            dir,
+            &[
+                "parallel", "--pods", "2", "--share", "syncback", "--",
+                "echo result {} > out-{}.txt; if [ {} = b ]; then sleep 8; echo from-the-job > shared.txt; fi",
+                ":::", "a", "b",
+            ],
+        )
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    // Once the upload is done (the share line), edit the file locally, while the job sleeps.
+    for line in stderr_lines.by_ref() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with("kb: share: sent ") {
+            std::fs::write(dir.join("shared.txt"), "edited-here\n").unwrap();
+            break;
+        }
+    }
+    for line in stderr_lines {
+        stderr.push_str(&line.unwrap());
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out-a.txt")).unwrap(),
+        "result a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out-b.txt")).unwrap(),
+        "result b\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("shared.txt")).unwrap(),
+        "edited-here\n"
+    );
+    let aside: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("shared.txt.kb-conflict-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&aside[0])).unwrap(),
+        "from-the-job\n"
+    );
+    assert!(
+        stderr.contains("kb: conflict: `shared.txt` changed here and in a pod"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kb: syncback: 2 files updated"), "{stderr}");
+    // Nothing local was deleted.
+    assert!(dir.join("ignored/big").exists() && dir.join("secret.txt").exists());
+
+    no_privileged_containers(&ns);
+    ns.assert_clean();
+}
