@@ -204,11 +204,16 @@ impl PodTask {
                     "kb: note: the lazy share is not in this version yet; uploading the directory (eager)"
                 );
             }
+            let started = std::time::Instant::now();
             match crate::share::client::upload(&task.kube, address, &task.workdir, &task.spec.id)
                 .await
             {
                 Ok(share) => {
-                    eprintln!("kb: share: {}", share.stats);
+                    eprintln!(
+                        "kb: share: {} in {:.2} s",
+                        share.stats,
+                        started.elapsed().as_secs_f64()
+                    );
                     task.share = PodShare::Server(Arc::new(share));
                 }
                 Err(err) => {
