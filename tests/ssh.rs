@@ -848,3 +848,19 @@ fn kb_agent_startup_errors_say_what_to_fix() {
         "{stderr}"
     );
 }
+
+/// `--authorized-keys` with OpenSSH's `command="..."`: the key runs that command whatever it asks, with the request
+/// in `SSH_ORIGINAL_COMMAND` (the share server holds each task's pod key to serving that task). The file is read at
+/// every login: a key removed from it cannot log in again.
+#[tokio::test]
+async fn a_forced_command_holds_a_key_to_one_command() {
+    let (server, file) = Agent::start_forced("echo \"forced:$SSH_ORIGINAL_COMMAND\"");
+    let conn = connect(&server).await;
+    let run = run(&conn, "cat /etc/passwd").await;
+    assert_eq!(run.stdout, "forced:cat /etc/passwd\n", "{run:?}");
+    assert!(matches!(run.exit, Ok(JobExit::Code(0))), "{run:?}");
+    conn.close().await;
+    std::fs::write(&file, "").unwrap();
+    let refused = Connection::connect(&login(&server), &config(&server)).await;
+    assert!(refused.is_err(), "a removed key still logs in");
+}

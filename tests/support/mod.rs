@@ -122,6 +122,31 @@ impl Agent {
     /// Starts `kb agent --listen 127.0.0.1:0 ... --print-address` with fresh keys.
     pub fn start() -> SshServer {
         let keys = Keys::new();
+        let authorized = keys.client_key.with_extension("pub");
+        Agent::start_with(keys, &["--authorized-key".as_ref(), authorized.as_os_str()])
+    }
+
+    /// Starts kb's agent with `--authorized-keys FILE` (read at every login), FILE holding the client's key held to
+    /// `command` (OpenSSH's `command="..."`). Returns the server and FILE.
+    pub fn start_forced(command: &str) -> (SshServer, PathBuf) {
+        let keys = Keys::new();
+        let file = keys.dir.path().join("authorized_keys.forced");
+        let public =
+            std::fs::read_to_string(keys.client_key.with_extension("pub")).expect("client .pub");
+        std::fs::write(
+            &file,
+            format!(
+                "command=\"{}\" {}",
+                command.replace('"', "\\\""),
+                public.trim()
+            ),
+        )
+        .expect("write authorized_keys");
+        let server = Agent::start_with(keys, &["--authorized-keys".as_ref(), file.as_os_str()]);
+        (server, file)
+    }
+
+    fn start_with(keys: Keys, auth: &[&std::ffi::OsStr]) -> SshServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
             // As in a container's entrypoint: no login variables. The agent supplies them as sshd does.
             .env_remove("SHELL")
@@ -132,8 +157,7 @@ impl Agent {
             .arg("127.0.0.1:0")
             .arg("--host-key")
             .arg(&keys.host_key)
-            .arg("--authorized-key")
-            .arg(keys.client_key.with_extension("pub"))
+            .args(auth)
             .arg("--print-address")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
