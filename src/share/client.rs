@@ -31,6 +31,8 @@ pub const SERVER_POD: &str = "kb-share-0";
 pub const SERVER_SERVICE: &str = "kb-share";
 /// The port of the share server's SSH service.
 pub const SERVER_PORT: u16 = 2222;
+/// How long kb waits for a share server that exists but is not Ready yet.
+const SERVER_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 /// kb in the share server's image.
 pub const SERVER_KB: &str = "/usr/local/bin/kb";
 /// kb in a worker pod (copied in by the init container).
@@ -155,18 +157,37 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
         .and_then(|s| s.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None")
         .ok_or_else(|| failed("be found", "its Service has no cluster IP".into()))?;
+    // Just deployed or restarting: worth a short wait, said once.
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
-    let ready = pods
-        .get_opt(SERVER_POD)
-        .await
-        .map_err(|e| failed("be found", crate::error::chain(&e)))?
-        .and_then(|p| p.status)
-        .and_then(|s| s.conditions)
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    if !ready {
-        return Err(failed("be used", format!("pod {SERVER_POD} is not Ready")));
+    let deadline = std::time::Instant::now() + SERVER_READY_WAIT;
+    let mut said = false;
+    loop {
+        let ready = pods
+            .get_opt(SERVER_POD)
+            .await
+            .map_err(|e| failed("be found", crate::error::chain(&e)))?
+            .and_then(|p| p.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            return Ok(Some(format!("{ip}:{SERVER_PORT}")));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(failed(
+                "be used",
+                format!(
+                    "pod {SERVER_POD} is not Ready after {} s (see `kubectl -n {} describe pod {SERVER_POD}`)",
+                    SERVER_READY_WAIT.as_secs(),
+                    kube.namespace
+                ),
+            ));
+        }
+        if !said {
+            eprintln!("kb: waiting for the share server (pod {SERVER_POD}) to be Ready");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    Ok(Some(format!("{ip}:{SERVER_PORT}")))
 }
 
 /// Uploads `dir` for `task` to the server at `address` and commits it; returns the share.
