@@ -74,7 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Share {
-    /// Files are fetched from the laptop when a job reads them.
+    /// Files are fetched from the laptop when a job reads them (not in this version yet: uploaded as eager).
     Lazy,
     /// The directory is uploaded before the run.
     Eager,

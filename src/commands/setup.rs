@@ -225,8 +225,8 @@ fn ask_all(
 fn ask_share(default: Share) -> Result<Share> {
     eprintln!(
         "How should the pods see this directory?\n  \
-         lazy      files are read from this machine when a job opens them: nothing to upload, this machine must stay \
-         connected\n  \
+         lazy      files are read from this machine when a job opens them (not in this version yet: uploads as \
+         eager does)\n  \
          eager     the directory is uploaded before each run (only what changed): jobs read at cluster speed\n  \
          syncback  eager, and files the jobs write come back here after the run\n  \
          none      jobs see only the image"
