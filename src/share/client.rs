@@ -340,7 +340,11 @@ async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> 
         .exec(SERVER_POD, command, &params)
         .await
         .map_err(|e| failed(crate::error::chain(&e)))?;
-    let mut stdin = process.stdin().ok_or_else(|| failed("no stdin".into()))?;
+    // Buffered: the exec stream sends each write as a message of its own.
+    let mut stdin = tokio::io::BufWriter::with_capacity(
+        256 * 1024,
+        process.stdin().ok_or_else(|| failed("no stdin".into()))?,
+    );
     let mut stdout = process.stdout().ok_or_else(|| failed("no stdout".into()))?;
     let mut stderr = process.stderr().ok_or_else(|| failed("no stderr".into()))?;
     let status = process.take_status();
