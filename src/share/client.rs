@@ -193,6 +193,7 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
 /// Uploads `dir` for `task` to the server at `address` and commits it; returns the share.
 pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<ServerShare> {
     let root = dir.to_owned();
+    let clock = std::time::Instant::now();
     let manifest = tokio::task::spawn_blocking(move || scan(&root, true))
         .await
         .map_err(|e| Error::Io {
@@ -204,6 +205,11 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             source,
         })?;
     let blobs = manifest.blobs();
+    tracing::debug!(
+        "share: scanned {} entries in {:?}",
+        manifest.entries.len(),
+        clock.elapsed()
+    );
     let mut stats = UploadStats {
         files: manifest
             .entries
@@ -234,6 +240,11 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         .take_while(|l| *l != END)
         .map(str::to_string)
         .collect();
+    tracing::debug!(
+        "share: {} contents missing, at {:?}",
+        missing.len(),
+        clock.elapsed()
+    );
 
     // Send each missing content once, from the first file that has it.
     if !missing.is_empty() {
@@ -253,7 +264,11 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             sources.push((hash.clone(), size, file));
         }
         let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
-        tracing::debug!("share server: {}", String::from_utf8_lossy(&reply).trim());
+        tracing::debug!(
+            "share server: {}, at {:?}",
+            String::from_utf8_lossy(&reply).trim(),
+            clock.elapsed()
+        );
     }
 
     // Commit the manifest with a fresh key for the task's pods.
@@ -299,6 +314,39 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         stats,
         joined: Mutex::new(Vec::new()),
     })
+}
+
+/// Writes `HASH LEN\n` + content for each blob, handing over batches of about 1 MiB to `send`.
+fn frame_blobs(
+    blobs: &[(String, u64, PathBuf)],
+    mut send: impl FnMut(Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    const BATCH: usize = 1 << 20;
+    let mut batch = Vec::with_capacity(BATCH + 64 * 1024);
+    for (hash, size, path) in blobs {
+        batch.extend_from_slice(format!("{hash} {size}\n").as_bytes());
+        let start = batch.len();
+        std::fs::File::open(path)?
+            .take(*size)
+            .read_to_end(&mut batch)?;
+        if (batch.len() - start) as u64 != *size {
+            return Err(std::io::Error::other(format!(
+                "`{}` changed while it was sent",
+                path.display()
+            )));
+        }
+        if batch.len() >= BATCH {
+            send(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(BATCH + 64 * 1024),
+            ))?;
+        }
+    }
+    if !batch.is_empty() {
+        send(batch)?;
+    }
+    Ok(())
 }
 
 /// Forgets the task on the server (its contents stay for later runs). Best effort.
@@ -352,20 +400,20 @@ async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> 
         match input {
             Input::Bytes(bytes) => stdin.write_all(&bytes).await?,
             Input::Blobs(blobs) => {
-                for (hash, size, path) in blobs {
-                    stdin
-                        .write_all(format!("{hash} {size}\n").as_bytes())
-                        .await?;
-                    let file = tokio::fs::File::open(&path).await?;
-                    let copied = tokio::io::copy(&mut file.take(size), &mut stdin).await?;
-                    if copied != size {
-                        return Err(std::io::Error::other(format!(
-                            "`{}` changed while it was sent",
-                            path.display()
-                        )));
-                    }
+                // Files are read on a thread of their own into large batches: one async file operation per small
+                // file would cost more than sending it.
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+                std::thread::spawn(move || {
+                    let sent = frame_blobs(&blobs, |batch| {
+                        tx.blocking_send(Ok(batch))
+                            .map_err(|_| std::io::Error::other("upload stopped"))
+                    });
+                    let last = sent.map(|()| format!("{END}\n").into_bytes());
+                    let _ = tx.blocking_send(last);
+                });
+                while let Some(batch) = rx.recv().await {
+                    stdin.write_all(&batch?).await?;
                 }
-                stdin.write_all(format!("{END}\n").as_bytes()).await?;
             }
         }
         stdin.flush().await?;
