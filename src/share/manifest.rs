@@ -77,9 +77,14 @@ impl Manifest {
 }
 
 /// SHA-256 of everything `reader` yields, in lowercase hex.
-pub fn hash_reader(mut reader: impl Read) -> std::io::Result<String> {
+pub fn hash_reader(reader: impl Read) -> std::io::Result<String> {
+    hash_reader_sized(reader, 256 * 1024)
+}
+
+/// [`hash_reader`] with a read buffer of `buffer` bytes (small files need no large, zeroed buffer each).
+fn hash_reader_sized(mut reader: impl Read, buffer: usize) -> std::io::Result<String> {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; buffer.clamp(4096, 256 * 1024)];
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
@@ -92,7 +97,14 @@ pub fn hash_reader(mut reader: impl Read) -> std::io::Result<String> {
 
 /// SHA-256 of a file.
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    hash_reader(std::fs::File::open(path)?)
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    hash_reader_sized(
+        file,
+        usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    )
 }
 
 /// True when `hash` looks like a SHA-256 in lowercase hex (it names a file in the store, so this is checked).

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::manifest::{Entry, Manifest, hash_reader, is_hash};
+use super::manifest::{Entry, Manifest, is_hash};
 
 /// Where `kb share` keeps its store in the server's pod.
 pub const DEFAULT_STORE: &str = "/var/lib/kb-share";
@@ -125,6 +125,8 @@ impl Store {
     /// hash. Writes `stored N BYTES`.
     pub fn put(&self, mut input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
         let (mut count, mut bytes) = (0u64, 0u64);
+        // One buffer for every blob: most are small, and a fresh large buffer each would cost more than they do.
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let mut header = String::new();
             if input.read_line(&mut header)? == 0 {
@@ -147,15 +149,19 @@ impl Store {
                 .join(format!("{hash}.{:08x}", rand::random::<u32>()));
             let result = (|| {
                 let mut file = std::fs::File::create(&tmp)?;
-                let mut limited = (&mut input).take(len);
-                let mut tee = TeeReader {
-                    inner: &mut limited,
-                    copy: &mut file,
-                };
-                let got = hash_reader(&mut tee)?;
-                if limited.limit() != 0 {
-                    return Err(invalid("the blob was cut short"));
+                let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut left = len;
+                while left > 0 {
+                    let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+                    let n = input.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(invalid("the blob was cut short"));
+                    }
+                    context.update(&buf[..n]);
+                    file.write_all(&buf[..n])?;
+                    left -= n as u64;
                 }
+                let got = data_encoding::HEXLOWER.encode(context.finish().as_ref());
                 if got != hash {
                     return Err(invalid(format!("blob {hash} arrived with hash {got}")));
                 }
@@ -327,20 +333,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-/// Copies what it reads into `copy`.
-struct TeeReader<'a, R: Read, W: Write> {
-    inner: &'a mut R,
-    copy: &'a mut W,
-}
-
-impl<R: Read, W: Write> Read for TeeReader<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
