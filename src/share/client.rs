@@ -379,11 +379,14 @@ async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> 
     let mut command = vec![SERVER_KB, "share"];
     command.extend_from_slice(args);
     command.extend_from_slice(&["--store", DEFAULT_STORE]);
+    // kube's default of 1 KiB per exec message makes 40,000 messages of 40 MB.
     let params = AttachParams::default()
         .container("server")
         .stdin(true)
         .stdout(true)
-        .stderr(true);
+        .stderr(true)
+        .max_stdin_buf_size(256 * 1024)
+        .max_stdout_buf_size(256 * 1024);
     let mut process = pods
         .exec(SERVER_POD, command, &params)
         .await
