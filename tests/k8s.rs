@@ -865,3 +865,119 @@ fn pods_of_a_dead_client_end_themselves_after_the_orphan_timeout() {
     assert!(finish.status.success(), "{}", text(&finish.stderr));
     ns.assert_clean();
 }
+
+/// The Job of the task whose id `kb status` shows first, once it exists.
+fn wait_for_job(ns: &TestNs, secs: u64) -> Job {
+    let jobs: Api<Job> = Api::namespaced(ns.client.clone(), &ns.name);
+    let lp = ListParams::default().labels(MANAGED);
+    let start = Instant::now();
+    loop {
+        let list = ns.rt.block_on(jobs.list(&lp)).unwrap();
+        if let Some(job) = list.items.into_iter().next() {
+            return job;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "no Job within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The agent's command line in the Job's main container.
+fn agent_command(job: &Job) -> String {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.containers[0].command.as_ref().unwrap().join(" ")
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_task_announces_its_limits_and_its_job_enforces_them() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Defaults: a 10 min orphan timeout and a 24 h max runtime, printed with the task id and how to change them.
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--",
+                "sleep 4; echo {}",
+                ":::",
+                "a",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for_job(&ns, 60);
+    let id = job.metadata.labels.as_ref().unwrap()["kb.dev/task-id"].clone();
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(86400)
+    );
+    assert!(
+        agent_command(&job).contains("--orphan-timeout 600 "),
+        "{}",
+        agent_command(&job)
+    );
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\n");
+    let line = format!(
+        "kb: task {id} in namespace `{}`: its pods end 10m after this client is gone, and after 24h in any case \
+         (change with --orphan-timeout, --max-runtime)",
+        ns.name
+    );
+    assert!(
+        text(&out.stderr).lines().any(|l| l == line),
+        "wanted `{line}` in:\n{}",
+        text(&out.stderr)
+    );
+    ns.assert_clean();
+    // Flags win over the defaults, and `off` leaves the agents without an orphan timeout.
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--orphan-timeout",
+                "off",
+                "--max-runtime",
+                "1h30m",
+                "--",
+                "sleep 4; echo {}",
+                ":::",
+                "b",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for_job(&ns, 60);
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(5400)
+    );
+    assert!(
+        !agent_command(&job).contains("--orphan-timeout"),
+        "{}",
+        agent_command(&job)
+    );
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "its pods do not end when this client is gone, and after 1h30m in any case (change with"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    ns.assert_clean();
+}

@@ -33,6 +33,11 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         None => None,
     };
     let timeout = opts.timeout.as_deref().map(parse_timeout).transpose()?;
+    // Project defaults for the lifetime come in as the fallback once the project config exists.
+    let lifetime = opts
+        .pods
+        .shape
+        .lifetime(crate::k8s::LifetimeFallback::default())?;
     let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
         (Some(path), true) => Some(crate::joblog::read_resume(
             path.trim_start_matches('+'),
@@ -87,14 +92,14 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
     let task = match opts.pods.pods {
-        Some(_) => Some(create_pod_task(&opts, &mut signals).await?),
+        Some(_) => Some(create_pod_task(&opts, lifetime, &mut signals).await?),
         None => None,
     };
     if let Some(task) = &task {
         workers.push(task.worker_source());
         let progress = task.progress();
         run.observer = Some(Box::new(move |done, total| progress.set(done, total)));
-        eprintln!("kb: task {} in namespace `{}`", task.id(), task.namespace());
+        eprintln!("{}", task.announcement());
     }
     let result = sched::run(run, inputs, workers, signals).await;
     if let Some(task) = task {
@@ -112,13 +117,14 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 /// Creates the pods' task; an interrupt during creation lets it complete, then removes it.
 async fn create_pod_task(
     opts: &ParallelOpts,
+    lifetime: crate::k8s::Lifetime,
     signals: &mut crate::signal::SignalHandler,
 ) -> Result<crate::k8s::PodTask> {
     let command_line = opts.command.join(" ");
     // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
     let mut pods = opts.pods.clone();
     pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
-    let create = crate::k8s::PodTask::create(&pods, &command_line);
+    let create = crate::k8s::PodTask::create(&pods, &command_line, lifetime);
     tokio::pin!(create);
     let mut interrupted = false;
     let task = loop {

@@ -63,6 +63,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `--orphan-timeout` or `--max-runtime` value that is not a duration.
+    #[error("invalid {flag} `{value}`: {reason}")]
+    BadDuration {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The request does not fit on any node.
     #[error("no node can hold a pod asking for {asked}: the largest node `{node}` offers {offers}")]
     TooBig {
@@ -201,6 +211,13 @@ impl Error {
             Error::BadQuantity { .. } => {
                 "write memory as `512Mi`, `4Gi`, `1G` or a number of bytes"
             }
+            Error::BadDuration {
+                flag: "--orphan-timeout",
+                ..
+            } => {
+                "write a duration with a unit (`90s`, `10m`, `2h`), or `off` to keep the pods when the client is gone"
+            }
+            Error::BadDuration { .. } => "write a duration with a unit (`90s`, `10m`, `2h`, `3d`)",
             Error::TooBig { .. } => {
                 "ask for less with `--cpu`/`--mem`, or use more pods that are smaller"
             }

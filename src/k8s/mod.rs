@@ -7,6 +7,7 @@ pub mod client;
 pub mod error;
 pub mod heartbeat;
 pub mod keys;
+pub mod lifetime;
 pub mod manifests;
 pub mod pod_state;
 pub mod progress;
@@ -22,4 +23,5 @@ pub mod worker;
 
 pub use client::{Kube, Target};
 pub use error::{Error, Result};
+pub use lifetime::{Lifetime, LifetimeFallback};
 pub use task::{PodTask, TaskRequest, finish_task};

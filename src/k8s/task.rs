@@ -14,6 +14,7 @@ use super::client::{self, Kube, RUN_RIGHTS, Target, classify};
 use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::keys::{TaskKeys, build_task_keys};
+use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
     TaskSpec, build_job, build_lease, build_secret, label_value, task_selector,
@@ -31,8 +32,6 @@ pub const DEFAULT_IMAGE: &str = "debian:bookworm";
 pub const DEFAULT_CPU: &str = "100m";
 /// The memory each pod asks for when `--mem` is not given (no limit then).
 pub const DEFAULT_MEM: &str = "128Mi";
-/// The hard bound on a task's life when `--max-runtime` is not given.
-pub const DEFAULT_MAX_RUNTIME: Duration = Duration::from_secs(24 * 3600);
 /// How long to wait for the first pod; `KB_START_TIMEOUT` (seconds) changes it.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -51,6 +50,8 @@ pub struct TaskRequest<'a> {
     pub kind: &'static str,
     /// The command line, for `kb status`.
     pub command: &'a str,
+    /// `--orphan-timeout` and `--max-runtime`, resolved.
+    pub lifetime: Lifetime,
 }
 
 /// A task whose Job exists in the cluster. Call [`PodTask::finish`] to remove it.
@@ -64,11 +65,12 @@ pub struct PodTask {
     archive: Arc<DirArchive>,
     progress: ProgressHandle,
     heartbeat: Option<Heartbeat>,
+    lifetime: Lifetime,
 }
 
 impl PodTask {
     /// Creates the task of `kb parallel --pods N`: checks first, then creates the Job and the Secret.
-    pub async fn create(opts: &PodOpts, command_line: &str) -> Result<PodTask> {
+    pub async fn create(opts: &PodOpts, command_line: &str, lifetime: Lifetime) -> Result<PodTask> {
         let request = TaskRequest {
             target: opts.target(),
             shape: &opts.shape,
@@ -76,6 +78,7 @@ impl PodTask {
             slots: opts.procs_per_pod,
             kind: "parallel",
             command: command_line,
+            lifetime,
         };
         Self::create_with(request).await
     }
@@ -119,8 +122,10 @@ impl PodTask {
             cpu: shape.cpu,
             mem: shape.mem,
             mem_limit: shape.mem_limit,
-            max_runtime_secs: Some(i64::try_from(shape.max_runtime.as_secs()).unwrap_or(i64::MAX)),
-            orphan_timeout_secs: shape.orphan_timeout.map(|d| d.as_secs().max(1)),
+            max_runtime_secs: Some(
+                i64::try_from(request.lifetime.max_runtime.as_secs().max(1)).unwrap_or(i64::MAX),
+            ),
+            orphan_timeout_secs: request.lifetime.orphan_timeout.map(|d| d.as_secs().max(1)),
             total_jobs: None,
         };
         let key_dir = write_client_key(&spec.id, &keys)?;
@@ -149,6 +154,7 @@ impl PodTask {
             archive,
             progress,
             heartbeat,
+            lifetime: request.lifetime,
         };
         match task.apply(&keys).await {
             Ok(job) => task.start_heartbeat(&job).await,
@@ -215,6 +221,11 @@ impl PodTask {
     /// The namespace of the task.
     pub fn namespace(&self) -> &str {
         &self.kube.namespace
+    }
+
+    /// The line to print when the task starts: its id, its limits and how to change them.
+    pub fn announcement(&self) -> String {
+        self.lifetime.announce(&self.spec.id, &self.kube.namespace)
     }
 
     /// Job slots per pod.
@@ -300,7 +311,7 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     Ok(found > 0)
 }
 
-/// `--cpu`, `--mem`, images and `--max-runtime`, checked and with defaults filled in.
+/// `--cpu`, `--mem` and images, checked and with defaults filled in.
 struct Shape {
     cpu: String,
     cpu_cores: f64,
@@ -309,31 +320,11 @@ struct Shape {
     mem_limit: bool,
     image: String,
     agent_image: String,
-    max_runtime: Duration,
-    orphan_timeout: Option<Duration>,
 }
 
 fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
     let cpu = opts.cpu.clone().unwrap_or_else(|| DEFAULT_CPU.into());
     let mem = opts.mem.clone().unwrap_or_else(|| DEFAULT_MEM.into());
-    let max_runtime = match &opts.max_runtime {
-        Some(text) => humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
-            what: "duration",
-            value: text.to_string(),
-            reason: e.to_string(),
-        })?,
-        None => DEFAULT_MAX_RUNTIME,
-    };
-    let orphan_timeout = match &opts.orphan_timeout {
-        Some(text) => Some(
-            humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
-                what: "duration",
-                value: text.to_string(),
-                reason: e.to_string(),
-            })?,
-        ),
-        None => None,
-    };
     Ok(Shape {
         cpu_cores: quantity::parse("cpu", &cpu)?,
         mem_bytes: quantity::parse("memory", &mem)?,
@@ -342,8 +333,6 @@ fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
         mem_limit: opts.mem.is_some(),
         image: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
         agent_image: opts.agent_image.clone().unwrap_or_else(default_agent_image),
-        max_runtime,
-        orphan_timeout,
     })
 }
 
@@ -454,7 +443,6 @@ mod tests {
             (shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit),
             ("100m", "128Mi", false)
         );
-        assert_eq!(shape.max_runtime, DEFAULT_MAX_RUNTIME);
         let bad = PodShapeOpts {
             mem: Some("1x".into()),
             ..Default::default()
@@ -462,12 +450,10 @@ mod tests {
         assert!(check_shape(&bad).is_err());
         let given = PodShapeOpts {
             mem: Some("1Gi".into()),
-            max_runtime: Some("90s".into()),
             ..Default::default()
         };
         let shape = check_shape(&given).unwrap();
         assert!(shape.mem_limit);
-        assert_eq!(shape.max_runtime, Duration::from_secs(90));
     }
 
     #[test]
