@@ -981,3 +981,155 @@ fn a_task_announces_its_limits_and_its_job_enforces_them() {
     );
     ns.assert_clean();
 }
+
+/// `kb status -o json` rows, as JSON values.
+fn status_rows(ns: &TestNs, dir: &Path) -> Vec<serde_json::Value> {
+    let out = ns.kb(dir, &["status", "-o", "json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kb status failed: {}",
+        text(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `kb status` shows `count` tasks whose every pod is ready; returns their ids.
+fn wait_running(ns: &TestNs, dir: &Path, count: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(ns, dir);
+        let running: Vec<String> = rows
+            .iter()
+            .filter(|r| r["status"] == "RUNNING")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        if running.len() == count {
+            return running;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never {count} running tasks: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Three tasks; each client's first line on stderr names its task.
+    let spawn = |input: &str| {
+        let mut child = ns
+            .kb(
+                dir.path(),
+                &[
+                    "parallel", "--pods", "1", "--", "sleep", "600", ":::", input,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        // Keep reading, so the client never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let id = line
+            .strip_prefix("kb: task ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no task id in `{line}`"))
+            .to_string();
+        (child, id)
+    };
+    let (mut alive, live) = spawn("3");
+    let mut doomed = vec![spawn("1"), spawn("2")];
+    let ids: Vec<String> = doomed.iter().map(|(_, id)| id.clone()).collect();
+    wait_running(&ns, dir.path(), 3);
+    // Two clients die without cleaning up; their tasks' heartbeats go stale. The third lives throughout.
+    for (client, _) in &mut doomed {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(client.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        client.wait().unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(&ns, dir.path());
+        let orphaned = rows.iter().filter(|r| r["status"] == "ORPHANED").count();
+        if orphaned == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never 2 ORPHANED: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let finish = ns
+        .kb(dir.path(), &["finish", "--orphaned"])
+        .output()
+        .unwrap();
+    let stderr = text(&finish.stderr);
+    assert!(finish.status.success(), "{stderr}");
+    for id in &ids {
+        assert!(
+            stderr.contains(&format!("kb: finished task `{id}` (ORPHANED, age ")),
+            "{id} not reported removed:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "kb: finished 2 orphaned tasks in namespace `{}`",
+            ns.name
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&live),
+        "the live task was touched:\n{stderr}"
+    );
+    // Only the live task is left, and it still runs.
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(&ns, dir.path());
+        let left: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        if left == [live.as_str()] {
+            assert_eq!(rows[0]["status"], "RUNNING", "{rows:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "orphans not gone: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        alive.try_wait().unwrap().is_none(),
+        "the live client must still run"
+    );
+    let again = ns
+        .kb(dir.path(), &["finish", "--orphaned"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("no orphaned task from this machine"),
+        "{}",
+        text(&again.stderr)
+    );
+    // The live client ends on Ctrl-C and removes its own task.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(alive.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = alive.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    ns.assert_clean();
+}

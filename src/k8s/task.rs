@@ -17,7 +17,7 @@ use super::keys::{TaskKeys, build_task_keys};
 use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
-    TaskSpec, build_job, build_lease, build_secret, label_value, task_selector,
+    TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
 };
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
@@ -275,16 +275,30 @@ impl PodTask {
 /// Deletes the Job, Secret, Lease and pods labelled with task `id`; returns whether there was a task (a Job or a
 /// Secret) to delete.
 pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
-    let list = ListParams::default().labels(&task_selector(id));
+    let found = finish_tasks(kube, &[id.to_string()]).await?;
+    Ok(found.iter().any(|f| f == id))
+}
+
+/// Deletes the Jobs, Secrets, Leases and pods of every task in `ids` in one go (one delete-collection call per
+/// kind, whatever the number of tasks); returns the ids that had a task (a Job or a Secret) to delete.
+pub async fn finish_tasks(kube: &Kube, ids: &[String]) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ListParams::default().labels(&tasks_selector(ids));
     // Background: the Job goes at once (so it makes no new pods) and the garbage collector takes what it owns.
     let delete = DeleteParams::background();
     let ns = &kube.namespace;
-    let what = |kind: &str| format!("delete the {kind} of task `{id}` in namespace `{ns}`");
+    let which = match ids {
+        [one] => format!("task `{one}`"),
+        many => format!("{} tasks", many.len()),
+    };
+    let what = |kind: &str| format!("delete the {kind} of {which} in namespace `{ns}`");
     let jobs: Api<Job> = Api::namespaced(kube.client.clone(), ns);
     let deleted_jobs = jobs
         .delete_collection(&delete, &list)
         .await
-        .map_err(|e| classify(kube, &what("job"), e))?;
+        .map_err(|e| classify(kube, &what("jobs"), e))?;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
     let deleted_secrets = secrets
         .delete_collection(&delete, &list)
@@ -299,16 +313,28 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), ns);
     if let Err(err) = leases.delete_collection(&delete, &list).await {
         tracing::debug!(
-            "cannot delete the lease of task `{id}`: {}",
+            "cannot delete the leases of {which}: {}",
             crate::error::chain(&err)
         );
     }
     // Pods that are already stopping are listed again by a second `finish`; the Job and the Secret go at once, so
     // they alone say whether there was a task to finish.
-    let count = |left: Option<usize>| left.unwrap_or(0);
-    let found = count(deleted_jobs.left().map(|l| l.items.len()))
-        + count(deleted_secrets.left().map(|l| l.items.len()));
-    Ok(found > 0)
+    let task_of = |meta: &kube::api::ObjectMeta| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(super::resources::TASK_ID))
+            .cloned()
+    };
+    let mut found: Vec<String> = Vec::new();
+    if let Some(list) = deleted_jobs.left() {
+        found.extend(list.items.iter().filter_map(|j| task_of(&j.metadata)));
+    }
+    if let Some(list) = deleted_secrets.left() {
+        found.extend(list.items.iter().filter_map(|s| task_of(&s.metadata)));
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
 /// `--cpu`, `--mem` and images, checked and with defaults filled in.
