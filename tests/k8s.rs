@@ -1133,3 +1133,68 @@ fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
     assert_eq!(status.code(), Some(130));
     ns.assert_clean();
 }
+
+#[test]
+#[ignore = "needs cluster"]
+fn max_runtime_stops_a_live_client_s_task_and_says_so() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let joblog = dir.path().join("run.log");
+    let joblog_arg = joblog.display().to_string();
+    let start = Instant::now();
+    let out = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "2",
+                "--procs-per-pod",
+                "3",
+                "--max-runtime",
+                "20s",
+                "--joblog",
+                &joblog_arg,
+                "--",
+                "sleep 90; echo {}",
+                ":::",
+                "1",
+                "2",
+                "3",
+                "4",
+            ],
+        )
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = text(&out.stderr);
+    // Kubernetes ended the task at its deadline, long before the jobs would have ended, and kb said why.
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        took >= Duration::from_secs(18) && took < Duration::from_secs(80),
+        "took {took:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "reached its max runtime of 20s (--max-runtime): Kubernetes stopped its pods"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kb: error: task ") && stderr.contains("; 0 jobs done, 4 did not finish"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: give the task more time (`--max-runtime`)"),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "", "no job ran to its end");
+    // The jobs that were cut off are in the joblog with Exitval -1, so --resume-failed runs them again.
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let cut: Vec<&str> = log.lines().skip(1).collect();
+    assert!(!cut.is_empty(), "no attempt logged:\n{log}");
+    for line in &cut {
+        assert_eq!(line.split('\t').nth(6), Some("-1"), "{log}");
+    }
+    ns.assert_clean();
+}

@@ -89,6 +89,31 @@ impl Lifetime {
     }
 }
 
+/// Why a task's Job stopped its pods for good, if it did: its `--max-runtime` passed (the Job's deadline), or the
+/// Job failed for another reason (an orphaned agent, too many crashed pods). Read from the Job's `FailureTarget` or
+/// `Failed` condition, whichever comes first.
+pub fn build_stop_reason(
+    job: &k8s_openapi::api::batch::v1::Job,
+    id: &str,
+    max_runtime: Duration,
+) -> Option<String> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    let failed = conditions
+        .iter()
+        .find(|c| (c.type_ == "FailureTarget" || c.type_ == "Failed") && c.status == "True")?;
+    Some(match failed.reason.as_deref() {
+        Some("DeadlineExceeded") => format!(
+            "task {id} reached its max runtime of {} (--max-runtime): Kubernetes stopped its pods",
+            show_duration(max_runtime)
+        ),
+        reason => format!(
+            "task {id} failed in Kubernetes ({}: {}): its pods are stopped",
+            reason.unwrap_or("no reason given"),
+            failed.message.as_deref().unwrap_or("no message")
+        ),
+    })
+}
+
 fn is_off(text: &str) -> bool {
     matches!(text.trim(), "off" | "none" | "never")
 }
@@ -180,6 +205,39 @@ mod tests {
             line,
             "kb: task abc in namespace `kb`: its pods end 10m after this client is gone, and after 24h in any \
              case (change with --orphan-timeout, --max-runtime)"
+        );
+    }
+
+    #[test]
+    fn a_job_past_its_deadline_says_max_runtime() {
+        let job = |conditions: serde_json::Value| -> k8s_openapi::api::batch::v1::Job {
+            serde_json::from_value(serde_json::json!({"status": {"conditions": conditions}}))
+                .unwrap()
+        };
+        let running = job(serde_json::json!([]));
+        assert_eq!(
+            build_stop_reason(&running, "abc", Duration::from_secs(20)),
+            None
+        );
+        let deadline = job(
+            serde_json::json!([{"type": "FailureTarget", "status": "True",
+            "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]),
+        );
+        assert_eq!(
+            build_stop_reason(&deadline, "abc", Duration::from_secs(20)).unwrap(),
+            "task abc reached its max runtime of 20s (--max-runtime): Kubernetes stopped its pods"
+        );
+        let orphaned = job(serde_json::json!([{"type": "Failed", "status": "True",
+            "reason": "PodFailurePolicy", "message": "Container main for pod x failed with exit code 75"}]));
+        let reason = build_stop_reason(&orphaned, "abc", Duration::from_secs(20)).unwrap();
+        assert!(
+            reason.contains("(PodFailurePolicy: Container main"),
+            "{reason}"
+        );
+        let not_yet = job(serde_json::json!([{"type": "Failed", "status": "False"}]));
+        assert_eq!(
+            build_stop_reason(&not_yet, "abc", Duration::from_secs(20)),
+            None
         );
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::lifetime::{build_stop_reason, show_duration};
 use super::pod_state::observe;
 use super::progress::PodProgress;
 use super::resources::task_selector;
@@ -44,7 +46,13 @@ pub struct PodSource {
     pub start_timeout: Duration,
     /// What each pod asks for, for messages (`100m cpu, 128Mi memory`).
     pub request: String,
+    /// The task's `--max-runtime`: the Job's deadline, and (with a margin) the source's own backstop.
+    pub max_runtime: Duration,
 }
+
+/// How long after `--max-runtime` the source stops the run itself, if the Job's deadline was never seen (the API
+/// server unreachable at the time, say).
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// A pod's name, how long joining it took, and the worker or why not.
 type Joining = (String, Duration, super::Result<PodWorker>);
@@ -69,6 +77,14 @@ impl PodSource {
             Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
         let config = watcher::Config::default().labels(&task_selector(&self.task_id));
         let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
+        // The Job says when Kubernetes stopped the task for good (its deadline, `--max-runtime`).
+        let jobs: Api<Job> =
+            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        let job_config =
+            watcher::Config::default().fields(&format!("metadata.name=kb-{}", self.task_id));
+        let mut job_stream = pin!(watcher::watcher(jobs, job_config).default_backoff());
+        let backstop = tokio::time::sleep(self.max_runtime + BACKSTOP_MARGIN);
+        let mut backstop = pin!(backstop);
         let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());
         let mut joining: JoinSet<Joining> = JoinSet::new();
         let progress = PodProgress::new(self.pods);
@@ -85,6 +101,27 @@ impl PodSource {
                     let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
                     break;
                 }
+                () = &mut backstop => {
+                    let reason = format!(
+                        "task {} passed its max runtime of {} (--max-runtime)",
+                        self.task_id, show_duration(self.max_runtime));
+                    let _ = events.send(WorkerEvent::Stopped { reason }).await;
+                    break;
+                }
+                Some(item) = job_stream.next() => match item {
+                    Ok(Event::Apply(job) | Event::InitApply(job)) => {
+                        if let Some(reason) = build_stop_reason(&job, &self.task_id, self.max_runtime) {
+                            let _ = events.send(WorkerEvent::Stopped { reason }).await;
+                            break;
+                        }
+                        Vec::new()
+                    }
+                    Ok(_) => Vec::new(),
+                    Err(err) => {
+                        tracing::warn!("watching the job of {task}: {}", crate::error::chain(&err));
+                        Vec::new()
+                    }
+                },
                 Some(joined) = joining.join_next() => match joined {
                     Ok((name, took, Ok(worker))) => {
                         tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");

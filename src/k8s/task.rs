@@ -259,6 +259,7 @@ impl PodTask {
             archive: Some(self.archive.clone()),
             start_timeout: start_timeout(),
             request: format!("{} cpu, {} memory", self.spec.cpu, self.spec.mem),
+            max_runtime: self.lifetime.max_runtime,
         })
     }
 
