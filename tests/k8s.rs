@@ -153,6 +153,11 @@ impl TestNs {
 
     /// Waits up to a minute for every object labelled managed-by=kb to be gone (pods take a few seconds to stop).
     fn assert_clean(&self) {
+        self.assert_clean_within(60);
+    }
+
+    /// Waits up to `secs` for every object labelled managed-by=kb to be gone.
+    fn assert_clean_within(&self, secs: u64) {
         let start = Instant::now();
         loop {
             let left = self.leftovers();
@@ -160,8 +165,8 @@ impl TestNs {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "left behind in {}: {left:?}",
+                start.elapsed() < Duration::from_secs(secs),
+                "left behind in {} after {secs} s: {left:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_secs(1));
@@ -1197,4 +1202,175 @@ fn max_runtime_stops_a_live_client_s_task_and_says_so() {
         assert_eq!(line.split('\t').nth(6), Some("-1"), "{log}");
     }
     ns.assert_clean();
+}
+
+/// Waits for `child` up to `secs`, then kills it and fails with what it printed.
+fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} did not end within {secs} s; stderr:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_run_survives_a_restart_of_the_api_server() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let joblog = dir.path().join("run.log");
+    let joblog_arg = joblog.display().to_string();
+    let mut args = vec![
+        "parallel",
+        "--pods",
+        "2",
+        "--joblog",
+        &joblog_arg,
+        "--",
+        "sleep 2; echo {}",
+        ":::",
+    ];
+    let inputs: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    let errors = dir.path().join("stderr.txt");
+    let client = ns
+        .kb(dir.path(), &args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let client_stderr = || std::fs::read_to_string(&errors).unwrap_or_default();
+    // Once both pods run jobs, stop the API server for 8 s: every port-forward (and so every SSH connection) dies.
+    let start = Instant::now();
+    while status_rows(&ns, dir.path())
+        .first()
+        .is_none_or(|r| r["status"] != "RUNNING")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the task never ran; kb said:\n{}",
+            client_stderr()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let restart = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/restart-apiserver"
+    ))
+    .arg("8")
+    .output()
+    .unwrap();
+    assert!(
+        restart.status.success(),
+        "restart-apiserver failed: {}",
+        text(&restart.stderr)
+    );
+    let out = wait_or_kill(client, 240, "kb parallel");
+    let stderr = client_stderr();
+    assert!(out.status.success(), "{stderr}");
+    // kb reconnected to its pods through the new API server, and every job ran to its end exactly once.
+    assert!(stderr.contains("rejoined the run"), "{stderr}");
+    let mut got: Vec<u32> = text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, (1..=20).collect::<Vec<u32>>(), "{stderr}");
+    // Jobs cut off by the restart are in the joblog twice: Exitval -1, then 0.
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let exitvals: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(6))
+        .collect();
+    assert_eq!(exitvals.iter().filter(|v| **v == "0").count(), 20, "{log}");
+    assert!(exitvals.iter().all(|v| *v == "0" || *v == "-1"), "{log}");
+    // kb deleted everything; after a restart of the API server the controller-manager can take a minute or more
+    // to resync and drop the Job's finalizers from the deleted pods.
+    ns.assert_clean_within(180);
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_run_stops_with_a_clear_error_when_the_api_server_stays_away() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--",
+                "sleep 60; echo {}",
+                ":::",
+                "1",
+                "2",
+            ],
+        )
+        .env("KB_API_RETRY", "10")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(&ns, dir.path(), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let id = status_rows(&ns, dir.path())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The API server stays away longer than kb waits for it (KB_API_RETRY=10).
+    let restart = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/restart-apiserver"
+    ))
+    .arg("30")
+    .output()
+    .unwrap();
+    assert!(
+        restart.status.success(),
+        "restart-apiserver failed: {}",
+        text(&restart.stderr)
+    );
+    let out = wait_or_kill(client, 120, "kb parallel");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("does not answer; retrying (up to 10 s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "kb: error: lost the Kubernetes API server at `https://127.0.0.1:6443/`: kb could not reconnect to \
+             the pods of task {id} for 10 s; 0 jobs done, 1 did not finish"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("could not remove task {id}; run `kb finish {id}`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: check that the cluster is up"),
+        "{stderr}"
+    );
+    // kb could not remove the task with no API server and said how to; once it is back, `kb finish` does.
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    assert!(
+        text(&finish.stderr).contains(&format!("finished task `{id}`")),
+        "{}",
+        text(&finish.stderr)
+    );
+    ns.assert_clean_within(180);
 }

@@ -46,7 +46,7 @@ pub async fn await_ready_pod(
             let name = pod.metadata.name.clone().unwrap_or_default();
             for action in tracker.on_pod(&name, observe(&pod)) {
                 match action {
-                    Action::Connect(name) => return Ok(name),
+                    Action::Connect(name) | Action::Reconnect(name) => return Ok(name),
                     Action::Report { name, reason } => tracing::info!("pod `{name}`: {reason}"),
                 }
             }

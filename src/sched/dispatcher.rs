@@ -73,8 +73,8 @@ pub struct Dispatcher {
     sources_open: usize,
     lost: Vec<String>,
     broken_pipe: bool,
-    /// Why a limit stopped the workers for good, once one did.
-    stopped: Option<String>,
+    /// Why a limit stopped the workers for good, and what to do, once one did.
+    stopped: Option<(String, String)>,
 }
 
 impl Dispatcher {
@@ -174,10 +174,11 @@ impl Dispatcher {
         let _ = self.spec.printer.flush();
         self.spec.progress.finish();
         result?;
-        if let Some(reason) = self.stopped.take() {
+        if let Some((reason, hint)) = self.stopped.take() {
             let done = self.tally.succeeded + self.tally.failed;
             return Err(Error::Stopped {
                 reason,
+                hint,
                 done,
                 unfinished: self.next_seq.saturating_sub(done),
                 input_left: self.input_open,
@@ -284,13 +285,13 @@ impl Dispatcher {
                 eprintln!("kb: warning: cannot use `{name}`, going on without it: {reason}");
                 self.lost.push(format!("{name}: {reason}"));
             }
-            Some(WorkerEvent::Stopped { reason }) => {
+            Some(WorkerEvent::Stopped { reason, hint }) => {
                 if self.stopped.is_none() {
                     match self.running.len() {
                         0 => eprintln!("kb: {reason}: starting no more jobs"),
                         n => eprintln!("kb: {reason}: starting no more jobs, stopping {n} running"),
                     }
-                    self.stopped = Some(reason);
+                    self.stopped = Some((reason, hint));
                     self.kill_all();
                 }
             }

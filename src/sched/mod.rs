@@ -27,11 +27,13 @@ pub enum Error {
         /// Why each worker was lost.
         reasons: Vec<String>,
     },
-    /// A limit stopped the workers for good (a task's `--max-runtime`).
+    /// A limit stopped the workers for good (a task's `--max-runtime`, an API server that did not come back).
     #[error("{reason}; {}", stopped_summary(*.done, *.unfinished, *.input_left))]
     Stopped {
         /// What stopped them.
         reason: String,
+        /// What to do about it.
+        hint: String,
         /// Jobs that ended (succeeded or failed).
         done: u64,
         /// Jobs read but not finished.
@@ -52,11 +54,10 @@ impl Error {
                 Some("check that the hosts or pods can be reached, then run again (with --joblog and --resume, \
                       only the jobs that did not run)".into())
             }
-            Error::Stopped { .. } => Some(
-                "give the task more time (`--max-runtime`); with `--joblog FILE`, running again with \
-                 `--joblog FILE --resume-failed` does only the jobs that did not finish"
-                    .into(),
-            ),
+            Error::Stopped { hint, .. } => Some(format!(
+                "{hint}; with `--joblog FILE`, running again with `--joblog FILE --resume-failed` does only the \
+                 jobs that did not finish"
+            )),
             Error::Input(_) => None,
         }
     }
