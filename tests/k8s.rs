@@ -706,6 +706,12 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
     .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "least-privilege\n");
+    // The Role lets the client renew its heartbeat (a merge patch of the Lease).
+    assert!(
+        !text(&run.stderr).contains("cannot renew the heartbeat"),
+        "{}",
+        text(&run.stderr)
+    );
     let status = as_sa(&["status", "-o", "yaml"]).output().unwrap();
     assert!(status.status.success(), "{}", text(&status.stderr));
     ns.assert_clean();
