@@ -1380,3 +1380,116 @@ fn a_run_stops_with_a_clear_error_when_the_api_server_stays_away() {
     );
     ns.assert_clean_within(180);
 }
+
+/// Applies what `kb cluster-setup` makes for the test namespace (ServiceAccount, Role, RoleBinding).
+fn apply_cluster_setup(ns: &TestNs) {
+    let pp = PostParams::default();
+    for manifest in build_for_namespace(&ns.name).unwrap() {
+        let created = match manifest {
+            Manifest::ServiceAccount(sa) => ns
+                .rt
+                .block_on(
+                    Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name).create(&pp, &sa),
+                )
+                .map(|_| ()),
+            Manifest::Role(role) => ns
+                .rt
+                .block_on(Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&pp, &role))
+                .map(|_| ()),
+            Manifest::RoleBinding(binding) => ns
+                .rt
+                .block_on(
+                    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&pp, &binding),
+                )
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        created.unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn an_async_run_goes_on_without_its_client_and_kb_logs_returns_its_status() {
+    let ns = TestNs::new();
+    apply_cluster_setup(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), "from-the-laptop\n").unwrap();
+    let start = Instant::now();
+    let out = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "2",
+                "--async",
+                "--",
+                "sleep 3; test {} != b && echo out-{} $(cat data.txt)",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The client returns once the task is handed over, before any job could have ended.
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let id = text(&out.stdout).trim().to_string();
+    assert!(
+        stderr.contains(&format!("kb: task {id} runs on its own (--async)")),
+        "{stderr}"
+    );
+    // With the client gone, the run goes on; `kb logs -f` follows it and exits with GNU parallel's status (1 failed).
+    let logs = ns
+        .kb(dir.path(), &["logs", &id, "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = wait_or_kill(logs, 240, "kb logs -f");
+    let output = text(&logs.stdout);
+    assert_eq!(
+        logs.status.code(),
+        Some(1),
+        "{output}\n{}",
+        text(&logs.stderr)
+    );
+    assert!(output.contains("out-a from-the-laptop\n"), "{output}");
+    assert!(output.contains("out-c from-the-laptop\n"), "{output}");
+    assert!(!output.contains("out-b"), "{output}");
+    // `kb status` shows the recorded status; the worker pods are gone, the coordinator's log is kept.
+    let rows = status_rows(&ns, dir.path());
+    assert_eq!(rows[0]["status"], "EXITED(1)", "{rows:?}");
+    assert_eq!(rows[0]["exit_status"], 1, "{rows:?}");
+    let start = Instant::now();
+    loop {
+        let pods: Vec<String> = ns
+            .leftovers()
+            .into_iter()
+            .filter(|n| n.starts_with("pod/") && !n.ends_with("-coordinator"))
+            .collect();
+        if pods.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker pods still run after the end: {pods:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let again = ns.kb(dir.path(), &["logs", &id]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("out-c from-the-laptop"));
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    ns.assert_clean();
+}

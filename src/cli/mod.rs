@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cluster_setup;
 pub mod finish;
+pub mod logs;
 pub mod parallel;
 pub mod pods;
 pub mod shell;
@@ -50,6 +51,11 @@ pub enum Command {
     Status(status::StatusOpts),
     /// Stop and remove tasks and everything they own (running it twice is not an error).
     Finish(finish::FinishOpts),
+    /// The output of an `--async` task (`-f` follows it); exits with the task's exit status once it has one.
+    Logs(logs::LogsOpts),
+    /// The coordinator of an `--async` task, inside the cluster (started by kb, not by hand).
+    #[command(hide = true)]
+    Coordinate,
 }
 
 impl Command {
@@ -62,6 +68,8 @@ impl Command {
             Command::Shell(_) => "shell",
             Command::Status(_) => "status",
             Command::Finish(_) => "finish",
+            Command::Logs(_) => "logs",
+            Command::Coordinate => "coordinate",
         }
     }
 }

@@ -2,7 +2,10 @@
 
 pub mod agent;
 pub mod cluster_setup;
+pub mod coordinate;
 pub mod finish;
+pub mod handover;
+pub mod logs;
 pub mod parallel;
 pub mod shell;
 pub mod status;
@@ -19,5 +22,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Shell(opts) => shell::exec(opts).await,
         Command::Status(opts) => status::exec(opts).await,
         Command::Finish(opts) => finish::exec(opts).await,
+        Command::Logs(opts) => logs::exec(opts).await,
+        Command::Coordinate => coordinate::exec().await,
     }
 }

@@ -19,6 +19,14 @@ use crate::worker::ssh::SshSource;
 
 /// Runs `kb parallel`.
 pub async fn exec(opts: ParallelOpts) -> Result<u8> {
+    exec_with(opts, None).await
+}
+
+/// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
+pub async fn exec_with(opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
+    if opts.r#async && !opts.dry_run {
+        return super::handover::exec(opts).await;
+    }
     let (words, sources) = crate::input::split_command(&opts.command);
     let spec = input_spec(&opts, sources);
     // With no command, each input line is a command, as in GNU parallel.
@@ -92,6 +100,15 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
     let task = match opts.pods.pods {
+        Some(_) if let Some(id) = &attach => Some(
+            crate::k8s::PodTask::attach(
+                &opts.pods.target(),
+                id,
+                lifetime,
+                opts.pods.procs_per_pod.or(opts.jobs).unwrap_or(1),
+            )
+            .await?,
+        ),
         Some(_) => Some(create_pod_task(&opts, lifetime, &mut signals).await?),
         None => None,
     };
@@ -143,7 +160,7 @@ async fn create_pod_task(
     Ok(task)
 }
 
-fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
+pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
     InputSpec::from_opts(
         &opts.arg_files,
         sources,

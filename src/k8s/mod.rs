@@ -4,6 +4,7 @@
 //! It knows nothing of queues or output: pods are announced to the scheduler as [`crate::worker::Worker`]s.
 
 pub mod client;
+pub mod coordinator;
 pub mod error;
 pub mod heartbeat;
 pub mod keys;

@@ -82,7 +82,8 @@ impl PodSource {
     async fn run(self: Box<Self>, events: &mpsc::Sender<WorkerEvent>, cancel: CancellationToken) {
         let pods: Api<Pod> =
             Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
-        let config = watcher::Config::default().labels(&task_selector(&self.task_id));
+        let config =
+            watcher::Config::default().labels(&super::coordinator::worker_selector(&self.task_id));
         let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
         // The Job says when Kubernetes stopped the task for good (its deadline, `--max-runtime`).
         let jobs: Api<Job> =

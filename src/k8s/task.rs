@@ -66,6 +66,10 @@ pub struct PodTask {
     progress: ProgressHandle,
     heartbeat: Option<Heartbeat>,
     lifetime: Lifetime,
+    /// The Job, once created (the owner of what `--async` adds).
+    job: Option<Job>,
+    /// Run by a coordinator that attached to a task the client created: `finish` leaves the task in place.
+    attached: bool,
 }
 
 impl PodTask {
@@ -81,6 +85,68 @@ impl PodTask {
             lifetime,
         };
         Self::create_with(request).await
+    }
+
+    /// Attaches to task `id`, which a client created and handed over (`kb coordinate`, inside the cluster): reads
+    /// its Job, takes the keys and the working directory from the run Secret, and renews its heartbeat.
+    pub async fn attach(
+        target: &Target,
+        id: &str,
+        lifetime: Lifetime,
+        slots: usize,
+    ) -> Result<PodTask> {
+        use super::coordinator::{ARCHIVE, CLIENT_KEY, HOST_PUBLIC, RUN_DIR};
+        let kube = client::connect(target, &[]).await?;
+        let jobs: Api<Job> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let name = format!("kb-{id}");
+        let job = jobs
+            .get(&name)
+            .await
+            .map_err(|e| classify(&kube, &format!("read job `{name}`"), e))?;
+        let spec = spec_from_job(&job, id, lifetime);
+        let read = |file: &str| {
+            let path = PathBuf::from(RUN_DIR).join(file);
+            std::fs::read(&path).map_err(|source| Error::Io {
+                action: format!("read `{}`", path.display()),
+                source,
+            })
+        };
+        let host_public = String::from_utf8_lossy(&read(HOST_PUBLIC)?)
+            .trim()
+            .to_string();
+        let archive = DirArchive {
+            dir: PathBuf::from(&spec.pwd),
+            tar: read(ARCHIVE)?.into(),
+        };
+        let ssh = crate::ssh::ClientConfig {
+            identities: vec![PathBuf::from(RUN_DIR).join(CLIENT_KEY)],
+            pinned_host_keys: vec![host_public],
+            ..Default::default()
+        };
+        let access = AgentAccess {
+            kube: kube.clone(),
+            ssh,
+        };
+        let progress = ProgressHandle::default();
+        let heartbeat = Some(Heartbeat::start(
+            kube.clone(),
+            spec.name(),
+            progress.clone(),
+        ));
+        Ok(PodTask {
+            kube,
+            workdir: PathBuf::from(&spec.pwd),
+            spec,
+            slots: slots.max(1),
+            access,
+            key_dir: PathBuf::new(),
+            archive: Arc::new(archive),
+            progress,
+            heartbeat,
+            lifetime,
+            job: Some(job),
+            attached: true,
+        })
     }
 
     /// Creates a task; nothing is left in the cluster when it fails.
@@ -155,9 +221,14 @@ impl PodTask {
             progress,
             heartbeat,
             lifetime: request.lifetime,
+            job: None,
+            attached: false,
         };
         match task.apply(&keys).await {
-            Ok(job) => task.start_heartbeat(&job).await,
+            Ok(job) => {
+                task.start_heartbeat(&job).await;
+                task.job = Some(job);
+            }
             Err(err) => {
                 let _ = task.finish().await;
                 return Err(err);
@@ -263,14 +334,83 @@ impl PodTask {
         })
     }
 
-    /// Deletes everything the task created (by label; running it again is harmless).
+    /// Deletes everything the task created (by label; running it again is harmless). A coordinator that attached
+    /// to the task only stops its heartbeat: the task stays for `kb logs` and `kb finish`.
     pub async fn finish(mut self) -> Result<()> {
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.stop().await;
         }
+        if self.attached {
+            return Ok(());
+        }
         let _ = std::fs::remove_dir_all(&self.key_dir);
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
     }
+}
+
+/// `--async`: hands the run over to a coordinator pod (the run Secret, then the pod, both owned by the Job), then
+/// lets go of the task without deleting it: the coordinator renews the heartbeat from now on.
+pub async fn hand_over(
+    mut task: PodTask,
+    mut handover: super::coordinator::Handover,
+) -> Result<String> {
+    use super::coordinator::{HANDOVER_LIMIT, build_coordinator_pod, build_run_secret};
+    let id = task.spec.id.clone();
+    let key_file = task.key_dir.join("id_ed25519");
+    handover.client_key = std::fs::read_to_string(&key_file).map_err(|source| Error::Io {
+        action: format!("read `{}`", key_file.display()),
+        source,
+    })?;
+    handover.host_public = task.access.ssh.pinned_host_keys.join("\n");
+    handover.archive = task.archive.tar.to_vec();
+    let handover = &handover;
+    let result = async {
+        if handover.size() > HANDOVER_LIMIT {
+            return Err(Error::HandoverTooLarge {
+                size: handover.size(),
+                limit: HANDOVER_LIMIT,
+            });
+        }
+        let job = task.job.as_ref().ok_or_else(|| Error::Io {
+            action: "hand the run over: the task has no Job; this is a bug".into(),
+            source: std::io::Error::other("no job"),
+        })?;
+        let ns = &task.kube.namespace;
+        let secrets: Api<Secret> = Api::namespaced(task.kube.client.clone(), ns);
+        let secret = build_run_secret(&task.spec, job, handover);
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(|e| {
+                classify(
+                    &task.kube,
+                    &format!("create the run secret of task `{id}`"),
+                    e,
+                )
+            })?;
+        let pods: Api<Pod> = Api::namespaced(task.kube.client.clone(), ns);
+        let pod = build_coordinator_pod(&task.spec, job, ns);
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| {
+                classify(
+                    &task.kube,
+                    &format!("create the coordinator pod of task `{id}`"),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        let _ = task.finish().await;
+        return Err(err);
+    }
+    if let Some(heartbeat) = task.heartbeat.take() {
+        heartbeat.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&task.key_dir);
+    Ok(id)
 }
 
 /// Deletes the Job, Secret, Lease and pods labelled with task `id`; returns whether there was a task (a Job or a
@@ -336,6 +476,49 @@ pub async fn finish_tasks(kube: &Kube, ids: &[String]) -> Result<Vec<String>> {
     found.sort();
     found.dedup();
     Ok(found)
+}
+
+/// What a coordinator needs to know of the task it attached to, read back from its Job.
+fn spec_from_job(job: &Job, id: &str, lifetime: Lifetime) -> TaskSpec {
+    let annotation = |key: &str| {
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let spec = job.spec.as_ref();
+    let pod = spec.and_then(|s| s.template.spec.as_ref());
+    let main = pod.and_then(|p| p.containers.first());
+    let request = |key: &str| {
+        main.and_then(|c| c.resources.as_ref()?.requests.as_ref()?.get(key))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
+    TaskSpec {
+        id: id.to_string(),
+        origin: job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::resources::ORIGIN))
+            .cloned()
+            .unwrap_or_default(),
+        pwd: annotation(super::resources::PWD),
+        command: annotation(super::resources::COMMAND),
+        created: annotation(super::resources::CREATED),
+        kind: "parallel",
+        image: main.and_then(|c| c.image.clone()).unwrap_or_default(),
+        agent_image: String::new(),
+        pods: spec.and_then(|s| s.parallelism).unwrap_or(1),
+        cpu: request("cpu"),
+        mem: request("memory"),
+        mem_limit: false,
+        max_runtime_secs: spec.and_then(|s| s.active_deadline_seconds),
+        orphan_timeout_secs: lifetime.orphan_timeout.map(|d| d.as_secs()),
+        total_jobs: None,
+    }
 }
 
 /// `--cpu`, `--mem` and images, checked and with defaults filled in.
