@@ -1470,6 +1470,7 @@ fn an_async_run_goes_on_without_its_client_and_kb_logs_returns_its_status() {
     let rows = status_rows(&ns, dir.path());
     assert_eq!(rows[0]["status"], "EXITED(1)", "{rows:?}");
     assert_eq!(rows[0]["exit_status"], 1, "{rows:?}");
+    assert_eq!(rows[0]["progress"], "3/3", "{rows:?}");
     let start = Instant::now();
     loop {
         let pods: Vec<String> = ns

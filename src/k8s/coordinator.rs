@@ -140,7 +140,9 @@ pub fn build_coordinator_pod(spec: &TaskSpec, job: &Job, namespace: &str) -> Pod
             service_account_name: Some(SERVICE_ACCOUNT.into()),
             automount_service_account_token: Some(true),
             enable_service_links: Some(false),
-            active_deadline_seconds: spec.max_runtime_secs,
+            // A minute more than the Job: when the Job's deadline stops the workers, the coordinator still records
+            // the run's end.
+            active_deadline_seconds: spec.max_runtime_secs.map(|s| s.saturating_add(60)),
             termination_grace_period_seconds: Some(15),
             volumes: Some(vec![Volume {
                 name: "kb-run".into(),
@@ -227,7 +229,7 @@ mod tests {
         assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
-        assert_eq!(spec.active_deadline_seconds, Some(60));
+        assert_eq!(spec.active_deadline_seconds, Some(120));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let main = &spec.containers[0];
         assert_eq!(
