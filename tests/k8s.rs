@@ -153,6 +153,11 @@ impl TestNs {
 
     /// Waits up to a minute for every object labelled managed-by=kb to be gone (pods take a few seconds to stop).
     fn assert_clean(&self) {
+        self.assert_clean_within(60);
+    }
+
+    /// Waits up to `secs` for every object labelled managed-by=kb to be gone.
+    fn assert_clean_within(&self, secs: u64) {
         let start = Instant::now();
         loop {
             let left = self.leftovers();
@@ -160,8 +165,8 @@ impl TestNs {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "left behind in {}: {left:?}",
+                start.elapsed() < Duration::from_secs(secs),
+                "left behind in {} after {secs} s: {left:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_secs(1));
@@ -708,6 +713,12 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
     .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "least-privilege\n");
+    // The Role lets the client renew its heartbeat (a merge patch of the Lease).
+    assert!(
+        !text(&run.stderr).contains("cannot renew the heartbeat"),
+        "{}",
+        text(&run.stderr)
+    );
     let status = as_sa(&["status", "-o", "yaml"]).output().unwrap();
     assert!(status.status.success(), "{}", text(&status.stderr));
     ns.assert_clean();
@@ -868,6 +879,624 @@ fn pods_of_a_dead_client_end_themselves_after_the_orphan_timeout() {
         Vec::<String>::new(),
         "the Job must not replace pods that ended as orphans"
     );
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    ns.assert_clean();
+}
+
+/// The Job of the task whose id `kb status` shows first, once it exists.
+fn wait_for_job(ns: &TestNs, secs: u64) -> Job {
+    let jobs: Api<Job> = Api::namespaced(ns.client.clone(), &ns.name);
+    let lp = ListParams::default().labels(MANAGED);
+    let start = Instant::now();
+    loop {
+        let list = ns.rt.block_on(jobs.list(&lp)).unwrap();
+        if let Some(job) = list.items.into_iter().next() {
+            return job;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "no Job within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The agent's command line in the Job's main container.
+fn agent_command(job: &Job) -> String {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.containers[0].command.as_ref().unwrap().join(" ")
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_task_announces_its_limits_and_its_job_enforces_them() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Defaults: a 10 min orphan timeout and a 24 h max runtime, printed with the task id and how to change them.
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--",
+                "sleep 4; echo {}",
+                ":::",
+                "a",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for_job(&ns, 60);
+    let id = job.metadata.labels.as_ref().unwrap()["kb.dev/task-id"].clone();
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(86400)
+    );
+    assert!(
+        agent_command(&job).contains("--orphan-timeout 600 "),
+        "{}",
+        agent_command(&job)
+    );
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\n");
+    let line = format!(
+        "kb: task {id} in namespace `{}`: its pods end 10m after this client is gone, and after 24h in any case \
+         (change with --orphan-timeout, --max-runtime)",
+        ns.name
+    );
+    assert!(
+        text(&out.stderr).lines().any(|l| l == line),
+        "wanted `{line}` in:\n{}",
+        text(&out.stderr)
+    );
+    ns.assert_clean();
+    // Flags win over the defaults, and `off` leaves the agents without an orphan timeout.
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--orphan-timeout",
+                "off",
+                "--max-runtime",
+                "1h30m",
+                "--",
+                "sleep 4; echo {}",
+                ":::",
+                "b",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for_job(&ns, 60);
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(5400)
+    );
+    assert!(
+        !agent_command(&job).contains("--orphan-timeout"),
+        "{}",
+        agent_command(&job)
+    );
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "its pods do not end when this client is gone, and after 1h30m in any case (change with"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    ns.assert_clean();
+}
+
+/// `kb status -o json` rows, as JSON values.
+fn status_rows(ns: &TestNs, dir: &Path) -> Vec<serde_json::Value> {
+    let out = ns.kb(dir, &["status", "-o", "json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kb status failed: {}",
+        text(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `kb status` shows `count` tasks whose every pod is ready; returns their ids.
+fn wait_running(ns: &TestNs, dir: &Path, count: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(ns, dir);
+        let running: Vec<String> = rows
+            .iter()
+            .filter(|r| r["status"] == "RUNNING")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        if running.len() == count {
+            return running;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never {count} running tasks: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Three tasks; each client's first line on stderr names its task.
+    let spawn = |input: &str| {
+        let mut child = ns
+            .kb(
+                dir.path(),
+                &[
+                    "parallel", "--pods", "1", "--", "sleep", "600", ":::", input,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        // Keep reading, so the client never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let id = line
+            .strip_prefix("kb: task ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no task id in `{line}`"))
+            .to_string();
+        (child, id)
+    };
+    let (mut alive, live) = spawn("3");
+    let mut doomed = vec![spawn("1"), spawn("2")];
+    let ids: Vec<String> = doomed.iter().map(|(_, id)| id.clone()).collect();
+    wait_running(&ns, dir.path(), 3);
+    // Two clients die without cleaning up; their tasks' heartbeats go stale. The third lives throughout.
+    for (client, _) in &mut doomed {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(client.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        client.wait().unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(&ns, dir.path());
+        let orphaned = rows.iter().filter(|r| r["status"] == "ORPHANED").count();
+        if orphaned == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never 2 ORPHANED: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let finish = ns
+        .kb(dir.path(), &["finish", "--orphaned"])
+        .output()
+        .unwrap();
+    let stderr = text(&finish.stderr);
+    assert!(finish.status.success(), "{stderr}");
+    for id in &ids {
+        assert!(
+            stderr.contains(&format!("kb: finished task `{id}` (ORPHANED, age ")),
+            "{id} not reported removed:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "kb: finished 2 orphaned tasks in namespace `{}`",
+            ns.name
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&live),
+        "the live task was touched:\n{stderr}"
+    );
+    // Only the live task is left, and it still runs.
+    let start = Instant::now();
+    loop {
+        let rows = status_rows(&ns, dir.path());
+        let left: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        if left == [live.as_str()] {
+            assert_eq!(rows[0]["status"], "RUNNING", "{rows:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "orphans not gone: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        alive.try_wait().unwrap().is_none(),
+        "the live client must still run"
+    );
+    let again = ns
+        .kb(dir.path(), &["finish", "--orphaned"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("no orphaned task from this machine"),
+        "{}",
+        text(&again.stderr)
+    );
+    // The live client ends on Ctrl-C and removes its own task.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(alive.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = alive.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    ns.assert_clean();
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn max_runtime_stops_a_live_client_s_task_and_says_so() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let joblog = dir.path().join("run.log");
+    let joblog_arg = joblog.display().to_string();
+    let start = Instant::now();
+    let out = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "2",
+                "--procs-per-pod",
+                "3",
+                "--max-runtime",
+                "20s",
+                "--joblog",
+                &joblog_arg,
+                "--",
+                "sleep 90; echo {}",
+                ":::",
+                "1",
+                "2",
+                "3",
+                "4",
+            ],
+        )
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = text(&out.stderr);
+    // Kubernetes ended the task at its deadline, long before the jobs would have ended, and kb said why.
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        took >= Duration::from_secs(18) && took < Duration::from_secs(80),
+        "took {took:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "reached its max runtime of 20s (--max-runtime): Kubernetes stopped its pods"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kb: error: task ") && stderr.contains("; 0 jobs done, 4 did not finish"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: give the task more time (`--max-runtime`)"),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "", "no job ran to its end");
+    // The jobs that were cut off are in the joblog with Exitval -1, so --resume-failed runs them again.
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let cut: Vec<&str> = log.lines().skip(1).collect();
+    assert!(!cut.is_empty(), "no attempt logged:\n{log}");
+    for line in &cut {
+        assert_eq!(line.split('\t').nth(6), Some("-1"), "{log}");
+    }
+    ns.assert_clean();
+}
+
+/// Waits for `child` up to `secs`, then kills it and fails with what it printed.
+fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} did not end within {secs} s; stderr:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_run_survives_a_restart_of_the_api_server() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let joblog = dir.path().join("run.log");
+    let joblog_arg = joblog.display().to_string();
+    let mut args = vec![
+        "parallel",
+        "--pods",
+        "2",
+        "--joblog",
+        &joblog_arg,
+        "--",
+        "sleep 2; echo {}",
+        ":::",
+    ];
+    let inputs: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    let errors = dir.path().join("stderr.txt");
+    let client = ns
+        .kb(dir.path(), &args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let client_stderr = || std::fs::read_to_string(&errors).unwrap_or_default();
+    // Once both pods run jobs, stop the API server for 8 s: every port-forward (and so every SSH connection) dies.
+    let start = Instant::now();
+    while status_rows(&ns, dir.path())
+        .first()
+        .is_none_or(|r| r["status"] != "RUNNING")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the task never ran; kb said:\n{}",
+            client_stderr()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let restart = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/restart-apiserver"
+    ))
+    .arg("8")
+    .output()
+    .unwrap();
+    assert!(
+        restart.status.success(),
+        "restart-apiserver failed: {}",
+        text(&restart.stderr)
+    );
+    let out = wait_or_kill(client, 240, "kb parallel");
+    let stderr = client_stderr();
+    assert!(out.status.success(), "{stderr}");
+    // kb reconnected to its pods through the new API server, and every job ran to its end exactly once.
+    assert!(stderr.contains("rejoined the run"), "{stderr}");
+    let mut got: Vec<u32> = text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, (1..=20).collect::<Vec<u32>>(), "{stderr}");
+    // Jobs cut off by the restart are in the joblog twice: Exitval -1, then 0.
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let exitvals: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(6))
+        .collect();
+    assert_eq!(exitvals.iter().filter(|v| **v == "0").count(), 20, "{log}");
+    assert!(exitvals.iter().all(|v| *v == "0" || *v == "-1"), "{log}");
+    // kb deleted everything; after a restart of the API server the controller-manager can take a minute or more
+    // to resync and drop the Job's finalizers from the deleted pods.
+    ns.assert_clean_within(180);
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_run_stops_with_a_clear_error_when_the_api_server_stays_away() {
+    let ns = TestNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let client = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--",
+                "sleep 60; echo {}",
+                ":::",
+                "1",
+                "2",
+            ],
+        )
+        .env("KB_API_RETRY", "10")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(&ns, dir.path(), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let id = status_rows(&ns, dir.path())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The API server stays away longer than kb waits for it (KB_API_RETRY=10).
+    let restart = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/restart-apiserver"
+    ))
+    .arg("30")
+    .output()
+    .unwrap();
+    assert!(
+        restart.status.success(),
+        "restart-apiserver failed: {}",
+        text(&restart.stderr)
+    );
+    let out = wait_or_kill(client, 120, "kb parallel");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("does not answer; retrying (up to 10 s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "kb: error: lost the Kubernetes API server at `https://127.0.0.1:6443/`: kb could not reconnect to \
+             the pods of task {id} for 10 s; 0 jobs done, 1 did not finish"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("could not remove task {id}; run `kb finish {id}`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: check that the cluster is up"),
+        "{stderr}"
+    );
+    // kb could not remove the task with no API server and said how to; once it is back, `kb finish` does.
+    let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    assert!(
+        text(&finish.stderr).contains(&format!("finished task `{id}`")),
+        "{}",
+        text(&finish.stderr)
+    );
+    ns.assert_clean_within(180);
+}
+
+/// Applies what `kb cluster-setup` makes for the test namespace (ServiceAccount, Role, RoleBinding).
+fn apply_cluster_setup(ns: &TestNs) {
+    let pp = PostParams::default();
+    for manifest in build_for_namespace(&ns.name).unwrap() {
+        let created = match manifest {
+            Manifest::ServiceAccount(sa) => ns
+                .rt
+                .block_on(
+                    Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name).create(&pp, &sa),
+                )
+                .map(|_| ()),
+            Manifest::Role(role) => ns
+                .rt
+                .block_on(Api::<Role>::namespaced(ns.client.clone(), &ns.name).create(&pp, &role))
+                .map(|_| ()),
+            Manifest::RoleBinding(binding) => ns
+                .rt
+                .block_on(
+                    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&pp, &binding),
+                )
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        created.unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn an_async_run_goes_on_without_its_client_and_kb_logs_returns_its_status() {
+    let ns = TestNs::new();
+    apply_cluster_setup(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), "from-the-laptop\n").unwrap();
+    let start = Instant::now();
+    let out = ns
+        .kb(
+            dir.path(),
+            &[
+                "parallel",
+                "--pods",
+                "2",
+                "--async",
+                "--",
+                "sleep 3; test {} != b && echo out-{} $(cat data.txt)",
+                ":::",
+                "a",
+                "b",
+                "c",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The client returns once the task is handed over, before any job could have ended.
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let id = text(&out.stdout).trim().to_string();
+    assert!(
+        stderr.contains(&format!("kb: task {id} runs on its own (--async)")),
+        "{stderr}"
+    );
+    // With the client gone, the run goes on; `kb logs -f` follows it and exits with GNU parallel's status (1 failed).
+    let logs = ns
+        .kb(dir.path(), &["logs", &id, "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = wait_or_kill(logs, 240, "kb logs -f");
+    let output = text(&logs.stdout);
+    assert_eq!(
+        logs.status.code(),
+        Some(1),
+        "{output}\n{}",
+        text(&logs.stderr)
+    );
+    assert!(output.contains("out-a from-the-laptop\n"), "{output}");
+    assert!(output.contains("out-c from-the-laptop\n"), "{output}");
+    assert!(!output.contains("out-b"), "{output}");
+    // `kb status` shows the recorded status; the worker pods are gone, the coordinator's log is kept.
+    let rows = status_rows(&ns, dir.path());
+    assert_eq!(rows[0]["status"], "EXITED(1)", "{rows:?}");
+    assert_eq!(rows[0]["exit_status"], 1, "{rows:?}");
+    assert_eq!(rows[0]["progress"], "3/3", "{rows:?}");
+    let start = Instant::now();
+    loop {
+        let pods: Vec<String> = ns
+            .leftovers()
+            .into_iter()
+            .filter(|n| n.starts_with("pod/") && !n.ends_with("-coordinator"))
+            .collect();
+        if pods.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker pods still run after the end: {pods:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let again = ns.kb(dir.path(), &["logs", &id]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("out-c from-the-laptop"));
     let finish = ns.kb(dir.path(), &["finish", &id]).output().unwrap();
     assert!(finish.status.success(), "{}", text(&finish.stderr));
     ns.assert_clean();

@@ -279,6 +279,9 @@ fn setup_through_a_terminal_then_parallel_uses_the_image() {
     );
     let config = project.project_config().unwrap();
     assert!(config.contains("share = \"eager\""), "{config}");
+    // The task limits are written out with kb's defaults, to be seen and changed there.
+    assert!(config.contains("orphan_timeout = \"10m\""), "{config}");
+    assert!(config.contains("max_runtime = \"24h\""), "{config}");
     assert!(
         config.contains(&format!("namespace = \"{}\"", ns.name)),
         "{config}"

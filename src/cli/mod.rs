@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cluster_setup;
 pub mod finish;
+pub mod logs;
 pub mod parallel;
 pub mod pods;
 pub mod setup;
@@ -57,6 +58,11 @@ pub enum Command {
     /// kb's own share requests (run by kb in the share server and in worker pods).
     #[command(hide = true)]
     Share(share::ShareOpts),
+    /// The output of an `--async` task (`-f` follows it); exits with the task's exit status once it has one.
+    Logs(logs::LogsOpts),
+    /// The coordinator of an `--async` task, inside the cluster (started by kb, not by hand).
+    #[command(hide = true)]
+    Coordinate,
 }
 
 impl Command {
@@ -71,6 +77,8 @@ impl Command {
             Command::Finish(_) => "finish",
             Command::Setup(_) => "setup",
             Command::Share(_) => "share",
+            Command::Logs(_) => "logs",
+            Command::Coordinate => "coordinate",
         }
     }
 }

@@ -99,6 +99,10 @@ pub struct ParallelOpts {
     /// Kubernetes pods as workers.
     #[command(flatten)]
     pub pods: crate::cli::PodOpts,
+    /// With --pods: hand the run over to a coordinator pod and return once the task has started; `kb logs ID -f`
+    /// follows it, `kb status` shows its exit status, `kb finish ID` removes it.
+    #[arg(long = "async", requires = "pods")]
+    pub r#async: bool,
     /// Seconds to wait after SIGTERM before SIGKILL on the first Ctrl-C.
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0)]
     pub grace: f64,

@@ -1,7 +1,7 @@
 //! Options that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`) and the cluster and namespace
 //! every Kubernetes command talks to.
 
-use crate::k8s::Target;
+use crate::k8s::{Lifetime, LifetimeFallback, Target};
 
 /// The size and images of a task's pods (`kb parallel --pods`, `kb shell`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -22,14 +22,25 @@ pub struct PodShapeOpts {
     /// Stop the pods after this long whatever happens, enforced by Kubernetes (90s, 5m, 2h) [default: 24h].
     #[arg(long = "max-runtime", value_name = "DURATION")]
     pub max_runtime: Option<String>,
-    /// Pods end themselves when no client has been connected to them for this long (30s, 5m); with the client
-    /// gone, nothing else would stop them before --max-runtime [default: none yet].
+    /// Pods end themselves when no client has been connected to them for this long (30s, 5m), so a dead client
+    /// costs no more than this; `off` keeps them until --max-runtime [default: 10m].
     #[arg(long = "orphan-timeout", value_name = "DURATION")]
     pub orphan_timeout: Option<String>,
     /// How the pods see the working directory: eager (copied in before the jobs start) or none. lazy and
     /// syncback are copied like eager until kb's share server lands [default: kb.toml's, else eager].
     #[arg(long, value_enum, value_name = "HOW")]
     pub share: Option<crate::config::Share>,
+}
+
+impl PodShapeOpts {
+    /// `--orphan-timeout` and `--max-runtime`: the flags, else `fallback` (a project config), else kb's defaults.
+    pub fn lifetime(&self, fallback: LifetimeFallback) -> crate::k8s::Result<Lifetime> {
+        Lifetime::resolve(
+            self.orphan_timeout.as_deref(),
+            self.max_runtime.as_deref(),
+            fallback,
+        )
+    }
 }
 
 /// Where and how big the pods of a task are.

@@ -1,10 +1,11 @@
-//! `kb finish`: stop and remove tasks and everything they own; a task already gone is not an error.
+//! `kb finish`: stop and remove tasks and everything they own, in one go; a task already gone is not an error.
+//! `--orphaned` removes exactly the tasks `kb status` shows as ORPHANED (this machine's, or everyone's with `-A`).
 
 use crate::cli::finish::FinishOpts;
 use crate::error::Result;
 use crate::k8s::client::{FINISH_RIGHTS, STATUS_RIGHTS, connect};
-use crate::k8s::finish_task;
-use crate::k8s::status::list_tasks;
+use crate::k8s::status::{TaskRow, list_tasks};
+use crate::k8s::task::finish_tasks;
 
 /// Runs `kb finish`.
 pub async fn exec(opts: FinishOpts) -> Result<u8> {
@@ -14,26 +15,76 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
         .copied()
         .collect();
     let kube = connect(&opts.kube.target(), &rights).await?;
-    let mut ids = opts.ids.clone();
+    let ns = &kube.namespace;
+    let mut ids = Vec::new();
+    for id in &opts.ids {
+        if is_task_id(id) {
+            ids.push(id.clone());
+        } else {
+            eprintln!("kb: `{id}` is not a task id (`kb status` lists them)");
+        }
+    }
+    let mut orphans: Vec<TaskRow> = Vec::new();
     if opts.orphaned {
-        let orphans = list_tasks(&kube, opts.all)
+        orphans = list_tasks(&kube, opts.all)
             .await?
             .into_iter()
-            .filter(|t| t.status == "ORPHANED");
-        ids.extend(orphans.map(|t| t.id).filter(|id| !opts.ids.contains(id)));
-        if ids.is_empty() {
-            eprintln!("kb: no orphaned task in namespace `{}`", kube.namespace);
+            .filter(|t| t.status == "ORPHANED")
+            .collect();
+        ids.extend(
+            orphans
+                .iter()
+                .map(|t| t.id.clone())
+                .filter(|id| !opts.ids.contains(id)),
+        );
+        if orphans.is_empty() {
+            let whose = if opts.all { "" } else { " from this machine" };
+            eprintln!("kb: no orphaned task{whose} in namespace `{ns}`");
         }
     }
+    let found = finish_tasks(&kube, &ids).await?;
     for id in &ids {
-        if finish_task(&kube, id).await? {
-            eprintln!("kb: finished task `{id}`");
-        } else {
-            eprintln!(
-                "kb: task `{id}` has nothing left in namespace `{}`",
-                kube.namespace
-            );
+        let orphan = orphans.iter().find(|t| &t.id == id);
+        match (found.contains(id), orphan) {
+            (true, Some(row)) => eprintln!("kb: finished task `{id}` {}", describe_orphan(row)),
+            (true, None) => eprintln!("kb: finished task `{id}`"),
+            (false, _) => eprintln!("kb: task `{id}` has nothing left in namespace `{ns}`"),
         }
+    }
+    if !orphans.is_empty() {
+        let count = orphans.iter().filter(|t| found.contains(&t.id)).count();
+        let plural = if count == 1 { "" } else { "s" };
+        eprintln!("kb: finished {count} orphaned task{plural} in namespace `{ns}`");
     }
     Ok(crate::error::exit::SUCCESS)
+}
+
+/// Ids are label values kb made (`[a-z0-9]`); anything else would not select a task, or would change the selector.
+fn is_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// What an orphan was, for the line that says it was removed.
+fn describe_orphan(row: &TaskRow) -> String {
+    format!(
+        "(ORPHANED, age {}, {} pods ready, progress {}, from `{}`: {})",
+        row.age, row.health, row.progress, row.origin, row.command
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_cannot_change_the_selector() {
+        assert!(is_task_id("k3x9a2bq"));
+        assert!(!is_task_id("a),kb.dev/origin in (x"));
+        assert!(!is_task_id("a b"));
+        assert!(!is_task_id(""));
+    }
 }

@@ -2,7 +2,10 @@
 
 pub mod agent;
 pub mod cluster_setup;
+pub mod coordinate;
 pub mod finish;
+pub mod handover;
+pub mod logs;
 pub mod parallel;
 pub mod setup;
 pub mod share;
@@ -42,5 +45,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Finish(opts) => finish::exec(opts).await,
         Command::Setup(opts) => setup::exec(opts).await,
         Command::Share(opts) => share::exec(opts).await,
+        Command::Logs(opts) => logs::exec(opts).await,
+        Command::Coordinate => coordinate::exec().await,
     }
 }

@@ -19,6 +19,19 @@ use crate::worker::ssh::SshSource;
 
 /// Runs `kb parallel`.
 pub async fn exec(opts: ParallelOpts) -> Result<u8> {
+    exec_with(opts, None).await
+}
+
+/// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
+pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
+    if attach.is_none() && opts.pods.pods.is_some() {
+        // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
+        let pods = &mut opts.pods;
+        super::project_defaults(&mut pods.shape, &mut pods.namespace)?;
+    }
+    if opts.r#async && !opts.dry_run {
+        return super::handover::exec(opts).await;
+    }
     let (words, sources) = crate::input::split_command(&opts.command);
     let spec = input_spec(&opts, sources);
     // With no command, each input line is a command, as in GNU parallel.
@@ -33,6 +46,11 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         None => None,
     };
     let timeout = opts.timeout.as_deref().map(parse_timeout).transpose()?;
+    // kb.toml's limits are in `opts` already (see above), taken as if given on the command line.
+    let lifetime = opts
+        .pods
+        .shape
+        .lifetime(crate::k8s::LifetimeFallback::default())?;
     let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
         (Some(path), true) => Some(crate::joblog::read_resume(
             path.trim_start_matches('+'),
@@ -87,14 +105,23 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
     let task = match opts.pods.pods {
-        Some(_) => Some(create_pod_task(&opts, &mut signals).await?),
+        Some(_) if let Some(id) = &attach => Some(
+            crate::k8s::PodTask::attach(
+                &opts.pods.target(),
+                id,
+                lifetime,
+                opts.pods.procs_per_pod.or(opts.jobs).unwrap_or(1),
+            )
+            .await?,
+        ),
+        Some(_) => Some(create_pod_task(&opts, lifetime, &mut signals).await?),
         None => None,
     };
     if let Some(task) = &task {
         workers.push(task.worker_source());
         let progress = task.progress();
         run.observer = Some(Box::new(move |done, total| progress.set(done, total)));
-        eprintln!("kb: task {} in namespace `{}`", task.id(), task.namespace());
+        eprintln!("{}", task.announcement());
     }
     let result = sched::run(run, inputs, workers, signals).await;
     if let Some(task) = &task {
@@ -115,14 +142,14 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 /// Creates the pods' task; an interrupt during creation lets it complete, then removes it.
 async fn create_pod_task(
     opts: &ParallelOpts,
+    lifetime: crate::k8s::Lifetime,
     signals: &mut crate::signal::SignalHandler,
 ) -> Result<crate::k8s::PodTask> {
     let command_line = opts.command.join(" ");
     // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
     let mut pods = opts.pods.clone();
     pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
-    super::project_defaults(&mut pods.shape, &mut pods.namespace)?;
-    let create = crate::k8s::PodTask::create(&pods, &command_line);
+    let create = crate::k8s::PodTask::create(&pods, &command_line, lifetime);
     tokio::pin!(create);
     let mut interrupted = false;
     let task = loop {
@@ -141,7 +168,7 @@ async fn create_pod_task(
     Ok(task)
 }
 
-fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
+pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
     InputSpec::from_opts(
         &opts.arg_files,
         sources,

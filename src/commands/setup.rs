@@ -131,13 +131,22 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
         };
         config::write(&path, config::USER_HEADER, &user)?;
     }
+    let existing = existing.unwrap_or_default();
+    // The limits are written out so that they are seen and can be changed where the project's choices live.
     let project = ProjectConfig {
         version: config::VERSION,
         image: Some(built.clone()),
         base_image: Some(answers.base_image.clone()),
         share: Some(answers.share),
         namespace: Some(answers.namespace.clone()),
-        ..existing.unwrap_or_default()
+        orphan_timeout: existing
+            .orphan_timeout
+            .clone()
+            .or_else(|| Some(short_duration(crate::k8s::lifetime::DEFAULT_ORPHAN_TIMEOUT))),
+        max_runtime: existing
+            .max_runtime
+            .clone()
+            .or_else(|| Some(short_duration(crate::k8s::lifetime::DEFAULT_MAX_RUNTIME))),
     };
     let path = project_dir.join(config::PROJECT_FILE);
     config::write(&path, config::PROJECT_HEADER, &project)?;
@@ -1007,6 +1016,18 @@ impl Drop for StdinPump {
     }
 }
 
+/// `10m`, `24h`, `90s`: the largest whole unit.
+fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs % 3600 == 0 && secs > 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 && secs > 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -1082,6 +1103,13 @@ mod tests {
         );
         assert_eq!(project_name(Path::new("/")), "project");
         assert_eq!(project_name(Path::new("/x/--a--")), "a");
+    }
+
+    #[test]
+    fn limits_are_written_in_their_largest_unit() {
+        assert_eq!(short_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(short_duration(Duration::from_secs(86400)), "24h");
+        assert_eq!(short_duration(Duration::from_secs(90)), "90s");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::ssh::Connection;
 pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
     super::project_defaults(&mut opts.shape, &mut opts.kube.namespace)?;
     let command = opts.command.join(" ");
+    let lifetime = opts
+        .shape
+        .lifetime(crate::k8s::LifetimeFallback::default())?;
     let request = TaskRequest {
         target: opts.kube.target(),
         shape: &opts.shape,
@@ -30,8 +33,10 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
         } else {
             &command
         },
+        lifetime,
     };
     let task = PodTask::create_with(request).await?;
+    eprintln!("{}", task.announcement());
     let result = tokio::select! {
         result = session(&task, &command) => result,
         () = interrupted() => Err(Error::Interrupted),

@@ -83,6 +83,17 @@ pub const RUN_RIGHTS: &[Right] = &[
 /// What `kb status` needs.
 pub const STATUS_RIGHTS: &[Right] = &[right("list", "batch", "jobs"), right("list", "", "pods")];
 
+/// What `kb logs` needs.
+pub const LOGS_RIGHTS: &[Right] = &[
+    right("get", "", "pods"),
+    Right {
+        verb: "get",
+        group: "",
+        resource: "pods",
+        subresource: Some("log"),
+    },
+];
+
 /// What `kb finish` needs.
 pub const FINISH_RIGHTS: &[Right] = &[
     right("deletecollection", "batch", "jobs"),

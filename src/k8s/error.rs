@@ -63,6 +63,26 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `--orphan-timeout` or `--max-runtime` value that is not a duration.
+    #[error("invalid {flag} `{value}`: {reason}")]
+    BadDuration {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `--async` cannot hand this much over in a Secret.
+    #[error(
+        "the run is too large to hand over with --async: {size} bytes of input, files and keys, at most {limit}"
+    )]
+    HandoverTooLarge {
+        /// The bytes to hand over.
+        size: usize,
+        /// The most a hand-over may hold.
+        limit: usize,
+    },
     /// The request does not fit on any node.
     #[error("no node can hold a pod asking for {asked}: the largest node `{node}` offers {offers}")]
     TooBig {
@@ -206,6 +226,18 @@ impl Error {
             Error::BadQuantity { what: "cpu", .. } => "write cores as `2`, `0.5` or `500m`",
             Error::BadQuantity { .. } => {
                 "write memory as `512Mi`, `4Gi`, `1G` or a number of bytes"
+            }
+            Error::BadDuration {
+                flag: "--orphan-timeout",
+                ..
+            } => {
+                "write a duration with a unit (`90s`, `10m`, `2h`), or `off` to keep the pods when the client is gone"
+            }
+            Error::BadDuration { .. } => "write a duration with a unit (`90s`, `10m`, `2h`, `3d`)",
+            Error::HandoverTooLarge { .. } => {
+                "until the share server exists, --async carries the input and the working directory in a Secret: \
+                 run from a smaller directory, or with `KB_COPY_LIMIT=0` when the jobs need no files, or without \
+                 --async"
             }
             Error::TooBig { .. } => {
                 "ask for less with `--cpu`/`--mem`, or use more pods that are smaller"

@@ -91,7 +91,15 @@ async fn beat(kube: Kube, name: String, progress: ProgressHandle, cancel: Cancel
     let mut warned = false;
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => {
+                // One last renewal with the final progress (what `kb status` shows of an --async task that ended),
+                // bounded so that stopping never waits on an API server that does not answer.
+                let patch = Patch::Merge(build_renewal(Timestamp::now(), &progress.text()));
+                let params = PatchParams::default();
+                let last = leases.patch(&name, &params, &patch);
+                let _ = tokio::time::timeout(Duration::from_secs(5), last).await;
+                return;
+            }
             _ = tick.tick() => {}
         }
         let patch = Patch::Merge(build_renewal(Timestamp::now(), &progress.text()));

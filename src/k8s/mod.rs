@@ -4,9 +4,11 @@
 //! It knows nothing of queues or output: pods are announced to the scheduler as [`crate::worker::Worker`]s.
 
 pub mod client;
+pub mod coordinator;
 pub mod error;
 pub mod heartbeat;
 pub mod keys;
+pub mod lifetime;
 pub mod manifests;
 pub mod pod_state;
 pub mod progress;
@@ -23,4 +25,5 @@ pub mod worker;
 
 pub use client::{Kube, Target};
 pub use error::{Error, Result};
+pub use lifetime::{Lifetime, LifetimeFallback};
 pub use task::{PodTask, TaskRequest, finish_task};

@@ -14,7 +14,6 @@ use super::client::Kube;
 use super::error::{Error, Result};
 use super::pod_state::observe;
 use super::progress::PodProgress;
-use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
 
 /// Waits until a pod of task `id` is Ready and returns its name; fails when the task cannot start or after
@@ -27,7 +26,7 @@ pub async fn await_ready_pod(
 ) -> Result<String> {
     let wait = async {
         let api: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
-        let config = watcher::Config::default().labels(&task_selector(id));
+        let config = watcher::Config::default().labels(&super::coordinator::worker_selector(id));
         let mut stream = pin!(watcher::watcher(api, config).default_backoff());
         let mut tracker = Tracker::new(pods);
         let progress = PodProgress::new(pods);
@@ -46,7 +45,7 @@ pub async fn await_ready_pod(
             let name = pod.metadata.name.clone().unwrap_or_default();
             for action in tracker.on_pod(&name, observe(&pod)) {
                 match action {
-                    Action::Connect(name) => return Ok(name),
+                    Action::Connect(name) | Action::Reconnect(name) => return Ok(name),
                     Action::Report { name, reason } => tracing::info!("pod `{name}`: {reason}"),
                 }
             }

@@ -117,6 +117,16 @@ pub fn task_selector(id: &str) -> String {
     format!("{}={},{TASK_ID}={id}", MANAGED_BY.0, MANAGED_BY.1)
 }
 
+/// The label selector of the objects of several tasks (set-based: `kb.dev/task-id in (a,b)`).
+pub fn tasks_selector(ids: &[String]) -> String {
+    format!(
+        "{}={},{TASK_ID} in ({})",
+        MANAGED_BY.0,
+        MANAGED_BY.1,
+        ids.join(",")
+    )
+}
+
 /// The label selector of all of kb's objects, optionally only those made on `origin`.
 pub fn managed_selector(origin: Option<&str>) -> String {
     match origin {

@@ -159,6 +159,10 @@ fn selectors() {
         "app.kubernetes.io/managed-by=kb,kb.dev/origin=h"
     );
     assert_eq!(managed_selector(None), "app.kubernetes.io/managed-by=kb");
+    assert_eq!(
+        tasks_selector(&["a1".into(), "b2".into()]),
+        "app.kubernetes.io/managed-by=kb,kb.dev/task-id in (a1,b2)"
+    );
 }
 
 #[test]

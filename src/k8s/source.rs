@@ -3,13 +3,15 @@
 //! job starts with the first pod. Pods that cannot start are reported at once, and the source gives up when the
 //! whole task cannot start.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -18,12 +20,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::lifetime::{build_stop_reason, show_duration};
 use super::pod_state::observe;
 use super::progress::PodProgress;
 use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
-use super::worker::{AgentAccess, PodWorker, join_pod};
-use crate::worker::{WorkerEvent, WorkerSource};
+use super::worker::{AgentAccess, PodWorker, api_answers, join_pod, reconnect_limit, rejoin_pod};
+use crate::worker::{Worker, WorkerEvent, WorkerSource};
 
 /// Announces the pods of one task as workers.
 pub struct PodSource {
@@ -43,10 +46,22 @@ pub struct PodSource {
     pub start_timeout: Duration,
     /// What each pod asks for, for messages (`100m cpu, 128Mi memory`).
     pub request: String,
+    /// The task's `--max-runtime`: the Job's deadline, and (with a margin) the source's own backstop.
+    pub max_runtime: Duration,
 }
 
-/// A pod's name, how long joining it took, and the worker or why not.
-type Joining = (String, Duration, super::Result<PodWorker>);
+/// How long after `--max-runtime` the source stops the run itself, if the Job's deadline was never seen (the API
+/// server unreachable at the time, say).
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(30);
+
+/// What to do when `--max-runtime` stopped a run.
+const MAX_RUNTIME_HINT: &str = "give the task more time (`--max-runtime`)";
+
+/// A pod's name, whether it was a reconnection, how long joining took, and the worker or why not.
+type Joining = (String, bool, Duration, super::Result<PodWorker>);
+
+/// How often the source looks for joined pods whose connection is gone.
+const LOST_CHECK: Duration = Duration::from_secs(1);
 
 impl WorkerSource for PodSource {
     fn start(
@@ -66,8 +81,22 @@ impl PodSource {
     async fn run(self: Box<Self>, events: &mpsc::Sender<WorkerEvent>, cancel: CancellationToken) {
         let pods: Api<Pod> =
             Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
-        let config = watcher::Config::default().labels(&task_selector(&self.task_id));
+        let config =
+            watcher::Config::default().labels(&super::coordinator::worker_selector(&self.task_id));
         let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
+        // The Job says when Kubernetes stopped the task for good (its deadline, `--max-runtime`).
+        let jobs: Api<Job> =
+            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        let job_config =
+            watcher::Config::default().fields(&format!("metadata.name=kb-{}", self.task_id));
+        let mut job_stream = pin!(watcher::watcher(jobs, job_config).default_backoff());
+        let backstop = tokio::time::sleep(self.max_runtime + BACKSTOP_MARGIN);
+        let mut backstop = pin!(backstop);
+        // The workers handed out, to notice when a connection is gone while its pod still runs.
+        let mut handed_out: HashMap<String, Weak<PodWorker>> = HashMap::new();
+        let mut outage = Outage::new(&self.access.kube.url);
+        let mut lost_check = tokio::time::interval(LOST_CHECK);
+        lost_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());
         let mut joining: JoinSet<Joining> = JoinSet::new();
         let progress = PodProgress::new(self.pods);
@@ -84,17 +113,64 @@ impl PodSource {
                     let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
                     break;
                 }
-                Some(joined) = joining.join_next() => match joined {
-                    Ok((name, took, Ok(worker))) => {
-                        tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");
-                        tracker.on_joined(&name);
-                        let _ = events.send(WorkerEvent::Joined(Arc::new(worker))).await;
+                () = &mut backstop => {
+                    let reason = format!(
+                        "task {} passed its max runtime of {} (--max-runtime)",
+                        self.task_id, show_duration(self.max_runtime));
+                    let hint = MAX_RUNTIME_HINT.to_string();
+                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
+                    break;
+                }
+                Some(item) = job_stream.next() => match item {
+                    Ok(Event::Apply(job) | Event::InitApply(job)) => {
+                        if let Some(reason) = build_stop_reason(&job, &self.task_id, self.max_runtime) {
+                            let hint = MAX_RUNTIME_HINT.to_string();
+                            let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
+                            break;
+                        }
                         Vec::new()
                     }
-                    Ok((name, _, Err(err))) => vec![tracker.on_join_failed(&name, &crate::error::chain(&err))],
+                    Ok(_) => Vec::new(),
+                    Err(err) => {
+                        outage.on_watch_error(&format!("the job of {task}"), &err);
+                        Vec::new()
+                    }
+                },
+                _ = lost_check.tick() => {
+                    let gone: Vec<String> = handed_out
+                        .iter()
+                        .filter(|(_, w)| w.upgrade().is_none_or(|w| w.is_gone()))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    let mut actions = Vec::new();
+                    for name in gone {
+                        handed_out.remove(&name);
+                        actions.extend(tracker.on_lost(&name));
+                    }
+                    actions
+                }
+                Some(joined) = joining.join_next() => match joined {
+                    Ok((name, again, took, Ok(worker))) => {
+                        tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");
+                        if again {
+                            eprintln!("kb: reconnected to pod `{name}`: it rejoined the run");
+                        }
+                        tracker.on_joined(&name);
+                        let worker = Arc::new(worker);
+                        handed_out.insert(name, Arc::downgrade(&worker));
+                        let _ = events.send(WorkerEvent::Joined(worker)).await;
+                        Vec::new()
+                    }
+                    Ok((name, again, _, Err(err))) => {
+                        if again && !api_answers(&self.access.kube).await {
+                            let _ = events.send(self.api_lost()).await;
+                            break;
+                        }
+                        vec![tracker.on_join_failed(&name, &crate::error::chain(&err))]
+                    }
                     Err(_) => Vec::new(),
                 },
-                item = stream.next() => match item {
+                item = stream.next() => match item.inspect(|i| if i.is_ok() { outage.on_answer() }) {
                     Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
                         tracker.on_pod(&pod.metadata.name.clone().unwrap_or_default(), observe(&pod))
                     }
@@ -104,7 +180,7 @@ impl PodSource {
                     }
                     Some(Ok(Event::Init | Event::InitDone)) => Vec::new(),
                     Some(Err(err)) => {
-                        tracing::warn!("watching the pods of {task}: {}", crate::error::chain(&err));
+                        outage.on_watch_error(&format!("the pods of {task}"), &err);
                         Vec::new()
                     }
                     None => break,
@@ -112,7 +188,14 @@ impl PodSource {
             };
             for action in actions {
                 match action {
-                    Action::Connect(name) => self.spawn_join(&mut joining, name),
+                    Action::Connect(name) => self.spawn_join(&mut joining, name, false),
+                    Action::Reconnect(name) => {
+                        tracing::info!(
+                            pod = name,
+                            "connection lost while the pod runs: reconnecting"
+                        );
+                        self.spawn_join(&mut joining, name, true)
+                    }
                     Action::Report { name, reason } => {
                         let _ = events.send(WorkerEvent::Failed { name, reason }).await;
                     }
@@ -132,13 +215,76 @@ impl PodSource {
         joining.shutdown().await;
     }
 
-    fn spawn_join(&self, joining: &mut JoinSet<Joining>, name: String) {
+    fn spawn_join(&self, joining: &mut JoinSet<Joining>, name: String, again: bool) {
         let access = self.access.clone();
         let (slots, workdir, share) = (self.slots, self.workdir.clone(), self.share.clone());
+        let limit = reconnect_limit();
         joining.spawn(async move {
             let start = std::time::Instant::now();
-            let result = join_pod(&access, &name, slots, workdir, share).await;
-            (name, start.elapsed(), result)
+            let result = if again {
+                rejoin_pod(&access, &name, slots, workdir, limit).await
+            } else {
+                join_pod(&access, &name, slots, workdir, share).await
+            };
+            (name, again, start.elapsed(), result)
         });
+    }
+
+    /// The run cannot go on: the API server, which carries every connection to the pods, did not come back.
+    fn api_lost(&self) -> WorkerEvent {
+        let kube = &self.access.kube;
+        WorkerEvent::Stopped {
+            reason: format!(
+                "lost the Kubernetes API server at `{}`: kb could not reconnect to the pods of task {} for {} s",
+                kube.url,
+                self.task_id,
+                reconnect_limit().as_secs()
+            ),
+            hint: format!(
+                "check that the cluster is up (`kubectl cluster-info`) and try again; `KB_API_RETRY` (seconds) \
+                 waits longer; the pods end themselves after --orphan-timeout, or `kb finish {}` removes them",
+                self.task_id
+            ),
+        }
+    }
+}
+
+/// Says once, in the user's terms, that the API server stopped answering, instead of a warning per retry; the
+/// watches retry with backoff on their own, and the lost connections to the pods are made again (`rejoin_pod`).
+struct Outage {
+    url: String,
+    said: bool,
+}
+
+impl Outage {
+    fn new(url: &str) -> Self {
+        Outage {
+            url: url.to_string(),
+            said: false,
+        }
+    }
+
+    fn on_answer(&mut self) {
+        self.said = false;
+    }
+
+    fn on_watch_error(&mut self, what: &str, err: &watcher::Error) {
+        tracing::debug!("watching {what}: {}", crate::error::chain(err));
+        let unreachable = match err {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => {
+                matches!(e, kube::Error::Service(_) | kube::Error::HyperError(_))
+            }
+            _ => false,
+        };
+        if unreachable && !std::mem::replace(&mut self.said, true) {
+            eprintln!(
+                "kb: warning: the Kubernetes API server at `{}` does not answer; retrying (up to {} s for the \
+                 connections to the pods, `KB_API_RETRY`)",
+                self.url,
+                reconnect_limit().as_secs()
+            );
+        }
     }
 }

@@ -53,6 +53,9 @@ pub struct TaskRow {
     /// `parallel` or `shell`.
     #[tabled(skip)]
     pub kind: String,
+    /// The exit status an `--async` task's coordinator recorded (GNU parallel's), once it ended.
+    #[tabled(skip)]
+    pub exit_status: Option<u8>,
     /// The namespace.
     #[tabled(skip)]
     pub namespace: String,
@@ -177,7 +180,13 @@ pub fn build_row(
     {
         status = "ORPHANED".into();
     }
+    // An --async task that ended says so, whatever its heartbeat (its coordinator stopped renewing it).
+    let exit_status = lease.and_then(super::coordinator::recorded_exit);
+    if let Some(code) = exit_status {
+        status = format!("EXITED({code})");
+    }
     TaskRow {
+        exit_status,
         id: label(job, TASK_ID),
         age,
         status,
@@ -325,6 +334,21 @@ mod tests {
         let later: Timestamp = "2026-01-01T00:04:00Z".parse().unwrap();
         let row = build_row(&job(), &[PodState::Ready], Some(&lease), later, "kb");
         assert_eq!(row.status, "ORPHANED");
+    }
+
+    #[test]
+    fn an_async_task_that_ended_shows_its_exit_status_not_orphaned() {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kb-abc", "annotations": {"kb.dev/exit-status": "3"}},
+            "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}
+        }))
+        .unwrap();
+        let later: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let row = build_row(&job(), &[], Some(&lease), later, "kb");
+        assert_eq!(
+            (row.status.as_str(), row.exit_status),
+            ("EXITED(3)", Some(3))
+        );
     }
 
     #[test]

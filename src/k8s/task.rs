@@ -14,9 +14,10 @@ use super::client::{self, Kube, RUN_RIGHTS, Target, classify};
 use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::keys::{TaskKeys, build_task_keys};
+use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
-    TaskSpec, build_job, build_lease, build_secret, label_value, task_selector,
+    TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
 };
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
@@ -33,8 +34,6 @@ pub const DEFAULT_IMAGE: &str = "debian:bookworm";
 pub const DEFAULT_CPU: &str = "100m";
 /// The memory each pod asks for when `--mem` is not given (no limit then).
 pub const DEFAULT_MEM: &str = "128Mi";
-/// The hard bound on a task's life when `--max-runtime` is not given.
-pub const DEFAULT_MAX_RUNTIME: Duration = Duration::from_secs(24 * 3600);
 /// How long to wait for the first pod; `KB_START_TIMEOUT` (seconds) changes it.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -53,6 +52,8 @@ pub struct TaskRequest<'a> {
     pub kind: &'static str,
     /// The command line, for `kb status`.
     pub command: &'a str,
+    /// `--orphan-timeout` and `--max-runtime`, resolved.
+    pub lifetime: Lifetime,
 }
 
 /// A task whose Job exists in the cluster. Call [`PodTask::finish`] to remove it.
@@ -68,11 +69,16 @@ pub struct PodTask {
     syncback: bool,
     progress: ProgressHandle,
     heartbeat: Option<Heartbeat>,
+    lifetime: Lifetime,
+    /// The Job, once created (the owner of what `--async` adds).
+    job: Option<Job>,
+    /// Run by a coordinator that attached to a task the client created: `finish` leaves the task in place.
+    attached: bool,
 }
 
 impl PodTask {
     /// Creates the task of `kb parallel --pods N`: checks first, then creates the Job and the Secret.
-    pub async fn create(opts: &PodOpts, command_line: &str) -> Result<PodTask> {
+    pub async fn create(opts: &PodOpts, command_line: &str, lifetime: Lifetime) -> Result<PodTask> {
         let request = TaskRequest {
             target: opts.target(),
             shape: &opts.shape,
@@ -80,8 +86,72 @@ impl PodTask {
             slots: opts.procs_per_pod,
             kind: "parallel",
             command: command_line,
+            lifetime,
         };
         Self::create_with(request).await
+    }
+
+    /// Attaches to task `id`, which a client created and handed over (`kb coordinate`, inside the cluster): reads
+    /// its Job, takes the keys and the working directory from the run Secret, and renews its heartbeat.
+    pub async fn attach(
+        target: &Target,
+        id: &str,
+        lifetime: Lifetime,
+        slots: usize,
+    ) -> Result<PodTask> {
+        use super::coordinator::{ARCHIVE, CLIENT_KEY, HOST_PUBLIC, RUN_DIR};
+        let kube = client::connect(target, &[]).await?;
+        let jobs: Api<Job> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let name = format!("kb-{id}");
+        let job = jobs
+            .get(&name)
+            .await
+            .map_err(|e| classify(&kube, &format!("read job `{name}`"), e))?;
+        let spec = spec_from_job(&job, id, lifetime);
+        let read = |file: &str| {
+            let path = PathBuf::from(RUN_DIR).join(file);
+            std::fs::read(&path).map_err(|source| Error::Io {
+                action: format!("read `{}`", path.display()),
+                source,
+            })
+        };
+        let host_public = String::from_utf8_lossy(&read(HOST_PUBLIC)?)
+            .trim()
+            .to_string();
+        let archive = DirArchive {
+            dir: PathBuf::from(&spec.pwd),
+            tar: read(ARCHIVE)?.into(),
+        };
+        let ssh = crate::ssh::ClientConfig {
+            identities: vec![PathBuf::from(RUN_DIR).join(CLIENT_KEY)],
+            pinned_host_keys: vec![host_public],
+            ..Default::default()
+        };
+        let access = AgentAccess {
+            kube: kube.clone(),
+            ssh,
+        };
+        let progress = ProgressHandle::default();
+        let heartbeat = Some(Heartbeat::start(
+            kube.clone(),
+            spec.name(),
+            progress.clone(),
+        ));
+        Ok(PodTask {
+            kube,
+            workdir: PathBuf::from(&spec.pwd),
+            spec,
+            slots: slots.max(1),
+            access,
+            key_dir: PathBuf::new(),
+            share: PodShare::Copy(Arc::new(archive)),
+            syncback: false,
+            progress,
+            heartbeat,
+            lifetime,
+            job: Some(job),
+            attached: true,
+        })
     }
 
     /// Creates a task; nothing is left in the cluster when it fails.
@@ -152,8 +222,10 @@ impl PodTask {
             cpu: shape.cpu,
             mem: shape.mem,
             mem_limit: shape.mem_limit,
-            max_runtime_secs: Some(i64::try_from(shape.max_runtime.as_secs()).unwrap_or(i64::MAX)),
-            orphan_timeout_secs: shape.orphan_timeout.map(|d| d.as_secs().max(1)),
+            max_runtime_secs: Some(
+                i64::try_from(request.lifetime.max_runtime.as_secs().max(1)).unwrap_or(i64::MAX),
+            ),
+            orphan_timeout_secs: request.lifetime.orphan_timeout.map(|d| d.as_secs().max(1)),
             total_jobs: None,
         };
         let key_dir = write_client_key(&spec.id, &keys)?;
@@ -189,9 +261,15 @@ impl PodTask {
             syncback: mode == Share::Syncback,
             progress,
             heartbeat,
+            lifetime: request.lifetime,
+            job: None,
+            attached: false,
         };
         match task.apply(&keys).await {
-            Ok(job) => task.start_heartbeat(&job).await,
+            Ok(job) => {
+                task.start_heartbeat(&job).await;
+                task.job = Some(job);
+            }
             Err(err) => {
                 let _ = task.finish().await;
                 return Err(err);
@@ -282,6 +360,11 @@ impl PodTask {
         &self.kube.namespace
     }
 
+    /// The line to print when the task starts: its id, its limits and how to change them.
+    pub fn announcement(&self) -> String {
+        self.lifetime.announce(&self.spec.id, &self.kube.namespace)
+    }
+
     /// Job slots per pod.
     pub fn slots(&self) -> usize {
         self.slots
@@ -357,13 +440,18 @@ impl PodTask {
             share: Some(self.share.clone()),
             start_timeout: start_timeout(),
             request: format!("{} cpu, {} memory", self.spec.cpu, self.spec.mem),
+            max_runtime: self.lifetime.max_runtime,
         })
     }
 
-    /// Deletes everything the task created (by label; running it again is harmless).
+    /// Deletes everything the task created (by label; running it again is harmless). A coordinator that attached
+    /// to the task only stops its heartbeat: the task stays for `kb logs` and `kb finish`.
     pub async fn finish(mut self) -> Result<()> {
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.stop().await;
+        }
+        if self.attached {
+            return Ok(());
         }
         let _ = std::fs::remove_dir_all(&self.key_dir);
         if let crate::share::PodShare::Server(_) = &self.share {
@@ -373,19 +461,114 @@ impl PodTask {
     }
 }
 
+/// `--async`: hands the run over to a coordinator pod (the run Secret, then the pod, both owned by the Job), then
+/// lets go of the task without deleting it: the coordinator renews the heartbeat from now on.
+pub async fn hand_over(
+    mut task: PodTask,
+    mut handover: super::coordinator::Handover,
+) -> Result<String> {
+    use super::coordinator::{HANDOVER_LIMIT, build_coordinator_pod, build_run_secret};
+    let id = task.spec.id.clone();
+    let key_file = task.key_dir.join("id_ed25519");
+    handover.client_key = std::fs::read_to_string(&key_file).map_err(|source| Error::Io {
+        action: format!("read `{}`", key_file.display()),
+        source,
+    })?;
+    handover.host_public = task.access.ssh.pinned_host_keys.join("\n");
+    // The coordinator copies the directory into its pods (the share server's tree is not handed over yet): a tar
+    // of it travels in the run Secret, within the hand-over limit.
+    handover.archive = match &task.share {
+        PodShare::Copy(archive) => archive.tar.to_vec(),
+        PodShare::Server(_) => {
+            crate::share::client::drop_task(&task.kube, &task.spec.id).await;
+            let dir = task.workdir.clone();
+            tokio::task::spawn_blocking(move || build_archive(&dir, copy_limit()))
+                .await
+                .map_err(|e| Error::Io {
+                    action: "pack the working directory".into(),
+                    source: e.into(),
+                })??
+                .tar
+                .to_vec()
+        }
+    };
+    let handover = &handover;
+    let result = async {
+        if handover.size() > HANDOVER_LIMIT {
+            return Err(Error::HandoverTooLarge {
+                size: handover.size(),
+                limit: HANDOVER_LIMIT,
+            });
+        }
+        let job = task.job.as_ref().ok_or_else(|| Error::Io {
+            action: "hand the run over: the task has no Job; this is a bug".into(),
+            source: std::io::Error::other("no job"),
+        })?;
+        let ns = &task.kube.namespace;
+        let secrets: Api<Secret> = Api::namespaced(task.kube.client.clone(), ns);
+        let secret = build_run_secret(&task.spec, job, handover);
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(|e| {
+                classify(
+                    &task.kube,
+                    &format!("create the run secret of task `{id}`"),
+                    e,
+                )
+            })?;
+        let pods: Api<Pod> = Api::namespaced(task.kube.client.clone(), ns);
+        let pod = build_coordinator_pod(&task.spec, job, ns);
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| {
+                classify(
+                    &task.kube,
+                    &format!("create the coordinator pod of task `{id}`"),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        let _ = task.finish().await;
+        return Err(err);
+    }
+    if let Some(heartbeat) = task.heartbeat.take() {
+        heartbeat.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&task.key_dir);
+    Ok(id)
+}
+
 /// Deletes the Job, Secret, Lease and pods labelled with task `id`; returns whether there was a task (a Job or a
 /// Secret) to delete.
 pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
-    let list = ListParams::default().labels(&task_selector(id));
+    let found = finish_tasks(kube, &[id.to_string()]).await?;
+    Ok(found.iter().any(|f| f == id))
+}
+
+/// Deletes the Jobs, Secrets, Leases and pods of every task in `ids` in one go (one delete-collection call per
+/// kind, whatever the number of tasks); returns the ids that had a task (a Job or a Secret) to delete.
+pub async fn finish_tasks(kube: &Kube, ids: &[String]) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ListParams::default().labels(&tasks_selector(ids));
     // Background: the Job goes at once (so it makes no new pods) and the garbage collector takes what it owns.
     let delete = DeleteParams::background();
     let ns = &kube.namespace;
-    let what = |kind: &str| format!("delete the {kind} of task `{id}` in namespace `{ns}`");
+    let which = match ids {
+        [one] => format!("task `{one}`"),
+        many => format!("{} tasks", many.len()),
+    };
+    let what = |kind: &str| format!("delete the {kind} of {which} in namespace `{ns}`");
     let jobs: Api<Job> = Api::namespaced(kube.client.clone(), ns);
     let deleted_jobs = jobs
         .delete_collection(&delete, &list)
         .await
-        .map_err(|e| classify(kube, &what("job"), e))?;
+        .map_err(|e| classify(kube, &what("jobs"), e))?;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
     let deleted_secrets = secrets
         .delete_collection(&delete, &list)
@@ -400,19 +583,74 @@ pub async fn finish_task(kube: &Kube, id: &str) -> Result<bool> {
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), ns);
     if let Err(err) = leases.delete_collection(&delete, &list).await {
         tracing::debug!(
-            "cannot delete the lease of task `{id}`: {}",
+            "cannot delete the leases of {which}: {}",
             crate::error::chain(&err)
         );
     }
     // Pods that are already stopping are listed again by a second `finish`; the Job and the Secret go at once, so
     // they alone say whether there was a task to finish.
-    let count = |left: Option<usize>| left.unwrap_or(0);
-    let found = count(deleted_jobs.left().map(|l| l.items.len()))
-        + count(deleted_secrets.left().map(|l| l.items.len()));
-    Ok(found > 0)
+    let task_of = |meta: &kube::api::ObjectMeta| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(super::resources::TASK_ID))
+            .cloned()
+    };
+    let mut found: Vec<String> = Vec::new();
+    if let Some(list) = deleted_jobs.left() {
+        found.extend(list.items.iter().filter_map(|j| task_of(&j.metadata)));
+    }
+    if let Some(list) = deleted_secrets.left() {
+        found.extend(list.items.iter().filter_map(|s| task_of(&s.metadata)));
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
-/// `--cpu`, `--mem`, images and `--max-runtime`, checked and with defaults filled in.
+/// What a coordinator needs to know of the task it attached to, read back from its Job.
+fn spec_from_job(job: &Job, id: &str, lifetime: Lifetime) -> TaskSpec {
+    let annotation = |key: &str| {
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let spec = job.spec.as_ref();
+    let pod = spec.and_then(|s| s.template.spec.as_ref());
+    let main = pod.and_then(|p| p.containers.first());
+    let request = |key: &str| {
+        main.and_then(|c| c.resources.as_ref()?.requests.as_ref()?.get(key))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
+    TaskSpec {
+        id: id.to_string(),
+        origin: job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::resources::ORIGIN))
+            .cloned()
+            .unwrap_or_default(),
+        pwd: annotation(super::resources::PWD),
+        command: annotation(super::resources::COMMAND),
+        created: annotation(super::resources::CREATED),
+        kind: "parallel",
+        image: main.and_then(|c| c.image.clone()).unwrap_or_default(),
+        agent_image: String::new(),
+        pods: spec.and_then(|s| s.parallelism).unwrap_or(1),
+        cpu: request("cpu"),
+        mem: request("memory"),
+        mem_limit: false,
+        max_runtime_secs: spec.and_then(|s| s.active_deadline_seconds),
+        orphan_timeout_secs: lifetime.orphan_timeout.map(|d| d.as_secs()),
+        total_jobs: None,
+    }
+}
+
+/// `--cpu`, `--mem` and images, checked and with defaults filled in.
 struct Shape {
     cpu: String,
     cpu_cores: f64,
@@ -421,31 +659,11 @@ struct Shape {
     mem_limit: bool,
     image: String,
     agent_image: String,
-    max_runtime: Duration,
-    orphan_timeout: Option<Duration>,
 }
 
 fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
     let cpu = opts.cpu.clone().unwrap_or_else(|| DEFAULT_CPU.into());
     let mem = opts.mem.clone().unwrap_or_else(|| DEFAULT_MEM.into());
-    let max_runtime = match &opts.max_runtime {
-        Some(text) => humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
-            what: "duration",
-            value: text.to_string(),
-            reason: e.to_string(),
-        })?,
-        None => DEFAULT_MAX_RUNTIME,
-    };
-    let orphan_timeout = match &opts.orphan_timeout {
-        Some(text) => Some(
-            humantime::parse_duration(text).map_err(|e| Error::BadQuantity {
-                what: "duration",
-                value: text.to_string(),
-                reason: e.to_string(),
-            })?,
-        ),
-        None => None,
-    };
     Ok(Shape {
         cpu_cores: quantity::parse("cpu", &cpu)?,
         mem_bytes: quantity::parse("memory", &mem)?,
@@ -454,8 +672,6 @@ fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
         mem_limit: opts.mem.is_some(),
         image: opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
         agent_image: opts.agent_image.clone().unwrap_or_else(default_agent_image),
-        max_runtime,
-        orphan_timeout,
     })
 }
 
@@ -566,7 +782,6 @@ mod tests {
             (shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit),
             ("100m", "128Mi", false)
         );
-        assert_eq!(shape.max_runtime, DEFAULT_MAX_RUNTIME);
         let bad = PodShapeOpts {
             mem: Some("1x".into()),
             ..Default::default()
@@ -574,12 +789,10 @@ mod tests {
         assert!(check_shape(&bad).is_err());
         let given = PodShapeOpts {
             mem: Some("1Gi".into()),
-            max_runtime: Some("90s".into()),
             ..Default::default()
         };
         let shape = check_shape(&given).unwrap();
         assert!(shape.mem_limit);
-        assert_eq!(shape.max_runtime, Duration::from_secs(90));
     }
 
     #[test]

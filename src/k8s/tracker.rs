@@ -10,6 +10,9 @@ use super::pod_state::{Counts, PodState, count};
 pub enum Action {
     /// Connect to this pod's agent.
     Connect(String),
+    /// Connect again to a pod that had joined and whose connection was lost while the pod still runs (the API
+    /// server carrying the port-forward restarted, say), patiently.
+    Reconnect(String),
     /// Tell the scheduler this pod cannot be used.
     Report {
         /// The pod.
@@ -118,6 +121,19 @@ impl Tracker {
         self.joined.insert(name.to_string());
     }
 
+    /// Records that the connection to joined pod `name` is gone: reconnect if the pod still runs; otherwise the
+    /// pod is done (deleted, evicted, ended) and a replacement, if any, joins as a new pod.
+    pub fn on_lost(&mut self, name: &str) -> Vec<Action> {
+        if !self.joined.remove(name) {
+            return Vec::new();
+        }
+        if self.states.get(name) == Some(&PodState::Ready) {
+            self.connecting.insert(name.to_string());
+            return vec![Action::Reconnect(name.to_string())];
+        }
+        Vec::new()
+    }
+
     /// Records that pod `name` could not join (its agent did not answer, or the files could not be copied).
     pub fn on_join_failed(&mut self, name: &str, why: &str) -> Action {
         self.connecting.remove(name);
@@ -172,6 +188,28 @@ mod tests {
         assert_eq!(t.joined(), 1);
         assert!(!t.all_joined());
         assert_eq!(t.fatal(), None);
+    }
+
+    #[test]
+    fn a_lost_connection_to_a_running_pod_is_made_again_once() {
+        let mut t = Tracker::new(2);
+        t.on_pod("a", PodState::Ready);
+        t.on_joined("a");
+        assert_eq!(t.on_lost("a"), vec![Action::Reconnect("a".into())]);
+        assert_eq!(t.on_lost("a"), vec![], "not joined any more: nothing to do");
+        assert_eq!(
+            t.on_pod("a", PodState::Ready),
+            vec![],
+            "already reconnecting"
+        );
+        assert_eq!(t.fatal(), None, "a reconnecting pod is on its way");
+        t.on_joined("a");
+        assert_eq!(t.joined(), 1);
+        // A pod that is being deleted is not reconnected: the Job's replacement joins instead.
+        t.on_pod("b", PodState::Ready);
+        t.on_joined("b");
+        t.on_pod("b", PodState::Deleting);
+        assert_eq!(t.on_lost("b"), vec![]);
     }
 
     #[test]

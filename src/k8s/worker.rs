@@ -20,6 +20,11 @@ use crate::worker::{JobRun, RunError, Worker};
 
 /// How many times kb tries to reach the agent of a Ready pod before it gives up on the pod.
 const CONNECT_TRIES: u32 = 3;
+/// How long kb keeps trying to reconnect to a pod whose connection was lost while it still runs, unless
+/// `KB_API_RETRY` (seconds) says otherwise: long enough for an API server to restart or fail over.
+pub const DEFAULT_RECONNECT_LIMIT: Duration = Duration::from_secs(120);
+/// The longest pause between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// How kb reaches the agents of one task.
 #[derive(Clone)]
@@ -140,4 +145,62 @@ pub async fn join_pod(
         share.joined(pod);
     }
     Ok(PodWorker { inner, forward })
+}
+
+/// `KB_API_RETRY` seconds, else [`DEFAULT_RECONNECT_LIMIT`].
+pub fn reconnect_limit() -> Duration {
+    std::env::var("KB_API_RETRY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_RECONNECT_LIMIT)
+}
+
+/// Connects again to `pod`, which had joined the run and lost its connection while it still runs, with
+/// exponential backoff (0.5 s doubling up to 8 s) for up to `limit`; gives up early once the pod is gone. The
+/// working directory is not copied again: it is still in the pod, with whatever the jobs wrote there.
+pub async fn rejoin_pod(
+    access: &AgentAccess,
+    pod: &str,
+    slots: usize,
+    workdir: Option<PathBuf>,
+    limit: Duration,
+) -> Result<PodWorker> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let err = match join_pod(access, pod, slots, workdir.clone(), None).await {
+            Ok(worker) => return Ok(worker),
+            Err(err) => err,
+        };
+        if tokio::time::Instant::now() + delay > deadline || pod_is_gone(access, pod).await {
+            return Err(err);
+        }
+        tracing::info!(
+            pod,
+            "reconnecting in {} ms: {}",
+            delay.as_millis(),
+            crate::error::chain(&err)
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// True when the API server says the pod no longer runs (deleted, or not Ready); false when it cannot say.
+async fn pod_is_gone(access: &AgentAccess, pod: &str) -> bool {
+    let pods: Api<Pod> = Api::namespaced(access.kube.client.clone(), &access.kube.namespace);
+    match pods.get_opt(pod).await {
+        Ok(None) => true,
+        Ok(Some(found)) => super::pod_state::observe(&found) != super::pod_state::PodState::Ready,
+        Err(_) => false,
+    }
+}
+
+/// True when the API server answers a version request within 5 s.
+pub async fn api_answers(kube: &super::Kube) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), kube.client.apiserver_version()).await,
+        Ok(Ok(_))
+    )
 }

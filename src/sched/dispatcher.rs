@@ -73,6 +73,8 @@ pub struct Dispatcher {
     sources_open: usize,
     lost: Vec<String>,
     broken_pipe: bool,
+    /// Why a limit stopped the workers for good, and what to do, once one did.
+    stopped: Option<(String, String)>,
 }
 
 impl Dispatcher {
@@ -97,6 +99,7 @@ impl Dispatcher {
             sources_open: 0,
             lost: Vec::new(),
             broken_pipe: false,
+            stopped: None,
         }
     }
 
@@ -130,6 +133,7 @@ impl Dispatcher {
             }
             let want_input = self.input_open
                 && self.halted.is_none()
+                && self.stopped.is_none()
                 && self.interrupted == 0
                 && self.queue.len() < self.free_capacity().max(1)
                 && self.free_capacity() > 0;
@@ -170,6 +174,16 @@ impl Dispatcher {
         let _ = self.spec.printer.flush();
         self.spec.progress.finish();
         result?;
+        if let Some((reason, hint)) = self.stopped.take() {
+            let done = self.tally.succeeded + self.tally.failed;
+            return Err(Error::Stopped {
+                reason,
+                hint,
+                done,
+                unfinished: self.next_seq.saturating_sub(done),
+                input_left: self.input_open,
+            });
+        }
         Ok(Ended {
             status: self.status(),
         })
@@ -190,7 +204,10 @@ impl Dispatcher {
     }
 
     fn finished(&self) -> bool {
-        let stopping = self.halted.is_some() || self.interrupted > 0 || self.broken_pipe;
+        let stopping = self.halted.is_some()
+            || self.interrupted > 0
+            || self.broken_pipe
+            || self.stopped.is_some();
         self.running.is_empty() && (stopping || (!self.input_open && self.queue.is_empty()))
     }
 
@@ -268,11 +285,25 @@ impl Dispatcher {
                 eprintln!("kb: warning: cannot use `{name}`, going on without it: {reason}");
                 self.lost.push(format!("{name}: {reason}"));
             }
+            Some(WorkerEvent::Stopped { reason, hint }) => {
+                if self.stopped.is_none() {
+                    match self.running.len() {
+                        0 => eprintln!("kb: {reason}: starting no more jobs"),
+                        n => eprintln!("kb: {reason}: starting no more jobs, stopping {n} running"),
+                    }
+                    self.stopped = Some((reason, hint));
+                    self.kill_all();
+                }
+            }
         }
     }
 
     fn start_jobs(&mut self, exec_tx: &mpsc::Sender<ExecEvent>, executors: &mut JoinSet<()>) {
-        if self.halted.is_some() || self.interrupted > 0 || self.broken_pipe {
+        if self.halted.is_some()
+            || self.interrupted > 0
+            || self.broken_pipe
+            || self.stopped.is_some()
+        {
             return;
         }
         while !self.queue.is_empty() {
@@ -386,6 +417,13 @@ impl Dispatcher {
         let worker = run.worker;
         self.workers[worker].busy -= 1;
         if run.discarded {
+            return;
+        }
+        // Stopped by a limit: an attempt that did not exit by itself did not finish; it is logged (Exitval -1, so
+        // `--resume-failed` runs it again) and not counted as failed.
+        if self.stopped.is_some() && !matches!(result, Ok(JobExit::Code(_))) {
+            self.log(&run, JobExit::Code(-1));
+            self.queue.push_back(run.job);
             return;
         }
         match core::after_attempt(&mut run.job, worker, &result, self.spec.retries) {

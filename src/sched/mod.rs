@@ -27,6 +27,20 @@ pub enum Error {
         /// Why each worker was lost.
         reasons: Vec<String>,
     },
+    /// A limit stopped the workers for good (a task's `--max-runtime`, an API server that did not come back).
+    #[error("{reason}; {}", stopped_summary(*.done, *.unfinished, *.input_left))]
+    Stopped {
+        /// What stopped them.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+        /// Jobs that ended (succeeded or failed).
+        done: u64,
+        /// Jobs read but not finished.
+        unfinished: u64,
+        /// Whether input was left unread.
+        input_left: bool,
+    },
     /// The input could not be read.
     #[error(transparent)]
     Input(#[from] crate::input::Error),
@@ -40,9 +54,22 @@ impl Error {
                 Some("check that the hosts or pods can be reached, then run again (with --joblog and --resume, \
                       only the jobs that did not run)".into())
             }
+            Error::Stopped { hint, .. } => Some(format!(
+                "{hint}; with `--joblog FILE`, running again with `--joblog FILE --resume-failed` does only the \
+                 jobs that did not finish"
+            )),
             Error::Input(_) => None,
         }
     }
+}
+
+fn stopped_summary(done: u64, unfinished: u64, input_left: bool) -> String {
+    let rest = if input_left {
+        " and the rest of the input was not read"
+    } else {
+        ""
+    };
+    format!("{done} jobs done, {unfinished} did not finish{rest}")
 }
 
 fn lost_summary(reasons: &[String]) -> String {

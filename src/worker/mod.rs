@@ -81,6 +81,15 @@ pub enum WorkerEvent {
         /// Why, in the user's terms.
         reason: String,
     },
+    /// A limit stopped this source's workers for good (a task's `--max-runtime`, an API server that did not come
+    /// back): the run starts no more jobs,
+    /// stops the running ones, and ends with an error that gives `reason` and counts what did not finish.
+    Stopped {
+        /// What stopped them, in the user's terms.
+        reason: String,
+        /// What the user can do about it.
+        hint: String,
+    },
     /// The source will announce no more workers.
     Done,
 }
