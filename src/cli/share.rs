@@ -29,7 +29,7 @@ pub enum ShareRequest {
     Have(StoreOpt),
     /// Server: store the blobs on stdin (`HASH LEN` + bytes, then `end`).
     Put(StoreOpt),
-    /// Server: record a task's manifest (framed on stdin) and the key its pods read it with.
+    /// Server: record a task's manifest (a stored blob) and the key its pods read it with.
     Commit {
         /// The store.
         #[command(flatten)]
@@ -40,6 +40,9 @@ pub enum ShareRequest {
         /// The pods' public key (an OpenSSH line).
         #[arg(long)]
         key: String,
+        /// The SHA-256 of the manifest, stored as a blob.
+        #[arg(long)]
+        manifest: String,
     },
     /// Server: write a task's manifest and tree (tar) on stdout; the command the pods' key is held to.
     Serve {

@@ -37,7 +37,12 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         ShareRequest::Put(s) => Store::open(&s.store)
             .and_then(|st| st.put(stdin(), stdout()))
             .map_err(io("store the blobs"))?,
-        ShareRequest::Commit { store, task, key } => {
+        ShareRequest::Commit {
+            store,
+            task,
+            key,
+            manifest,
+        } => {
             let exe = std::env::current_exe().map_err(io("find kb"))?;
             let serve = format!(
                 "{} share serve --store {} --task {}",
@@ -46,7 +51,7 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                 crate::template::quote(&task)
             );
             Store::open(&store.store)
-                .and_then(|st| st.commit(&task, &key, &serve, stdin(), stdout()))
+                .and_then(|st| st.commit(&task, &key, &manifest, &serve, stdout()))
                 .map_err(io("record the task"))?
         }
         ShareRequest::Serve { store, task } => Store::open(&store.store)

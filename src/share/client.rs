@@ -20,7 +20,7 @@ use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::manifest::{Entry, Manifest, join_inside, scan};
-use super::store::{DEFAULT_STORE, END, write_framed_manifest};
+use super::store::{DEFAULT_STORE, END};
 use super::sync::{SyncReport, apply};
 use crate::k8s::Kube;
 use crate::ssh::Connection;
@@ -96,21 +96,24 @@ pub struct UploadStats {
     pub bytes: u64,
     /// Contents sent (files whose content the server lacked, each content once).
     pub sent_files: u64,
-    /// Bytes sent.
+    /// Bytes of content sent.
     pub sent_bytes: u64,
+    /// Bytes of lists sent beside the content: hashes asked about, blob headers, the manifest.
+    pub sent_meta: u64,
 }
 
 impl std::fmt::Display for UploadStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sent = self.sent_bytes + self.sent_meta;
         let percent = if self.bytes == 0 {
             0.0
         } else {
-            self.sent_bytes as f64 * 100.0 / self.bytes as f64
+            sent as f64 * 100.0 / self.bytes as f64
         };
         write!(
             f,
-            "sent {} of {} bytes ({percent:.2}%), {} of {} files",
-            self.sent_bytes, self.bytes, self.sent_files, self.files
+            "sent {sent} of {} bytes ({percent:.2}%: {} of content in {} of {} files, {} of lists)",
+            self.bytes, self.sent_bytes, self.sent_files, self.files, self.sent_meta
         )
     }
 }
@@ -220,35 +223,50 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         ..Default::default()
     };
 
-    // Which contents the server lacks.
-    let mut ask = String::new();
-    for hash in blobs.keys() {
-        ask.push_str(hash);
-        ask.push('\n');
-    }
-    ask.push_str(END);
-    ask.push('\n');
-    let answer = server_exec(
-        kube,
-        &["have"],
-        Input::Bytes(ask.into_bytes()),
-        "list what it has",
-    )
-    .await?;
-    let missing: Vec<String> = String::from_utf8_lossy(&answer)
-        .lines()
-        .take_while(|l| *l != END)
-        .map(str::to_string)
-        .collect();
-    tracing::debug!(
-        "share: {} contents missing, at {:?}",
-        missing.len(),
-        clock.elapsed()
-    );
+    // The manifest is stored as a blob too: a tree the server has seen is committed by one hash.
+    let json = serde_json::to_vec(&manifest).map_err(|e| Error::Io {
+        action: "encode the manifest".into(),
+        source: e.into(),
+    })?;
+    let manifest_hash = super::manifest::hash_reader(&json[..]).map_err(|source| Error::Io {
+        action: "hash the manifest".into(),
+        source,
+    })?;
+    let ask_one = format!("{manifest_hash}\n{END}\n").into_bytes();
+    stats.sent_meta += ask_one.len() as u64;
+    let known = server_exec(kube, &["have"], Input::Bytes(ask_one), "list what it has").await?;
+    let known = String::from_utf8_lossy(&known).lines().next() == Some(END);
+    tracing::debug!("share: manifest known: {known}, at {:?}", clock.elapsed());
 
-    // Send each missing content once, from the first file that has it.
-    if !missing.is_empty() {
-        let mut sources: Vec<(String, u64, PathBuf)> = Vec::new();
+    if !known {
+        // Which contents the server lacks.
+        let mut ask = String::new();
+        for hash in blobs.keys() {
+            ask.push_str(hash);
+            ask.push('\n');
+        }
+        ask.push_str(END);
+        ask.push('\n');
+        stats.sent_meta += ask.len() as u64;
+        let answer = server_exec(
+            kube,
+            &["have"],
+            Input::Bytes(ask.into_bytes()),
+            "list what it has",
+        )
+        .await?;
+        let missing: Vec<String> = String::from_utf8_lossy(&answer)
+            .lines()
+            .take_while(|l| *l != END)
+            .map(str::to_string)
+            .collect();
+        tracing::debug!(
+            "share: {} contents missing, at {:?}",
+            missing.len(),
+            clock.elapsed()
+        );
+        // Each missing content once, from the first file that has it, and the manifest.
+        let mut sources: Vec<(String, u64, Source)> = Vec::new();
         for hash in &missing {
             let Some((path, size)) = manifest.entries.iter().find_map(|(p, e)| match e {
                 Entry::File { hash: h, size, .. } if h == hash => Some((p, *size)),
@@ -261,8 +279,15 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             };
             stats.sent_files += 1;
             stats.sent_bytes += size;
-            sources.push((hash.clone(), size, file));
+            stats.sent_meta += hash.len() as u64 + 2 + size.to_string().len() as u64;
+            sources.push((hash.clone(), size, Source::File(file)));
         }
+        stats.sent_meta += json.len() as u64 + 80;
+        sources.push((
+            manifest_hash.clone(),
+            json.len() as u64,
+            Source::Memory(json),
+        ));
         let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
         tracing::debug!(
             "share server: {}, at {:?}",
@@ -284,15 +309,18 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             source: std::io::Error::other(e),
         })?
         .to_string();
-    let mut framed = Vec::new();
-    write_framed_manifest(&manifest, &mut framed).map_err(|source| Error::Io {
-        action: "encode the manifest".into(),
-        source,
-    })?;
     let reply = server_exec(
         kube,
-        &["commit", "--task", task, "--key", &keys.client_public],
-        Input::Bytes(framed),
+        &[
+            "commit",
+            "--task",
+            task,
+            "--key",
+            &keys.client_public,
+            "--manifest",
+            &manifest_hash,
+        ],
+        Input::Bytes(Vec::new()),
         "record the task's files",
     )
     .await?;
@@ -318,15 +346,22 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
 
 /// Writes `HASH LEN\n` + content for each blob, handing over batches of about 1 MiB to `send`.
 fn frame_blobs(
-    blobs: &[(String, u64, PathBuf)],
+    blobs: &[(String, u64, Source)],
     mut send: impl FnMut(Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     use std::io::Read;
     const BATCH: usize = 1 << 20;
     let mut batch = Vec::with_capacity(BATCH + 64 * 1024);
-    for (hash, size, path) in blobs {
+    for (hash, size, source) in blobs {
         batch.extend_from_slice(format!("{hash} {size}\n").as_bytes());
         let start = batch.len();
+        let path = match source {
+            Source::Memory(bytes) => {
+                batch.extend_from_slice(bytes);
+                continue;
+            }
+            Source::File(path) => path,
+        };
         std::fs::File::open(path)?
             .take(*size)
             .read_to_end(&mut batch)?;
@@ -365,7 +400,13 @@ pub async fn drop_task(kube: &Kube, task: &str) {
 
 enum Input {
     Bytes(Vec<u8>),
-    Blobs(Vec<(String, u64, PathBuf)>),
+    Blobs(Vec<(String, u64, Source)>),
+}
+
+/// Where a blob's bytes come from.
+enum Source {
+    File(PathBuf),
+    Memory(Vec<u8>),
 }
 
 /// Runs `kb share ARGS --store ...` in the server's pod with `input` on stdin; returns its stdout.

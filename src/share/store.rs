@@ -180,20 +180,26 @@ impl Store {
         output.flush()
     }
 
-    /// `commit`: reads `LEN` and LEN bytes of manifest JSON; checks that every blob is there; records the manifest
-    /// and lets `key` (an OpenSSH public key line) read it through `serve_command`. Writes the host public key.
+    /// `commit`: the task's manifest is the blob `manifest` (JSON, stored with `put` like any content, so an
+    /// unchanged tree is committed by its hash alone); checks that every blob it names is there; records it and lets
+    /// `key` (an OpenSSH public key line) read it through `serve_command`. Writes the host public key.
     pub fn commit(
         &self,
         task: &str,
         key: &str,
+        manifest: &str,
         serve_command: &str,
-        mut input: impl BufRead,
         mut output: impl Write,
     ) -> std::io::Result<()> {
         check_task(task)?;
         russh::keys::PublicKey::from_openssh(key.trim())
             .map_err(|e| invalid(format!("not a public key: {e}")))?;
-        let manifest = read_framed_manifest(&mut input)?;
+        if !is_hash(manifest) {
+            return Err(invalid(format!("`{manifest}` is not a SHA-256")));
+        }
+        let json = std::fs::read(self.blob(manifest))
+            .map_err(|e| invalid(format!("the manifest {manifest} is not in the store: {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(&json)?;
         let missing: BTreeSet<&String> = manifest
             .entries
             .values()
@@ -384,15 +390,24 @@ mod tests {
             russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[1u8; 32]),
         );
         let key = key.public_key().to_openssh().unwrap();
-        let mut framed = Vec::new();
-        write_framed_manifest(&manifest, &mut framed).unwrap();
+        let json = serde_json::to_vec(&manifest).unwrap();
+        let manifest_hash = hash_reader(&json[..]).unwrap();
+        // The manifest is a blob like any other: committing it before it is stored fails.
+        assert!(
+            store
+                .commit("abc123", &key, &manifest_hash, "x", Vec::new())
+                .is_err()
+        );
+        let mut frames = blob_frame(&json);
+        frames.extend_from_slice(b"end\n");
+        store.put(&frames[..], Vec::new()).unwrap();
         let mut out = Vec::new();
         store
             .commit(
                 "abc123",
                 &key,
+                &manifest_hash,
                 "kb share serve --task abc123",
-                &framed[..],
                 &mut out,
             )
             .unwrap();
@@ -408,7 +423,7 @@ mod tests {
         );
         assert!(
             store
-                .commit("../x", &key, "x", &framed[..], Vec::new())
+                .commit("../x", &key, &manifest_hash, "x", Vec::new())
                 .is_err()
         );
 
