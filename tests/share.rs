@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use support::cluster::{TestNs, agent_image};
 
@@ -36,8 +37,27 @@ fn deploy_share_server(ns: &TestNs) {
                         .await
                         .unwrap();
                 }
-                // The namespace exists; the coordinator's RBAC is not needed with the admin's kubeconfig.
-                _ => {}
+                // The coordinator's identity, for --async.
+                kb::k8s::manifests::Manifest::ServiceAccount(sa) => {
+                    Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&PostParams::default(), &sa)
+                        .await
+                        .unwrap();
+                }
+                kb::k8s::manifests::Manifest::Role(role) => {
+                    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&PostParams::default(), &role)
+                        .await
+                        .unwrap();
+                }
+                kb::k8s::manifests::Manifest::RoleBinding(binding) => {
+                    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+                        .create(&PostParams::default(), &binding)
+                        .await
+                        .unwrap();
+                }
+                // The namespace exists.
+                kb::k8s::manifests::Manifest::Namespace(_) => {}
             }
         }
         let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -271,6 +291,75 @@ fn eager_share_moves_only_changes_and_syncback_keeps_conflicts() {
     // Nothing local was deleted.
     assert!(dir.join("ignored/big").exists() && dir.join("secret.txt").exists());
 
+    // --async with the eager share: the tree is uploaded before the client returns, and the coordinator's pods
+    // fetch it from the share server.
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--async",
+                "--share",
+                "eager",
+                "--",
+                "head -c 5 f{}.txt; echo",
+                ":::",
+                "123",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("kb: share: sent "), "{stderr}");
+    let id = text(&out.stdout).trim().to_string();
+    let logs = ns
+        .kb(dir, &["logs", &id, "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = wait_with_deadline(logs, Duration::from_secs(240));
+    assert_eq!(logs.status.code(), Some(0), "{}", text(&logs.stderr));
+    assert!(
+        text(&logs.stdout).contains("00123\n"),
+        "{}",
+        text(&logs.stdout)
+    );
+    let finish = ns.kb(dir, &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    // The lazy share and syncback need this machine after the start: refused with --async, before anything is made.
+    for share in ["lazy", "syncback"] {
+        let out = ns
+            .kb(
+                dir,
+                &[
+                    "parallel", "--pods", "1", "--async", "--share", share, "--", "true", ":::",
+                    "1",
+                ],
+            )
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{stderr}");
+        assert!(stderr.contains("--async does not work with"), "{stderr}");
+    }
+
     no_privileged_containers(&ns);
     ns.assert_clean();
+}
+
+/// Waits for `child`, killing it after `limit`.
+fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
 }

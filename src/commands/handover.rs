@@ -56,6 +56,23 @@ fn refuse_unsupported(opts: &ParallelOpts) -> Result<()> {
             "the coordinator runs in the cluster and reaches only the task's pods; drop -S/--local-procs",
         );
     }
+    match opts.pods.shape.share {
+        Some(crate::config::Share::Lazy) => {
+            return refuse(
+                "the lazy share",
+                "a lazy share reads files from this machine while the jobs run, and --async lets this machine go \
+                 away; use --share eager (the tree is uploaded before the client returns)",
+            );
+        }
+        Some(crate::config::Share::Syncback) => {
+            return refuse(
+                "syncback",
+                "syncback brings the jobs' files back to this machine after the run, and with --async nobody is \
+                 there then; use --share eager, and have the jobs print what you need (`kb logs ID`)",
+            );
+        }
+        _ => {}
+    }
     if opts.joblog.is_some() {
         return refuse(
             "--joblog",

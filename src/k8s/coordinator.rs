@@ -30,6 +30,8 @@ pub const SERVICE_ACCOUNT: &str = "kb-coordinator";
 pub const HANDOVER_LIMIT: usize = 900 * 1024;
 /// The Secret key with the coordinator's `kb parallel` argv, NUL-separated.
 pub const ARGS: &str = "args";
+/// The Secret key with the share server tree's reference (see [`crate::share::client::TreeRef`]).
+pub const SHARE: &str = "share.json";
 /// The Secret key with the working directory's tar archive.
 pub const ARCHIVE: &str = "archive.tar";
 /// The Secret key with the client's private key.
@@ -70,6 +72,8 @@ pub struct Handover {
     pub client_key: String,
     /// The agents' public host key.
     pub host_public: String,
+    /// The tree on the share server the pods fetch, when the client uploaded one (JSON), else empty.
+    pub share: Vec<u8>,
 }
 
 impl Handover {
@@ -77,7 +81,11 @@ impl Handover {
     pub fn size(&self) -> usize {
         let args: usize = self.args.iter().map(|a| a.len() + 1).sum();
         let columns: usize = self.columns.iter().map(Vec::len).sum();
-        args + columns + self.archive.len() + self.client_key.len() + self.host_public.len()
+        args + columns
+            + self.archive.len()
+            + self.client_key.len()
+            + self.host_public.len()
+            + self.share.len()
     }
 }
 
@@ -100,6 +108,9 @@ pub fn build_run_secret(spec: &TaskSpec, job: &Job, handover: &Handover) -> Secr
     ]);
     for (n, column) in handover.columns.iter().enumerate() {
         data.insert(column_key(n), ByteString(column.clone()));
+    }
+    if !handover.share.is_empty() {
+        data.insert(SHARE.to_string(), ByteString(handover.share.clone()));
     }
     Secret {
         metadata: ObjectMeta {
@@ -247,10 +258,12 @@ mod tests {
             archive: vec![1, 2, 3],
             client_key: "k".into(),
             host_public: "h".into(),
+            share: b"{}".to_vec(),
         };
-        assert_eq!(handover.size(), 12 + 8 + 3 + 2);
+        assert_eq!(handover.size(), 12 + 8 + 3 + 2 + 2);
         let secret = build_run_secret(&spec(), &job(), &handover);
         let data = secret.data.unwrap();
+        assert_eq!(data[SHARE].0, b"{}");
         assert_eq!(data[ARGS].0, b"kb\0parallel");
         assert_eq!(data["col1"].0, b"1\x002\x00");
         assert_eq!(secret.metadata.name.as_deref(), Some("kb-abc123-run"));

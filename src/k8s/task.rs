@@ -122,6 +122,18 @@ impl PodTask {
             dir: PathBuf::from(&spec.pwd),
             tar: read(ARCHIVE)?.into(),
         };
+        // A tree the client put on the share server, when it did.
+        let share = match std::fs::read(PathBuf::from(RUN_DIR).join(super::coordinator::SHARE)) {
+            Ok(json) => {
+                let tree: crate::share::client::TreeRef =
+                    serde_json::from_slice(&json).map_err(|e| Error::Io {
+                        action: "read the share reference".into(),
+                        source: e.into(),
+                    })?;
+                PodShare::Server(Arc::new(crate::share::client::ServerShare::from_ref(tree)))
+            }
+            Err(_) => PodShare::Copy(Arc::new(archive)),
+        };
         let ssh = crate::ssh::ClientConfig {
             identities: vec![PathBuf::from(RUN_DIR).join(CLIENT_KEY)],
             pinned_host_keys: vec![host_public],
@@ -144,7 +156,7 @@ impl PodTask {
             slots: slots.max(1),
             access,
             key_dir: PathBuf::new(),
-            share: PodShare::Copy(Arc::new(archive)),
+            share,
             syncback: false,
             progress,
             heartbeat,
@@ -477,21 +489,16 @@ pub async fn hand_over(
     handover.host_public = task.access.ssh.pinned_host_keys.join("\n");
     // The coordinator copies the directory into its pods (the share server's tree is not handed over yet): a tar
     // of it travels in the run Secret, within the hand-over limit.
-    handover.archive = match &task.share {
-        PodShare::Copy(archive) => archive.tar.to_vec(),
-        PodShare::Server(_) => {
-            crate::share::client::drop_task(&task.kube, &task.spec.id).await;
-            let dir = task.workdir.clone();
-            tokio::task::spawn_blocking(move || build_archive(&dir, copy_limit()))
-                .await
-                .map_err(|e| Error::Io {
-                    action: "pack the working directory".into(),
-                    source: e.into(),
-                })??
-                .tar
-                .to_vec()
+    match &task.share {
+        PodShare::Copy(archive) => handover.archive = archive.tar.to_vec(),
+        // The tree is on the share server already: the coordinator's pods fetch it as the client's would.
+        PodShare::Server(share) => {
+            handover.share = serde_json::to_vec(&share.tree_ref()).map_err(|e| Error::Io {
+                action: "encode the share reference".into(),
+                source: e.into(),
+            })?;
         }
-    };
+    }
     let handover = &handover;
     let result = async {
         if handover.size() > HANDOVER_LIMIT {

@@ -118,6 +118,21 @@ impl std::fmt::Display for UploadStats {
     }
 }
 
+/// What a pod needs to fetch a task's tree, handed to an `--async` coordinator.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TreeRef {
+    /// The task.
+    pub task: String,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// The server's address for pods.
+    pub address: String,
+    /// The server's public host key.
+    pub host_public: String,
+    /// The pods' private key.
+    pub pod_key: String,
+}
+
 /// A task's tree on the share server.
 pub struct ServerShare {
     dir: PathBuf,
@@ -489,6 +504,31 @@ async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> 
 }
 
 impl ServerShare {
+    /// What a coordinator needs to have pods fetch the tree.
+    pub fn tree_ref(&self) -> TreeRef {
+        TreeRef {
+            task: self.task.clone(),
+            dir: self.dir.clone(),
+            address: self.address.clone(),
+            host_public: self.host_public.clone(),
+            pod_key: self.pod_key.clone(),
+        }
+    }
+
+    /// The share of a coordinator, from the client's [`TreeRef`] (no syncback: the client is gone).
+    pub fn from_ref(tree: TreeRef) -> ServerShare {
+        ServerShare {
+            dir: tree.dir,
+            task: tree.task,
+            manifest: Manifest::default(),
+            pod_key: tree.pod_key,
+            host_public: tree.host_public,
+            address: tree.address,
+            stats: UploadStats::default(),
+            joined: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The task's tree as uploaded.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
