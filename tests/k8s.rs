@@ -248,6 +248,7 @@ fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
 #[test]
 #[ignore = "needs cluster"]
 fn readme_example_matches_local_wc() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     for (i, lines) in [3, 10, 0, 250, 7, 1].iter().enumerate() {
@@ -286,6 +287,7 @@ fn readme_example_matches_local_wc() {
 #[test]
 #[ignore = "needs cluster"]
 fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
+    let _cluster = shared();
     use std::os::fd::OwnedFd;
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
@@ -336,6 +338,7 @@ fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
 #[test]
 #[ignore = "needs cluster"]
 fn status_lists_a_running_task_and_finish_removes_it_after_sigkill() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let mut client = ns
@@ -482,6 +485,7 @@ fn expect_error(ns: &TestNs, extra: &[&str], env: &[(&str, &str)], want: &str) {
 #[test]
 #[ignore = "needs cluster"]
 fn errors_are_found_early_and_leave_nothing() {
+    let _cluster = shared();
     let ns = TestNs::new();
     expect_error(
         &ns,
@@ -624,6 +628,7 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
 #[test]
 #[ignore = "needs cluster"]
 fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let manifests = build_for_namespace(&ns.name).unwrap();
     let pp = PostParams::default();
@@ -727,6 +732,7 @@ fn missing_rights_are_named_and_the_cluster_setup_role_is_enough() {
 #[test]
 #[ignore = "needs cluster"]
 fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let inputs: Vec<String> = (1..=16).map(|i| i.to_string()).collect();
@@ -802,6 +808,7 @@ fn a_deleted_pod_is_replaced_and_its_jobs_still_run() {
 #[test]
 #[ignore = "needs cluster"]
 fn pods_of_a_dead_client_end_themselves_after_the_orphan_timeout() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let args = [
@@ -911,6 +918,7 @@ fn agent_command(job: &Job) -> String {
 #[test]
 #[ignore = "needs cluster"]
 fn a_task_announces_its_limits_and_its_job_enforces_them() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     // Defaults: a 10 min orphan timeout and a 24 h max runtime, printed with the task id and how to change them.
@@ -1036,6 +1044,7 @@ fn wait_running(ns: &TestNs, dir: &Path, count: usize) -> Vec<String> {
 #[test]
 #[ignore = "needs cluster"]
 fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     // Three tasks; each client's first line on stderr names its task.
@@ -1155,6 +1164,7 @@ fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
 #[test]
 #[ignore = "needs cluster"]
 fn max_runtime_stops_a_live_client_s_task_and_says_so() {
+    let _cluster = shared();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let joblog = dir.path().join("run.log");
@@ -1218,6 +1228,58 @@ fn max_runtime_stops_a_live_client_s_task_and_says_so() {
 }
 
 /// Waits for `child` up to `secs`, then kills it and fails with what it printed.
+/// The two API server tests stop the API server, which the node's status updates and every other test's
+/// port-forwards need: they run alone (a write lock), the others together (read locks).
+static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// After an API server outage the node controller may mark the node unreachable and taint it (evicting pods and
+/// refusing new ones) until the kubelet's status gets through again: waits until the node has been Ready and
+/// untainted for 10 s in a row, so that the tests after this one find a working cluster.
+fn wait_node_healthy(ns: &TestNs) {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let start = Instant::now();
+    let mut healthy_since: Option<Instant> = None;
+    loop {
+        let healthy = ns
+            .rt
+            .block_on(nodes.list(&ListParams::default()))
+            .map(|list| {
+                list.items.iter().all(|node| {
+                    let spec = node.spec.clone().unwrap_or_default();
+                    let ready = node
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    ready && spec.taints.unwrap_or_default().is_empty()
+                })
+            })
+            .unwrap_or(false);
+        match (healthy, healthy_since) {
+            (true, Some(since)) if since.elapsed() >= Duration::from_secs(10) => return,
+            (true, None) => healthy_since = Some(Instant::now()),
+            (false, _) => healthy_since = None,
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the node did not come back Ready and untainted within 180 s of the API server's restart"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
@@ -1237,6 +1299,7 @@ fn wait_or_kill(mut child: std::process::Child, secs: u64, what: &str) -> Output
 #[test]
 #[ignore = "needs cluster"]
 fn a_run_survives_a_restart_of_the_api_server() {
+    let _cluster = exclusive();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let joblog = dir.path().join("run.log");
@@ -1310,11 +1373,13 @@ fn a_run_survives_a_restart_of_the_api_server() {
     // kb deleted everything; after a restart of the API server the controller-manager can take a minute or more
     // to resync and drop the Job's finalizers from the deleted pods.
     ns.assert_clean_within(180);
+    wait_node_healthy(&ns);
 }
 
 #[test]
 #[ignore = "needs cluster"]
 fn a_run_stops_with_a_clear_error_when_the_api_server_stays_away() {
+    let _cluster = exclusive();
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     let client = ns
@@ -1386,6 +1451,7 @@ fn a_run_stops_with_a_clear_error_when_the_api_server_stays_away() {
         text(&finish.stderr)
     );
     ns.assert_clean_within(180);
+    wait_node_healthy(&ns);
 }
 
 /// Applies what `kb cluster-setup` makes for the test namespace (ServiceAccount, Role, RoleBinding).
@@ -1419,6 +1485,7 @@ fn apply_cluster_setup(ns: &TestNs) {
 #[test]
 #[ignore = "needs cluster"]
 fn an_async_run_goes_on_without_its_client_and_kb_logs_returns_its_status() {
+    let _cluster = shared();
     let ns = TestNs::new();
     apply_cluster_setup(&ns);
     let dir = tempfile::tempdir().unwrap();

@@ -156,7 +156,9 @@ impl std::fmt::Debug for ServerShare {
     }
 }
 
-/// The share server's address for pods (`ClusterIP:2222`), or `None` when it is not deployed in the namespace.
+/// The share server's address for pods (its pod's IP and port 2222, looked up for every task), or `None` when it
+/// is not deployed in the namespace (no Service `kb-share`). The pod's IP rather than the Service's: one hop less,
+/// and no dependence on the node's Service rules; a restarted server has lost its store anyway.
 pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
     let services: Api<Service> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let failed = |action: &str, reason: String| Error::Server {
@@ -164,30 +166,28 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
         action: action.into(),
         reason,
     };
-    let service = match services.get_opt(SERVER_SERVICE).await {
-        Ok(Some(service)) => service,
+    match services.get_opt(SERVER_SERVICE).await {
+        Ok(Some(_)) => {}
         Ok(None) => return Ok(None),
         Err(kube::Error::Api(status)) if status.code == 403 => return Ok(None),
         Err(err) => return Err(failed("be found", crate::error::chain(&err))),
-    };
-    let ip = service
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .filter(|ip| !ip.is_empty() && ip != "None")
-        .ok_or_else(|| failed("be found", "its Service has no cluster IP".into()))?;
+    }
     // Just deployed or restarting: worth a short wait, said once.
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let deadline = std::time::Instant::now() + SERVER_READY_WAIT;
     let mut said = false;
     loop {
-        let ready = pods
+        let status = pods
             .get_opt(SERVER_POD)
             .await
             .map_err(|e| failed("be found", crate::error::chain(&e)))?
-            .and_then(|p| p.status)
-            .and_then(|s| s.conditions)
+            .and_then(|p| p.status);
+        let ready = status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
+        let ip = status.and_then(|s| s.pod_ip).filter(|ip| !ip.is_empty());
+        if let (true, Some(ip)) = (ready, ip) {
             return Ok(Some(format!("{ip}:{SERVER_PORT}")));
         }
         if std::time::Instant::now() >= deadline {
