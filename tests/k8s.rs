@@ -1061,8 +1061,13 @@ fn finish_orphaned_removes_every_orphan_at_once_and_nothing_alive() {
             .spawn()
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // The task line (notes, about the share for one, may come before it).
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        while !line.starts_with("kb: task ") {
+            line.clear();
+            let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+            assert!(read > 0, "kb ended without naming its task");
+        }
         // Keep reading, so the client never writes to a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         let id = line
