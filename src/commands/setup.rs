@@ -110,7 +110,7 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
     let session = Session::new(&docker, &project_dir, &answers, run_as, terminal)?;
     let outcome = tokio::select! {
         outcome = session.run(&agent_image, opts.yes) => outcome,
-        () = terminated() => Err(Error::Interrupted),
+        () = crate::commands::shell::interrupted() => Err(Error::Interrupted),
     };
     session.cleanup().await;
     let built = match outcome? {
@@ -363,27 +363,6 @@ fn run_as(choice: Option<&str>) -> Result<Option<String>> {
             "give --user me, --user root or a numeric --user 1000:1000",
         )),
     }
-}
-
-/// Resolves on SIGTERM or SIGHUP (SIGINT too when stdin is not a terminal in raw mode).
-async fn terminated() {
-    let mut signals = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
-        if let Ok(s) = signal(kind) {
-            signals.push(s);
-        }
-    }
-    let waits = signals
-        .iter_mut()
-        .map(|s| Box::pin(async move { s.recv().await }));
-    if waits.len() == 0 {
-        return std::future::pending().await;
-    }
-    futures::future::select_all(waits).await;
 }
 
 /// This machine's name, for container names.
@@ -1019,9 +998,9 @@ impl Drop for StdinPump {
 /// `10m`, `24h`, `90s`: the largest whole unit.
 fn short_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % 3600 == 0 && secs > 0 {
+    if secs.is_multiple_of(3600) && secs > 0 {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 && secs > 0 {
+    } else if secs.is_multiple_of(60) && secs > 0 {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

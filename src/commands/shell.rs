@@ -48,7 +48,7 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
 }
 
 /// Resolves on SIGINT, SIGTERM or SIGHUP (a terminal in raw mode sends Ctrl-C to the pod instead).
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let mut signals = Vec::new();
     for kind in [
         SignalKind::interrupt(),

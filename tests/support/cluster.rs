@@ -147,6 +147,11 @@ impl TestNs {
 
     /// Waits up to a minute for every object labelled managed-by=kb to be gone (pods take a few seconds to stop).
     pub fn assert_clean(&self) {
+        self.assert_clean_within(60);
+    }
+
+    /// Waits up to `secs` for every object labelled managed-by=kb to be gone.
+    pub fn assert_clean_within(&self, secs: u64) {
         let start = Instant::now();
         loop {
             let left = self.leftovers();
@@ -154,8 +159,8 @@ impl TestNs {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "left behind in {}: {left:?}",
+                start.elapsed() < Duration::from_secs(secs),
+                "left behind in {} after {secs} s: {left:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_secs(1));
