@@ -155,7 +155,7 @@ fn eager_share_moves_only_changes_and_syncback_keeps_conflicts() {
         .kb(
             dir,
             &[
-                "parallel", "--pods", "2", "--share", "eager", "--",
+                "parallel", "-k", "--pods", "2", "--share", "eager", "--",
                 "sha256sum f{}.txt | cut -c1-16; ls ignored scratch.tmp secret.txt 2>/dev/null | wc -l",
                 ":::", "000", "100", "199",
             ],
