@@ -45,9 +45,6 @@ pub enum Error {
     /// The local Docker engine or a registry failed (`kb setup`).
     #[error(transparent)]
     Docker(#[from] crate::docker::Error),
-    /// The share server or a pod's copy of the working directory failed.
-    #[error(transparent)]
-    Share(#[from] crate::share::client::Error),
     /// A configuration file could not be read or written.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
@@ -104,7 +101,6 @@ impl Error {
             Error::Sched(err) => err.hint().into_iter().collect(),
             Error::Docker(err) => err.hint().into_iter().collect(),
             Error::Config(err) => err.hint().into_iter().collect(),
-            Error::Share(err) => err.hint().into_iter().collect(),
             _ => Vec::new(),
         }
     }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use russh::ChannelMsg;
 
 use super::error::{Error, Result};
 use super::resources::AGENT_DIR;
@@ -116,37 +115,17 @@ pub async fn send_archive(conn: &Connection, archive: Arc<DirArchive>) -> Result
         ),
         source: std::io::Error::other(reason),
     };
-    let mut channel = conn
-        .open_session()
+    let (code, out, err) = conn
+        .run_collect(&build_unpack_command(&dir), &archive.tar[..])
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    channel
-        .exec(true, build_unpack_command(&dir))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    channel
-        .data(&archive.tar[..])
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    channel.eof().await.map_err(|e| failed(e.to_string()))?;
-    let mut stderr = Vec::new();
-    let mut status = None;
-    while let Some(msg) = channel.wait().await {
-        match msg {
-            ChannelMsg::ExtendedData { data, .. } | ChannelMsg::Data { data } => {
-                stderr.extend_from_slice(&data)
-            }
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            _ => {}
-        }
-    }
-    match status {
-        Some(0) => Ok(()),
-        Some(code) => Err(failed(format!(
-            "tar exited with {code}: {}",
-            String::from_utf8_lossy(&stderr).trim()
+        .map_err(failed)?;
+    match code {
+        0 => Ok(()),
+        code => Err(failed(format!(
+            "tar exited with {code}: {}{}",
+            String::from_utf8_lossy(&err).trim(),
+            String::from_utf8_lossy(&out).trim()
         ))),
-        None => Err(failed("the channel closed before tar ended".into())),
     }
 }
 

@@ -16,7 +16,6 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, AttachParams};
-use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::manifest::{Entry, Manifest, join_inside, scan};
@@ -549,14 +548,14 @@ impl ServerShare {
             q(&self.dir.display().to_string()),
             q(&self.base_path())
         );
-        let (code, _, stderr) =
-            run(conn, &command, self.pod_key.as_bytes())
-                .await
-                .map_err(|reason| Error::Pod {
-                    pod: pod.into(),
-                    action: "fetch the working directory".into(),
-                    reason,
-                })?;
+        let (code, _, stderr) = conn
+            .run_collect(&command, self.pod_key.as_bytes())
+            .await
+            .map_err(|reason| Error::Pod {
+                pod: pod.into(),
+                action: "fetch the working directory".into(),
+                reason,
+            })?;
         if code != 0 {
             return Err(Error::Pod {
                 pod: pod.into(),
@@ -596,7 +595,7 @@ impl ServerShare {
             crate::template::quote(&self.base_path()),
             crate::template::quote(&self.dir.display().to_string())
         );
-        let (code, tar, stderr) = run(conn, &command, b"").await.map_err(failed)?;
+        let (code, tar, stderr) = conn.run_collect(&command, b"").await.map_err(failed)?;
         if code != 0 {
             return Err(failed(format!(
                 "exit {code}: {}",
@@ -622,35 +621,6 @@ impl ServerShare {
         report.conflicts.extend(part.conflicts);
         Ok(())
     }
-}
-
-/// Runs `command` on `conn` with `input` then EOF on stdin; returns exit status, stdout and stderr.
-async fn run(
-    conn: &Connection,
-    command: &str,
-    input: &[u8],
-) -> std::result::Result<(u32, Vec<u8>, Vec<u8>), String> {
-    let mut channel = conn.open_session().await.map_err(|e| e.to_string())?;
-    channel
-        .exec(true, command)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !input.is_empty() {
-        channel.data(input).await.map_err(|e| e.to_string())?;
-    }
-    channel.eof().await.map_err(|e| e.to_string())?;
-    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
-    while let Some(msg) = channel.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => out.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            _ => {}
-        }
-    }
-    status
-        .map(|s| (s, out, err))
-        .ok_or_else(|| "the connection closed before the command ended".to_string())
 }
 
 /// `kb share fetch` in a worker pod: connect to the server with the key from `key_text`, pinning `host_public`,

@@ -200,6 +200,36 @@ impl Connection {
         run_channel(channel, &self.label, out, signals, true).await
     }
 
+    /// Runs `command` with `input` then EOF on its stdin, and collects it whole: exit status, stdout, stderr. For
+    /// kb's own short commands (unpacking the working directory, the share's fetch and changes), not for jobs.
+    pub async fn run_collect(
+        &self,
+        command: &str,
+        input: &[u8],
+    ) -> std::result::Result<(u32, Vec<u8>, Vec<u8>), String> {
+        let mut channel = self.open_session().await.map_err(|e| e.to_string())?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !input.is_empty() {
+            channel.data(input).await.map_err(|e| e.to_string())?;
+        }
+        channel.eof().await.map_err(|e| e.to_string())?;
+        let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                russh::ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+                russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        status
+            .map(|s| (s, out, err))
+            .ok_or_else(|| "the connection closed before the command ended".to_string())
+    }
+
     /// Opens a bare session channel (for a PTY shell, say); the caller sends the requests.
     pub async fn open_session(&self) -> Result<russh::Channel<client::Msg>, ExecError> {
         self.handle.channel_open_session().await.map_err(|e| {
