@@ -188,7 +188,10 @@ impl PodSource {
             };
             for action in actions {
                 match action {
-                    Action::Connect(name) => self.spawn_join(&mut joining, name, false),
+                    Action::Connect(name) => {
+                        tracing::info!(pod = name, "pod ready: joining it");
+                        self.spawn_join(&mut joining, name, false)
+                    }
                     Action::Reconnect(name) => {
                         tracing::info!(
                             pod = name,

@@ -3,6 +3,7 @@
 //! detect a dead peer within about 15 s.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ impl ClientConfig {
 pub struct Connection {
     handle: client::Handle<HostKeyCheck>,
     label: String,
+    /// Session channels opened before the jobs that will use them, so that a job starts with its `exec` request
+    /// instead of first waiting a round trip for its channel (see [`Connection::open_ahead`]).
+    spare: Mutex<Vec<russh::Channel<client::Msg>>>,
+    /// How many spare channels to keep; 0 opens each job's channel when the job starts.
+    spare_max: AtomicUsize,
 }
 
 impl Connection {
@@ -134,6 +140,8 @@ impl Connection {
         Ok(Connection {
             handle,
             label: label.to_owned(),
+            spare: Mutex::new(Vec::new()),
+            spare_max: AtomicUsize::new(0),
         })
     }
 
@@ -165,21 +173,52 @@ impl Connection {
         let not_started = |e: russh::Error| {
             ExecError::NotStarted(format!("cannot open a channel to `{}`: {e}", self.label))
         };
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(not_started)?;
-        for (name, value) in env {
-            channel
-                .set_env(false, *name, *value)
-                .await
-                .map_err(not_started)?;
-        }
-        channel.exec(true, command).await.map_err(not_started)?;
-        // Jobs read no input, as with GNU parallel: their stdin is at its end from the start.
-        let _ = channel.eof().await;
+        let channel = self.take_channel().await.map_err(not_started)?;
+        let start = async {
+            for (name, value) in env {
+                channel.set_env(false, *name, *value).await?;
+            }
+            channel.exec(true, command).await?;
+            // Jobs read no input, as with GNU parallel: their stdin is at its end from the start.
+            let _ = channel.eof().await;
+            Ok(())
+        };
+        // The next job's channel opens while this one starts; its answer comes back before this job's exit status
+        // can, so waiting for both costs no time.
+        let (started, ()) = tokio::join!(start, self.open_spare());
+        started.map_err(not_started)?;
         run_channel(channel, &self.label, out, signals, false).await
+    }
+
+    /// Keeps up to `channels` session channels open ahead of the jobs that will use them. Only for servers that
+    /// allow that many idle sessions: kb's agent does; OpenSSH's sshd allows 10 (`MaxSessions`) in all.
+    pub fn open_ahead(&self, channels: usize) {
+        self.spare_max.store(channels, Ordering::Relaxed);
+    }
+
+    /// A spare channel if there is one, else a new one.
+    async fn take_channel(&self) -> std::result::Result<russh::Channel<client::Msg>, russh::Error> {
+        let spare = self.spare.lock().ok().and_then(|mut spare| spare.pop());
+        match spare {
+            Some(channel) => Ok(channel),
+            None => self.handle.channel_open_session().await,
+        }
+    }
+
+    /// Opens one spare channel when fewer than [`Connection::open_ahead`] asked for are waiting. A failure is left
+    /// to the next job's own open, which reports it.
+    async fn open_spare(&self) {
+        let max = self.spare_max.load(Ordering::Relaxed);
+        let waiting = || self.spare.lock().map_or(usize::MAX, |spare| spare.len());
+        if waiting() >= max {
+            return;
+        }
+        if let Ok(channel) = self.handle.channel_open_session().await
+            && let Ok(mut spare) = self.spare.lock()
+            && spare.len() < max
+        {
+            spare.push(channel);
+        }
     }
 
     /// Runs a command wrapped by [`guard_command`](super::guard_command) on a new channel, for servers that cannot

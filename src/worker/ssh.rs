@@ -27,6 +27,9 @@ pub struct SshWorker {
 impl SshWorker {
     /// A worker named `name` (the joblog's `Host`) with `slots` slots; jobs run in `workdir` when given.
     pub fn new(name: String, conn: Connection, slots: usize, workdir: Option<&str>) -> Self {
+        // kb's agent takes any number of idle sessions: one spare channel per slot means no job waits for its
+        // channel to open. `guarded` turns this off for other servers.
+        conn.open_ahead(slots);
         let prefix = match workdir {
             Some(dir) => format!("cd {} || exit 255; ", crate::template::quote(dir)),
             None => String::new(),
@@ -44,6 +47,7 @@ impl SshWorker {
     /// a lost client still reach their whole process group.
     pub fn guarded(mut self) -> Self {
         self.guarded = true;
+        self.conn.open_ahead(0);
         self
     }
 }
