@@ -226,7 +226,37 @@ fn eager_share_moves_only_changes_and_syncback_keeps_conflicts() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(text(&out.stdout), "changed\n", "{stderr}");
-    assert_eq!(sent(&stderr).2, "changed\n".len() as u64, "{stderr}");
+    let (sent3, _, content3) = sent(&stderr);
+    println!("one file changed: sent {sent3} bytes");
+    assert_eq!(content3, "changed\n".len() as u64, "{stderr}");
+    // Only the changes of the manifest go, not the whole list of 200 files.
+    assert!(sent3 < 1000, "{stderr}");
+
+    // Run 4, a rename and a delete: no content moves, and the jobs see both.
+    std::fs::rename(dir.join("f008.txt"), dir.join("g008.txt")).unwrap();
+    std::fs::remove_file(dir.join("f009.txt")).unwrap();
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--share",
+                "eager",
+                "--",
+                "ls f008.txt f009.txt g008.txt 2>/dev/null; true",
+                ":::",
+                "1",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "g008.txt\n", "{stderr}");
+    let (sent4, _, content4) = sent(&stderr);
+    assert_eq!(content4, 0, "{stderr}");
+    assert!(sent4 < 1000, "{stderr}");
 
     // Syncback: outputs come back; a file edited here while a job also edits it is a conflict, both kept.
     let mut child = ns

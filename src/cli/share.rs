@@ -29,6 +29,18 @@ pub enum ShareRequest {
     Have(StoreOpt),
     /// Server: store the blobs on stdin (`HASH LEN` + bytes, then `end`).
     Put(StoreOpt),
+    /// Server: store a manifest made from a stored one and the delta on stdin (`LEN` + JSON).
+    Patch {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The SHA-256 of the stored manifest the delta applies to.
+        #[arg(long)]
+        base: String,
+        /// The SHA-256 the result must have.
+        #[arg(long)]
+        manifest: String,
+    },
     /// Server: record a task's manifest (a stored blob) and the key its pods read it with.
     Commit {
         /// The store.

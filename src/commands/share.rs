@@ -37,6 +37,13 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         ShareRequest::Put(s) => Store::open(&s.store)
             .and_then(|st| st.put(stdin(), stdout()))
             .map_err(io("store the blobs"))?,
+        ShareRequest::Patch {
+            store,
+            base,
+            manifest,
+        } => Store::open(&store.store)
+            .and_then(|st| st.patch(&base, &manifest, stdin(), stdout()))
+            .map_err(io("apply the delta"))?,
         ShareRequest::Commit {
             store,
             task,

@@ -11,6 +11,7 @@
 //! After the run (syncback): each pod still connected runs `kb share changes`, and [`super::sync::apply`] takes
 //! its files in by content.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -246,68 +247,94 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         action: "hash the manifest".into(),
         source,
     })?;
-    let ask_one = format!("{manifest_hash}\n{END}\n").into_bytes();
-    stats.sent_meta += ask_one.len() as u64;
-    let known = server_exec(kube, &["have"], Input::Bytes(ask_one), "list what it has").await?;
-    let known = String::from_utf8_lossy(&known).lines().next() == Some(END);
-    tracing::debug!("share: manifest known: {known}, at {:?}", clock.elapsed());
+    // What the server had from this directory last time, when it still has it: then only the changes go.
+    let cache = super::delta::cache_dir();
+    let base = cache
+        .as_deref()
+        .and_then(|cache| super::delta::load_base(cache, &kube.namespace, dir))
+        .filter(|base| base.hash != manifest_hash);
+    let delta = base
+        .as_ref()
+        .map(|base| super::delta::Delta::between(&base.manifest, &manifest));
+    let new_contents = match (&base, &delta) {
+        (Some(base), Some(delta)) => delta.new_contents(&base.manifest),
+        _ => Default::default(),
+    };
+    // One question: is the tree there, is the base there, which of the new contents are there.
+    let mut ask = format!("{manifest_hash}\n");
+    if let Some(base) = &base {
+        ask.push_str(&base.hash);
+        ask.push('\n');
+    }
+    for hash in &new_contents {
+        ask.push_str(hash);
+        ask.push('\n');
+    }
+    ask.push_str(END);
+    ask.push('\n');
+    stats.sent_meta += ask.len() as u64;
+    let answer = server_exec(
+        kube,
+        &["have"],
+        Input::Bytes(ask.into_bytes()),
+        "list what it has",
+    )
+    .await?;
+    let mut missing: BTreeSet<String> = String::from_utf8_lossy(&answer)
+        .lines()
+        .take_while(|l| *l != END)
+        .map(str::to_string)
+        .collect();
+    let known = !missing.contains(&manifest_hash);
+    let incremental = match (&base, &delta) {
+        (Some(base), Some(delta)) if !missing.contains(&base.hash) => Some((base, delta)),
+        _ => None,
+    };
+    tracing::debug!(
+        "share: manifest known: {known}, base known: {}, at {:?}",
+        incremental.is_some(),
+        clock.elapsed()
+    );
 
     if !known {
-        // Which contents the server lacks.
-        let mut ask = String::new();
-        for hash in blobs.keys() {
-            ask.push_str(hash);
+        let patched = match incremental {
+            Some((base, delta)) => {
+                missing.retain(|hash| new_contents.contains(hash));
+                put_contents(kube, &manifest, dir, &missing, None, &mut stats).await?;
+                patch(kube, &base.hash, &manifest_hash, delta, &mut stats).await
+            }
+            None => false,
+        };
+        if !patched {
+            // The whole list of contents, and the whole manifest.
+            let mut ask = String::new();
+            for hash in blobs.keys() {
+                ask.push_str(hash);
+                ask.push('\n');
+            }
+            ask.push_str(END);
             ask.push('\n');
+            stats.sent_meta += ask.len() as u64;
+            let answer = server_exec(
+                kube,
+                &["have"],
+                Input::Bytes(ask.into_bytes()),
+                "list what it has",
+            )
+            .await?;
+            let missing: BTreeSet<String> = String::from_utf8_lossy(&answer)
+                .lines()
+                .take_while(|l| *l != END)
+                .map(str::to_string)
+                .collect();
+            tracing::debug!(
+                "share: {} contents missing, at {:?}",
+                missing.len(),
+                clock.elapsed()
+            );
+            let json = (manifest_hash.clone(), json);
+            put_contents(kube, &manifest, dir, &missing, Some(json), &mut stats).await?;
         }
-        ask.push_str(END);
-        ask.push('\n');
-        stats.sent_meta += ask.len() as u64;
-        let answer = server_exec(
-            kube,
-            &["have"],
-            Input::Bytes(ask.into_bytes()),
-            "list what it has",
-        )
-        .await?;
-        let missing: Vec<String> = String::from_utf8_lossy(&answer)
-            .lines()
-            .take_while(|l| *l != END)
-            .map(str::to_string)
-            .collect();
-        tracing::debug!(
-            "share: {} contents missing, at {:?}",
-            missing.len(),
-            clock.elapsed()
-        );
-        // Each missing content once, from the first file that has it, and the manifest.
-        let mut sources: Vec<(String, u64, Source)> = Vec::new();
-        for hash in &missing {
-            let Some((path, size)) = manifest.entries.iter().find_map(|(p, e)| match e {
-                Entry::File { hash: h, size, .. } if h == hash => Some((p, *size)),
-                _ => None,
-            }) else {
-                continue;
-            };
-            let Some(file) = join_inside(dir, path) else {
-                continue;
-            };
-            stats.sent_files += 1;
-            stats.sent_bytes += size;
-            stats.sent_meta += hash.len() as u64 + 2 + size.to_string().len() as u64;
-            sources.push((hash.clone(), size, Source::File(file)));
-        }
-        stats.sent_meta += json.len() as u64 + 80;
-        sources.push((
-            manifest_hash.clone(),
-            json.len() as u64,
-            Source::Memory(json),
-        ));
-        let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
-        tracing::debug!(
-            "share server: {}, at {:?}",
-            String::from_utf8_lossy(&reply).trim(),
-            clock.elapsed()
-        );
     }
 
     // Commit the manifest with a fresh key for the task's pods.
@@ -346,6 +373,17 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             reason: format!("unexpected answer `{host_public}`"),
         });
     }
+    if let Some(cache) = &cache {
+        super::delta::save_base(
+            cache,
+            &super::delta::Base {
+                namespace: kube.namespace.clone(),
+                dir: dir.to_owned(),
+                hash: manifest_hash.clone(),
+                manifest: manifest.clone(),
+            },
+        );
+    }
     Ok(ServerShare {
         dir: dir.to_owned(),
         task: task.to_string(),
@@ -356,6 +394,74 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         stats,
         joined: Mutex::new(Vec::new()),
     })
+}
+
+/// Stores the contents in `missing` (each from the first file of `manifest` that has it), and `extra` (a hash and
+/// bytes, the manifest) after them; nothing is sent when there is nothing to store.
+async fn put_contents(
+    kube: &Kube,
+    manifest: &Manifest,
+    dir: &Path,
+    missing: &BTreeSet<String>,
+    extra: Option<(String, Vec<u8>)>,
+    stats: &mut UploadStats,
+) -> Result<()> {
+    let mut first: HashMap<&str, (&String, u64)> = HashMap::new();
+    for (path, entry) in &manifest.entries {
+        if let Entry::File { hash, size, .. } = entry
+            && missing.contains(hash)
+        {
+            first.entry(hash.as_str()).or_insert((path, *size));
+        }
+    }
+    let mut sources: Vec<(String, u64, Source)> = Vec::new();
+    for hash in missing {
+        let Some((path, size)) = first.get(hash.as_str()) else {
+            continue;
+        };
+        let Some(file) = join_inside(dir, path) else {
+            continue;
+        };
+        stats.sent_files += 1;
+        stats.sent_bytes += size;
+        stats.sent_meta += hash.len() as u64 + 2 + size.to_string().len() as u64;
+        sources.push((hash.clone(), *size, Source::File(file)));
+    }
+    if let Some((hash, bytes)) = extra {
+        stats.sent_meta += bytes.len() as u64 + 80;
+        sources.push((hash, bytes.len() as u64, Source::Memory(bytes)));
+    }
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
+    tracing::debug!("share server: {}", String::from_utf8_lossy(&reply).trim());
+    Ok(())
+}
+
+/// Has the server make the manifest `manifest` from its stored `base` and `delta`; false when it could not (the
+/// caller then sends the whole manifest).
+async fn patch(
+    kube: &Kube,
+    base: &str,
+    manifest: &str,
+    delta: &super::delta::Delta,
+    stats: &mut UploadStats,
+) -> bool {
+    let Ok(json) = serde_json::to_vec(delta) else {
+        return false;
+    };
+    let mut input = format!("{}\n", json.len()).into_bytes();
+    input.extend_from_slice(&json);
+    stats.sent_meta += input.len() as u64;
+    let args = ["patch", "--base", base, "--manifest", manifest];
+    match server_exec(kube, &args, Input::Bytes(input), "apply the changes").await {
+        Ok(reply) => String::from_utf8_lossy(&reply).trim() == "patched",
+        Err(err) => {
+            tracing::debug!("share: {err}; sending the whole manifest");
+            false
+        }
+    }
 }
 
 /// Writes `HASH LEN\n` + content for each blob, handing over batches of about 1 MiB to `send`.

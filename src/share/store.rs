@@ -180,6 +180,55 @@ impl Store {
         output.flush()
     }
 
+    /// `patch`: reads a framed [`Delta`](super::delta::Delta) (`LEN` line, then LEN bytes of JSON), applies it to
+    /// the stored manifest `base`, and stores the result as the blob `manifest` if its hash is that. Writes
+    /// `patched`. Fails without storing anything when `base` is not here or the result has another hash (a client
+    /// of another kb version may encode manifests differently): the client then sends the whole manifest.
+    pub fn patch(
+        &self,
+        base: &str,
+        manifest: &str,
+        mut input: impl BufRead,
+        mut output: impl Write,
+    ) -> std::io::Result<()> {
+        for hash in [base, manifest] {
+            if !is_hash(hash) {
+                return Err(invalid(format!("`{hash}` is not a SHA-256")));
+            }
+        }
+        let old: Manifest =
+            serde_json::from_slice(&std::fs::read(self.blob(base)).map_err(|e| {
+                invalid(format!("the base manifest {base} is not in the store: {e}"))
+            })?)?;
+        let mut header = String::new();
+        input.read_line(&mut header)?;
+        let len: u64 = header
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("bad delta length `{}`", header.trim())))?;
+        let mut json = Vec::new();
+        input.take(len).read_to_end(&mut json)?;
+        if json.len() as u64 != len {
+            return Err(invalid("the delta was cut short"));
+        }
+        let delta: super::delta::Delta = serde_json::from_slice(&json)?;
+        let new = serde_json::to_vec(&delta.apply(&old))?;
+        let got = super::manifest::hash_reader(&new[..])?;
+        if got != manifest {
+            return Err(invalid(format!(
+                "the patched manifest has hash {got}, not {manifest}"
+            )));
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{manifest}.{:08x}", rand::random::<u32>()));
+        std::fs::write(&tmp, &new)?;
+        std::fs::rename(&tmp, self.blob(manifest))?;
+        writeln!(output, "patched")?;
+        output.flush()
+    }
+
     /// `commit`: the task's manifest is the blob `manifest` (JSON, stored with `put` like any content, so an
     /// unchanged tree is committed by its hash alone); checks that every blob it names is there; records it and lets
     /// `key` (an OpenSSH public key line) read it through `serve_command`. Writes the host public key.
@@ -442,5 +491,51 @@ mod tests {
         );
         assert!(store.serve("abc123", Vec::new()).is_err());
         store.drop_task("abc123").unwrap();
+    }
+
+    #[test]
+    fn patch_rebuilds_a_manifest_from_its_base_and_checks_the_result() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "alpha\n").unwrap();
+        std::fs::write(src.path().join("b.txt"), "beta\n").unwrap();
+        let old = scan(src.path(), true).unwrap();
+        let old_json = serde_json::to_vec(&old).unwrap();
+        let old_hash = hash_reader(&old_json[..]).unwrap();
+        std::fs::rename(src.path().join("b.txt"), src.path().join("c.txt")).unwrap();
+        std::fs::write(src.path().join("a.txt"), "changed\n").unwrap();
+        let new = scan(src.path(), true).unwrap();
+        let new_json = serde_json::to_vec(&new).unwrap();
+        let new_hash = hash_reader(&new_json[..]).unwrap();
+        let delta = serde_json::to_vec(&crate::share::delta::Delta::between(&old, &new)).unwrap();
+        let mut input = format!("{}\n", delta.len()).into_bytes();
+        input.extend_from_slice(&delta);
+
+        // Without the base in the store there is nothing to patch.
+        assert!(
+            store
+                .patch(&old_hash, &new_hash, &input[..], Vec::new())
+                .is_err()
+        );
+        let mut frames = blob_frame(&old_json);
+        frames.extend_from_slice(b"end\n");
+        store.put(&frames[..], Vec::new()).unwrap();
+        // A result that does not hash to what the client said is refused and not stored.
+        let wrong = "f".repeat(64);
+        assert!(
+            store
+                .patch(&old_hash, &wrong, &input[..], Vec::new())
+                .is_err()
+        );
+        assert!(!store_dir.path().join("blobs").join(&wrong).exists());
+
+        let mut out = Vec::new();
+        store
+            .patch(&old_hash, &new_hash, &input[..], &mut out)
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "patched\n");
+        let stored = std::fs::read(store_dir.path().join("blobs").join(&new_hash)).unwrap();
+        assert_eq!(stored, new_json);
     }
 }

@@ -91,7 +91,12 @@ impl TestNs {
             .env("KUBECONFIG", kubeconfig())
             .env("KB_NAMESPACE", &self.name);
         cmd.env("KB_IMAGE", test_image())
-            .env("KB_START_TIMEOUT", "120");
+            .env("KB_START_TIMEOUT", "120")
+            // kb's cache (the eager share's last manifests) stays out of the user's.
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join(format!("{}-cache", self.name)),
+            );
         if std::env::var_os("KB_REGISTRY").is_none() {
             cmd.env("KB_REGISTRY", "127.0.0.1:5000");
         }
