@@ -393,3 +393,118 @@ fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> std::p
     }
     child.wait_with_output().unwrap()
 }
+
+/// Deletes a pod at once.
+fn delete_pod(ns: &TestNs, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    ns.rt
+        .block_on(pods.delete(name, &kube::api::DeleteParams::default().grace_period(0)))
+        .unwrap();
+}
+
+/// The UID of pod `name` once it is Ready and its UID is not `old`.
+fn wait_ready_pod(ns: &TestNs, name: &str, old: Option<&str>) -> String {
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(pod) = ns.rt.block_on(pods.get_opt(name)).unwrap() {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let ready = pod
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready && Some(uid.as_str()) != old {
+                return uid;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} not Ready in 120 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_replaced_share_server_is_reported_with_what_to_do() {
+    let ns = TestNs::new();
+    deploy_share_server(&ns);
+    let first_server = wait_ready_pod(&ns, "kb-share-0", None);
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
+
+    // One pod, one job at a time, each a few seconds: the pod is replaced mid-run.
+    let mut child = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "-j",
+                "1",
+                "--line-buffer",
+                "--share",
+                "eager",
+                "--",
+                "cat a.txt; sleep 3",
+                ":::",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "6",
+                "7",
+                "8",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(stdout.next().unwrap().unwrap(), "alpha");
+
+    // The server's pod goes (and its store with it); then the worker pod, whose replacement must fetch.
+    delete_pod(&ns, "kb-share-0");
+    wait_ready_pod(&ns, "kb-share-0", Some(&first_server));
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let workers = ns
+        .rt
+        .block_on(pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kb")))
+        .unwrap();
+    for pod in workers.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        if name.starts_with("kb-") && name != "kb-share-0" {
+            delete_pod(&ns, &name);
+        }
+    }
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr_pipe), &mut text).unwrap();
+        text
+    });
+    // kb says what happened and what to do, and ends: no pod can get the files now.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kb did not end: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(
+        stderr.contains("the share server (pod kb-share-0 in namespace")
+            && stderr.contains("was replaced after kb uploaded the working directory")
+            && stderr.contains("run the command again"),
+        "{stderr}"
+    );
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    println!("kb said:\n{stderr}");
+    ns.assert_clean_within(60);
+}

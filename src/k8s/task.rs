@@ -130,7 +130,10 @@ impl PodTask {
                         action: "read the share reference".into(),
                         source: e.into(),
                     })?;
-                PodShare::Server(Arc::new(crate::share::client::ServerShare::from_ref(tree)))
+                PodShare::Server(Arc::new(crate::share::client::ServerShare::from_ref(
+                    tree,
+                    kube.clone(),
+                )))
             }
             Err(_) => PodShare::Copy(Arc::new(archive)),
         };

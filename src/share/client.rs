@@ -61,6 +61,16 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The share server's pod was replaced after the upload: its store, an emptyDir, went with the old pod.
+    #[error(
+        "the share server (pod {SERVER_POD} in namespace `{namespace}`) was replaced after kb uploaded the working \
+         directory, and the new one does not have this task's files: pods that joined before keep their copy, pods \
+         that join now cannot get one; run the command again to upload the files to the new server"
+    )]
+    Replaced {
+        /// The namespace.
+        namespace: String,
+    },
     /// Reading the local directory failed.
     #[error("cannot {action}")]
     Io {
@@ -131,6 +141,9 @@ pub struct TreeRef {
     pub host_public: String,
     /// The pods' private key.
     pub pod_key: String,
+    /// The server pod's UID at the upload.
+    #[serde(default)]
+    pub server_uid: Option<String>,
 }
 
 /// A task's tree on the share server.
@@ -144,6 +157,10 @@ pub struct ServerShare {
     /// What the upload moved.
     pub stats: UploadStats,
     joined: Mutex<Vec<String>>,
+    /// To look at the server's pod again when a pod cannot fetch.
+    kube: Kube,
+    /// The server pod's UID at the upload: another UID later means a new pod with an empty store.
+    server_uid: Option<String>,
 }
 
 impl std::fmt::Debug for ServerShare {
@@ -384,7 +401,10 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             },
         );
     }
+    let server_uid = server_pod_uid(kube).await;
     Ok(ServerShare {
+        kube: kube.clone(),
+        server_uid,
         dir: dir.to_owned(),
         task: task.to_string(),
         manifest,
@@ -394,6 +414,12 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         stats,
         joined: Mutex::new(Vec::new()),
     })
+}
+
+/// The UID of the share server's pod, if it can be read.
+async fn server_pod_uid(kube: &Kube) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    pods.get_opt(SERVER_POD).await.ok().flatten()?.metadata.uid
 }
 
 /// Stores the contents in `missing` (each from the first file of `manifest` that has it), and `extra` (a hash and
@@ -617,12 +643,15 @@ impl ServerShare {
             address: self.address.clone(),
             host_public: self.host_public.clone(),
             pod_key: self.pod_key.clone(),
+            server_uid: self.server_uid.clone(),
         }
     }
 
     /// The share of a coordinator, from the client's [`TreeRef`] (no syncback: the client is gone).
-    pub fn from_ref(tree: TreeRef) -> ServerShare {
+    pub fn from_ref(tree: TreeRef, kube: Kube) -> ServerShare {
         ServerShare {
+            kube,
+            server_uid: tree.server_uid,
             dir: tree.dir,
             task: tree.task,
             manifest: Manifest::default(),
@@ -654,22 +683,27 @@ impl ServerShare {
             q(&self.dir.display().to_string()),
             q(&self.base_path())
         );
-        let (code, _, stderr) = conn
-            .run_collect(&command, self.pod_key.as_bytes())
-            .await
-            .map_err(|reason| Error::Pod {
-                pod: pod.into(),
-                action: "fetch the working directory".into(),
-                reason,
-            })?;
-        if code != 0 {
-            return Err(Error::Pod {
+        let failure = match conn.run_collect(&command, self.pod_key.as_bytes()).await {
+            Ok((0, _, _)) => return Ok(()),
+            Ok((code, _, stderr)) => Error::Pod {
                 pod: pod.into(),
                 action: "fetch the working directory from the share server".into(),
                 reason: format!("exit {code}: {}", String::from_utf8_lossy(&stderr).trim()),
+            },
+            Err(reason) => Error::Pod {
+                pod: pod.into(),
+                action: "fetch the working directory".into(),
+                reason,
+            },
+        };
+        // The likeliest cause of a fetch failing after a good upload: the server's pod was replaced.
+        let now = server_pod_uid(&self.kube).await;
+        if self.server_uid.is_some() && now != self.server_uid {
+            return Err(Error::Replaced {
+                namespace: self.kube.namespace.clone(),
             });
         }
-        Ok(())
+        Err(failure)
     }
 
     /// Remembers a pod that joined, for syncback.
