@@ -118,7 +118,10 @@ pub fn build_statefulset(namespace: &str, image: &str) -> StatefulSet {
                         name: "store".into(),
                         // A cache: losing it on a restart costs one full upload, nothing more.
                         empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("20Gi".into())),
+                            size_limit: Some(Quantity(format!(
+                                "{}Gi",
+                                crate::share::store::STORE_LIMIT_GIB
+                            ))),
                             ..Default::default()
                         }),
                         ..Default::default()

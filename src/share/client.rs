@@ -71,6 +71,17 @@ pub enum Error {
         /// The namespace.
         namespace: String,
     },
+    /// The tree is more than the share server keeps.
+    #[error(
+        "the working directory `{}` holds {} MiB to share, more than the share server keeps ({} MiB)",
+        dir.display(), bytes >> 20, super::store::COLLECT_ABOVE >> 20
+    )]
+    TooBig {
+        /// The bytes of distinct contents to share.
+        bytes: u64,
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Reading the local directory failed.
     #[error("cannot {action}")]
     Io {
@@ -90,6 +101,10 @@ impl Error {
                 "deploy or update it with `kb cluster-setup -n {namespace} | kubectl apply -f -` and wait for pod \
                  {SERVER_POD} to be Ready, or run with --share none"
             )),
+            Error::TooBig { .. } => Some(
+                "leave large files out with a `.kbignore` (the syntax of `.gitignore`), or run with --share none"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -240,6 +255,13 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             source,
         })?;
     let blobs = manifest.blobs();
+    let shared: u64 = blobs.values().sum();
+    if shared > super::store::COLLECT_ABOVE {
+        return Err(Error::TooBig {
+            bytes: shared,
+            dir: dir.to_owned(),
+        });
+    }
     tracing::debug!(
         "share: scanned {} entries in {:?}",
         manifest.entries.len(),

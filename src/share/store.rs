@@ -21,6 +21,14 @@ use super::manifest::{Entry, Manifest, is_hash};
 
 /// Where `kb share` keeps its store in the server's pod.
 pub const DEFAULT_STORE: &str = "/var/lib/kb-share";
+/// The size limit of the store's emptyDir, in GiB; the kubelet evicts the server's pod when it is passed.
+pub const STORE_LIMIT_GIB: u64 = 20;
+/// Above this many bytes of contents (three quarters of the limit), each commit deletes contents no task uses...
+pub const COLLECT_ABOVE: u64 = (STORE_LIMIT_GIB << 30) / 4 * 3;
+/// ...least recently used first, down to half the limit.
+pub const COLLECT_DOWN_TO: u64 = (STORE_LIMIT_GIB << 30) / 2;
+/// Contents stored or asked about this recently are kept: an upload in flight may be about to commit them.
+pub const KEEP_RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The end marker of every list on the wire.
 pub const END: &str = "end";
 
@@ -114,11 +122,64 @@ impl Store {
             if !is_hash(hash) {
                 return Err(invalid(format!("`{hash}` is not a SHA-256")));
             }
-            if !self.blob(hash).exists() {
+            let blob = self.blob(hash);
+            if !blob.exists() {
                 writeln!(output, "{hash}")?;
+            } else {
+                // A content asked about is about to be used: [`Store::collect`] leaves it alone for a while.
+                let _ = std::fs::File::open(&blob)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             }
         }
         Err(invalid("the list ended without `end`"))
+    }
+
+    /// Deletes contents no task's manifest names, least recently used first, when the blobs take more than `high`
+    /// bytes, until they take at most `low`; contents stored or asked about within `recent` stay (an upload in
+    /// flight may be about to commit them). Returns the number of contents and bytes deleted.
+    pub fn collect(
+        &self,
+        high: u64,
+        low: u64,
+        recent: std::time::Duration,
+    ) -> std::io::Result<(u64, u64)> {
+        let mut blobs = Vec::new();
+        let mut total = 0u64;
+        for entry in std::fs::read_dir(self.root.join("blobs"))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            total += meta.len();
+            blobs.push((meta.modified()?, meta.len(), entry.file_name()));
+        }
+        if total <= high {
+            return Ok((0, 0));
+        }
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        for task in std::fs::read_dir(self.root.join("tasks"))? {
+            let path = task?.path().join("manifest.json");
+            let Ok(json) = std::fs::read(&path) else {
+                continue;
+            };
+            let manifest: Manifest = serde_json::from_slice(&json)?;
+            named.extend(manifest.blobs().into_keys());
+        }
+        let cutoff = std::time::SystemTime::now() - recent;
+        blobs.sort();
+        let (mut count, mut freed) = (0u64, 0u64);
+        for (modified, len, name) in blobs {
+            if total <= low || modified > cutoff {
+                break;
+            }
+            let name = name.to_string_lossy();
+            if named.contains(name.as_ref()) {
+                continue;
+            }
+            std::fs::remove_file(self.blob(&name))?;
+            total -= len;
+            count += 1;
+            freed += len;
+        }
+        Ok((count, freed))
     }
 
     /// `put`: reads `HASH LEN` lines each followed by LEN bytes, then `end`; stores each blob after checking its
@@ -273,7 +334,16 @@ impl Store {
             lines.push(format!("{line} {}", task_marker(task)));
         })?;
         writeln!(output, "{}", self.host_public_key()?)?;
-        output.flush()
+        output.flush()?;
+        // Room for the next uploads; a failure here does not undo the commit.
+        match self.collect(COLLECT_ABOVE, COLLECT_DOWN_TO, KEEP_RECENT) {
+            Ok((0, _)) => {}
+            Ok((count, bytes)) => {
+                eprintln!("kb share: deleted {count} unused contents ({bytes} bytes)")
+            }
+            Err(err) => eprintln!("kb share: cannot delete unused contents: {err}"),
+        }
+        Ok(())
     }
 
     /// `drop`: forgets a task's manifest and key (its blobs stay for the next run to reuse).
@@ -537,5 +607,81 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "patched\n");
         let stored = std::fs::read(store_dir.path().join("blobs").join(&new_hash)).unwrap();
         assert_eq!(stored, new_json);
+    }
+
+    #[test]
+    fn collect_deletes_only_old_contents_no_task_names() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let mut frames = Vec::new();
+        for body in [
+            &b"used by the task"[..],
+            b"old and unused",
+            b"new and unused",
+        ] {
+            frames.extend(blob_frame(body));
+        }
+        frames.extend_from_slice(b"end\n");
+        store.put(&frames[..], Vec::new()).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), "used by the task").unwrap();
+        let manifest = scan(src.path(), true).unwrap();
+        let json = serde_json::to_vec(&manifest).unwrap();
+        let mut frames = blob_frame(&json);
+        frames.extend_from_slice(b"end\n");
+        store.put(&frames[..], Vec::new()).unwrap();
+        let key = russh::keys::PrivateKey::from(
+            russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[2u8; 32]),
+        );
+        let key = key.public_key().to_openssh().unwrap();
+        let manifest_hash = hash_reader(&json[..]).unwrap();
+        store
+            .commit("t1", &key, &manifest_hash, "x", Vec::new())
+            .unwrap();
+        // Everything but the newest content was last used two hours ago.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for body in [&b"used by the task"[..], b"old and unused", &json[..]] {
+            let path = store_dir
+                .path()
+                .join("blobs")
+                .join(hash_reader(body).unwrap());
+            std::fs::File::open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let exists = |body: &[u8]| {
+            store_dir
+                .path()
+                .join("blobs")
+                .join(hash_reader(body).unwrap())
+                .exists()
+        };
+
+        // Under the high-water mark nothing goes.
+        assert_eq!(store.collect(1 << 20, 0, KEEP_RECENT).unwrap(), (0, 0));
+        // Asking about a content counts as using it.
+        let ask = format!("{}\nend\n", hash_reader(&b"old and unused"[..]).unwrap());
+        store.have(ask.as_bytes(), Vec::new()).unwrap();
+        assert_eq!(
+            store.collect(0, 0, KEEP_RECENT).unwrap().0,
+            1,
+            "only the old manifest blob"
+        );
+        assert!(!exists(&json) && exists(b"old and unused"));
+        let path = store_dir
+            .path()
+            .join("blobs")
+            .join(hash_reader(&b"old and unused"[..]).unwrap());
+        std::fs::File::open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let (count, bytes) = store.collect(0, 0, KEEP_RECENT).unwrap();
+        assert_eq!((count, bytes), (1, "old and unused".len() as u64));
+        // What a task names, and what is recent, stays.
+        assert!(exists(b"used by the task") && exists(b"new and unused"));
+        let mut served = Vec::new();
+        store.serve("t1", &mut served).unwrap();
     }
 }
