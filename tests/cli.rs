@@ -1,5 +1,7 @@
 //! CLI tests: the real `kb` binary in a temporary directory; usage errors, hints and exit statuses (the contract in
 //! docs/exit-codes.md). No cluster, no SSH server.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Output, Stdio};
 

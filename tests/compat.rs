@@ -6,6 +6,8 @@
 //!
 //! Needs GNU parallel (`apt-get install parallel`) and, for the SSH tests, OpenSSH (`apt-get install
 //! openssh-server openssh-client`); a missing one fails the tests saying so.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 #[path = "compat/cases.rs"]
 mod cases;

@@ -1,5 +1,7 @@
 //! Fault tests of `kb parallel` against real SSH servers on loopback (Debian's sshd and `kb agent`): a server killed
 //! mid-run, Ctrl-C, unreachable hosts. They check what happened on the servers, not only what kb printed.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

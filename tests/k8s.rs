@@ -5,6 +5,8 @@
 //! `app.kubernetes.io/managed-by=kb` is left in it, and deletes it. A cluster that cannot be reached is a failure,
 //! never a skip. Images: `KB_TEST_IMAGE` (default `127.0.0.1:5000/kb/debian:bookworm`) and `KB_AGENT_IMAGE`
 //! (default kb's own default with `KB_REGISTRY=127.0.0.1:5000`).
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

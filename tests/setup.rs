@@ -1,6 +1,8 @@
 //! `kb setup` on the real Docker engine, the local registry and the local cluster (`tests/cluster/up`): through a
 //! pseudo-terminal with apt-get from Debian's archive, with `--yes` and no terminal, and each error that can be
 //! provoked here. After each: no container `kb setup` made is left, and on failure neither config file is written.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

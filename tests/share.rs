@@ -1,6 +1,8 @@
 //! The eager share and syncback on the real local cluster (`tests/cluster/up`), through the share server that
 //! `kb cluster-setup` deploys: what the jobs see, what the second run moves, syncback and a conflict, and that no
 //! container of the namespace runs privileged or adds a capability.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,4 +1,6 @@
 //! kb's SSH client against real servers on 127.0.0.1: Debian's OpenSSH sshd and `kb agent`.
+// A test that cannot go on fails at once, with the value that stopped it.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -106,8 +106,11 @@ pub struct RunSpec {
     /// `--bar`/`--eta`/`--progress`.
     pub progress: Progress,
     /// Told `(jobs done, total when known)` after every finished job (the heartbeat shows it in `kb status`).
-    pub observer: Option<Box<dyn Fn(u64, Option<u64>) + Send>>,
+    pub observer: Option<Observer>,
 }
+
+/// Told `(jobs done, total when known)`.
+pub type Observer = Box<dyn Fn(u64, Option<u64>) + Send>;
 
 /// Runs every record of `inputs` through `spec` on the workers `sources` announce; returns the exit status.
 pub async fn run(
