@@ -288,10 +288,16 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
     })?;
     // What the server had from this directory last time, when it still has it: then only the changes go.
     let cache = super::delta::cache_dir();
-    let base = cache
+    let cached = cache
         .as_deref()
-        .and_then(|cache| super::delta::load_base(cache, &kube.namespace, dir))
-        .filter(|base| base.hash != manifest_hash);
+        .and_then(|cache| super::delta::load_base(cache, &kube.namespace, dir));
+    let unchanged = cached
+        .as_ref()
+        .is_some_and(|base| base.hash == manifest_hash);
+    let base = cached.filter(|base| base.hash != manifest_hash);
+    // Nothing sent from here before: most likely the server lacks the tree, so every content is asked about at
+    // once rather than in a second round trip.
+    let ask_all = base.is_none() && !unchanged;
     let delta = base
         .as_ref()
         .map(|base| super::delta::Delta::between(&base.manifest, &manifest));
@@ -308,6 +314,12 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
     for hash in &new_contents {
         ask.push_str(hash);
         ask.push('\n');
+    }
+    if ask_all {
+        for hash in blobs.keys() {
+            ask.push_str(hash);
+            ask.push('\n');
+        }
     }
     ask.push_str(END);
     ask.push('\n');
@@ -344,7 +356,17 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             }
             None => false,
         };
-        if !patched {
+        if !patched && ask_all {
+            put_contents(
+                kube,
+                &manifest,
+                dir,
+                &missing,
+                Some((manifest_hash.clone(), json)),
+                &mut stats,
+            )
+            .await?;
+        } else if !patched {
             // The whole list of contents, and the whole manifest.
             let mut ask = String::new();
             for hash in blobs.keys() {
