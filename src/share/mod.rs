@@ -7,6 +7,7 @@ pub mod client;
 pub mod delta;
 pub mod manifest;
 pub mod pod;
+pub mod relay;
 pub mod store;
 pub mod sync;
 
