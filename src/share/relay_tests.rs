@@ -86,15 +86,11 @@ async fn start() -> (Relay, Arc<Mutex<Vec<Vec<u8>>>>) {
     (relay, closed)
 }
 
-fn answer_of<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-) -> impl std::future::Future<Output = Vec<u8>> + '_ {
-    async move {
-        tokio::time::timeout(Duration::from_secs(5), read_packet(stream))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap()
-    }
+async fn answer_of<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(5), read_packet(stream))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap()
 }
 
 #[tokio::test]
