@@ -189,3 +189,98 @@ fn broken_pipe_on_stdout_ends_the_run_quietly() {
         stderr(&out)
     );
 }
+
+/// An SFTP packet: length, type, id, one string.
+fn sftp_packet(kind: u8, id: u32, text: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    body.extend_from_slice(text);
+    let mut packet = (body.len() as u32).to_be_bytes().to_vec();
+    packet.extend(body);
+    packet
+}
+
+/// Reads one SFTP packet (type, id or version, and the rest).
+fn read_sftp(reader: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+#[test]
+fn lazy_host_and_attach_carry_a_pod_s_sftp_session_to_the_client_and_end_with_it() {
+    use std::io::Write;
+    let store = tempfile::tempdir().unwrap();
+    let store_arg = store.path().to_str().unwrap();
+    let spawn = |request: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kb"))
+            .args(["share", request, "--store", store_arg, "--task", "t1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Without a host, attaching fails and says why.
+    let out = spawn("lazy-attach").wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("the client of task t1 is not serving its files"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The test plays the client: it answers the host's INIT, then a STAT of /a with a NAME.
+    let mut host = spawn("lazy-host");
+    let mut to_host = host.stdin.take().unwrap();
+    let mut from_host = host.stdout.take().unwrap();
+    let init = read_sftp(&mut from_host).unwrap();
+    assert_eq!(init[0], 1, "INIT");
+    to_host.write_all(&[0, 0, 0, 5, 2, 0, 0, 0, 3]).unwrap();
+    let socket = store.path().join("lazy/t1.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The test plays a pod through `lazy-attach`.
+    let mut pod = spawn("lazy-attach");
+    let mut to_pod = pod.stdin.take().unwrap();
+    let mut from_pod = pod.stdout.take().unwrap();
+    to_pod.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]).unwrap();
+    assert_eq!(
+        read_sftp(&mut from_pod).unwrap(),
+        [2, 0, 0, 0, 3],
+        "VERSION"
+    );
+    to_pod.write_all(&sftp_packet(17, 42, b"/a")).unwrap();
+    let request = read_sftp(&mut from_host).unwrap();
+    assert_eq!(request[0], 17, "STAT");
+    let relay_id = u32::from_be_bytes([request[1], request[2], request[3], request[4]]);
+    to_host
+        .write_all(&sftp_packet(104, relay_id, b"/a"))
+        .unwrap();
+    let answer = read_sftp(&mut from_pod).unwrap();
+    assert_eq!(answer[0], 104, "NAME");
+    assert_eq!(&answer[1..5], &42u32.to_be_bytes(), "the pod's own id");
+
+    // The client goes: the host ends, and so does the pod's session.
+    drop(to_host);
+    drop(from_host);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if host.try_wait().unwrap().is_some() && pod.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host or pod still running 10 s after the client went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!socket.exists(), "the host removes its socket");
+}

@@ -74,6 +74,40 @@ pub enum ShareRequest {
         #[arg(long)]
         task: String,
     },
+    /// Server: let a task's client key host its lazy share and the task's pod key attach to it.
+    LazyAllow {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+        /// The client's public key (an OpenSSH line): it may run `lazy-host` for the task, nothing else.
+        #[arg(long = "client-key")]
+        client_key: String,
+        /// The pods' public key (an OpenSSH line): it may run `lazy-attach` for the task, nothing else.
+        #[arg(long = "pod-key")]
+        pod_key: String,
+    },
+    /// Server, for the client's key: relay the pods' SFTP sessions over the SFTP session the client serves on
+    /// stdin/stdout, while it lasts.
+    LazyHost {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+    },
+    /// Server, for the pods' key: carry stdin/stdout to the task's relay (an SFTP session to the client's files).
+    LazyAttach {
+        /// The store.
+        #[command(flatten)]
+        store: StoreOpt,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+    },
     /// Worker pod: fetch the task's tree from the server (the pod key on stdin).
     Fetch {
         /// The server's address (`IP:PORT`).

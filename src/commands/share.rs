@@ -44,6 +44,45 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         } => Store::open(&store.store)
             .and_then(|st| st.patch(&base, &manifest, stdin(), stdout()))
             .map_err(io("apply the delta"))?,
+        ShareRequest::LazyAllow {
+            store,
+            task,
+            client_key,
+            pod_key,
+        } => {
+            let exe = std::env::current_exe().map_err(io("find kb"))?;
+            let command = |request: &str| {
+                format!(
+                    "{} share {request} --store {} --task {}",
+                    crate::template::quote(&exe.display().to_string()),
+                    crate::template::quote(&store.store.display().to_string()),
+                    crate::template::quote(&task)
+                )
+            };
+            Store::open(&store.store)
+                .and_then(|st| {
+                    st.allow_lazy(
+                        &task,
+                        &[
+                            (client_key.as_str(), command("lazy-host")),
+                            (pod_key.as_str(), command("lazy-attach")),
+                        ],
+                    )
+                })
+                .map_err(io("allow the task's lazy share"))?
+        }
+        ShareRequest::LazyHost { store, task } => {
+            let store = Store::open(&store.store).map_err(io("open the store"))?;
+            crate::share::relay::host(&store, &task)
+                .await
+                .map_err(io("relay the lazy share"))?
+        }
+        ShareRequest::LazyAttach { store, task } => {
+            let store = Store::open(&store.store).map_err(io("open the store"))?;
+            crate::share::relay::attach(&store, &task)
+                .await
+                .map_err(io("reach the task's lazy share"))?
+        }
         ShareRequest::Commit {
             store,
             task,

@@ -282,6 +282,62 @@ impl Relay {
     }
 }
 
+/// `kb share lazy-host`: the client's SFTP session is this process's stdin and stdout; pods reach it through the
+/// task's socket in the store until the client's session ends.
+pub async fn host(store: &super::store::Store, task: &str) -> std::io::Result<()> {
+    let socket = store.lazy_socket(task)?;
+    // A socket left by an earlier host of the same task (a client that reconnected) is replaced.
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let upstream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let (relay, run) = Relay::start(upstream).await?;
+    let accept = async {
+        loop {
+            let (pod, _) = listener.accept().await?;
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                if let Err(err) = relay.serve_pod(pod).await {
+                    tracing::debug!("lazy share: a pod's session ended: {err}");
+                }
+            });
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        r = accept => r,
+    };
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+/// `kb share lazy-attach`: carries this process's stdin and stdout to the task's relay.
+pub async fn attach(store: &super::store::Store, task: &str) -> std::io::Result<()> {
+    let socket = store.lazy_socket(task)?;
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("the client of task {task} is not serving its files ({e})"),
+            )
+        })?;
+    let (mut from_relay, mut to_relay) = stream.into_split();
+    let up = async {
+        tokio::io::copy(&mut tokio::io::stdin(), &mut to_relay).await?;
+        to_relay.shutdown().await
+    };
+    let down = async {
+        let mut stdout = tokio::io::stdout();
+        tokio::io::copy(&mut from_relay, &mut stdout).await?;
+        stdout.flush().await
+    };
+    // Either direction ending ends the session: a pod's file system sees the end at once.
+    tokio::select! {
+        r = up => r,
+        r = down => r,
+    }
+}
+
 #[cfg(test)]
 #[path = "relay_tests.rs"]
 mod tests;

@@ -346,6 +346,32 @@ impl Store {
         Ok(())
     }
 
+    /// `lazy-allow`: adds one forced-command line per `(key, command)` for `task` to `authorized_keys` (the client's
+    /// key to host the task's lazy share, the pods' key to attach to it); `drop` removes them with the rest.
+    pub fn allow_lazy(&self, task: &str, lines: &[(&str, String)]) -> std::io::Result<()> {
+        check_task(task)?;
+        let mut add = Vec::new();
+        for (key, command) in lines {
+            russh::keys::PublicKey::from_openssh(key.trim())
+                .map_err(|e| invalid(format!("not a public key: {e}")))?;
+            add.push(format!(
+                "command=\"{}\" {} {}",
+                command.replace('\\', "\\\\").replace('"', "\\\""),
+                key.trim(),
+                task_marker(task)
+            ));
+        }
+        self.edit_authorized_keys(|keys| keys.extend(add))
+    }
+
+    /// Where the relay of `task`'s lazy share listens for its pods (a Unix socket in the store).
+    pub fn lazy_socket(&self, task: &str) -> std::io::Result<PathBuf> {
+        check_task(task)?;
+        let dir = self.root.join("lazy");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir.join(format!("{task}.sock")))
+    }
+
     /// `drop`: forgets a task's manifest and key (its blobs stay for the next run to reuse).
     pub fn drop_task(&self, task: &str) -> std::io::Result<()> {
         check_task(task)?;
@@ -683,5 +709,43 @@ mod tests {
         assert!(exists(b"used by the task") && exists(b"new and unused"));
         let mut served = Vec::new();
         store.serve("t1", &mut served).unwrap();
+    }
+
+    #[test]
+    fn lazy_keys_are_forced_to_their_command_and_go_with_the_task() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let key = |seed: u8| {
+            russh::keys::PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+                &[seed; 32],
+            ))
+            .public_key()
+            .to_openssh()
+            .unwrap()
+        };
+        let lines = [
+            (key(3), "kb share lazy-host --task t2".to_string()),
+            (key(4), "kb share lazy-attach --task t2".to_string()),
+        ];
+        let lines: Vec<(&str, String)> =
+            lines.iter().map(|(k, c)| (k.as_str(), c.clone())).collect();
+        assert!(store.allow_lazy("../t2", &lines).is_err());
+        assert!(
+            store
+                .allow_lazy("t2", &[("not a key", "x".into())])
+                .is_err()
+        );
+        store.allow_lazy("t2", &lines).unwrap();
+        let keys = std::fs::read_to_string(store.authorized_keys()).unwrap();
+        let keys: Vec<&str> = keys.lines().collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0].starts_with("command=\"kb share lazy-host --task t2\" ssh-ed25519 "));
+        assert!(keys[1].starts_with("command=\"kb share lazy-attach --task t2\" ssh-ed25519 "));
+        assert!(store.lazy_socket("t2").unwrap().ends_with("lazy/t2.sock"));
+        store.drop_task("t2").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.authorized_keys()).unwrap(),
+            ""
+        );
     }
 }
