@@ -4,6 +4,7 @@
 //! side), `sync` (applying a pod's changes locally, by content). The lazy share and NFS/FUSE mounts are not here yet.
 
 pub mod client;
+pub mod lazy;
 pub mod manifest;
 pub mod pod;
 pub mod store;
