@@ -269,7 +269,11 @@ impl Handler for SftpServer {
         pflags: OpenFlags,
         attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
-        let mode = Mode::from_raw_mode(attrs.permissions.unwrap_or(0o666) & 0o7777);
+        // openat2(2) refuses a mode without O_CREAT.
+        let mode = match pflags.contains(OpenFlags::CREATE) {
+            true => Mode::from_raw_mode(attrs.permissions.unwrap_or(0o666) & 0o7777),
+            false => Mode::empty(),
+        };
         let file = self
             .blocking(move |root| {
                 let fd = root.open_beneath(&relative(&filename)?, open_flags(pflags), mode)?;
