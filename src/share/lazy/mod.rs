@@ -6,9 +6,11 @@
 mod confine;
 mod fs;
 mod inode;
+mod local;
 mod mount;
 mod remote;
 mod server;
+mod share;
 mod stream;
 
 pub use mount::{DEFAULT_DEADLINE, DEFAULT_TTL, Error, MountOutcome, MountSpec, mount};

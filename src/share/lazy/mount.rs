@@ -14,8 +14,9 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 use tokio_util::task::TaskTracker;
 
-use super::fs::{Share, ShareFs};
+use super::fs::ShareFs;
 use super::remote::Remote;
+use super::share::Share;
 use super::stream::Stream;
 
 /// How long a request may wait for its answer before the share is declared lost.

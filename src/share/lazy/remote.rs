@@ -169,14 +169,13 @@ mod tests {
 
     #[test]
     fn the_server_puts_the_errno_in_the_message() {
-        let reply =
-            super::super::server::status(std::io::Error::from_raw_os_error(libc::ENOTEMPTY));
+        let reply = super::super::local::status(std::io::Error::from_raw_os_error(libc::ENOTEMPTY));
         let not_empty = status(reply.status_code, reply.error_message.as_deref().unwrap());
         assert_eq!(
             from_status(&not_empty),
             Failure::Errno(Errno::from_i32(libc::ENOTEMPTY))
         );
-        let reply = super::super::server::status(super::super::confine::escape());
+        let reply = super::super::local::status(super::super::confine::escape());
         assert_eq!(reply.status_code, StatusCode::PermissionDenied);
         let escape = status(reply.status_code, reply.error_message.as_deref().unwrap());
         assert_eq!(from_status(&escape), Failure::Errno(Errno::EACCES));
