@@ -2,7 +2,10 @@
 //! stdin/stdout crossed with those of `kb share sftp-serve --root SRC`, as the share server's relay will cross them.
 //! Needs root and /dev/fuse (a missing one fails the tests, it does not skip them).
 
-#![expect(clippy::unwrap_used, reason = "the helpers of a test panic on failure, as its assertions do")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "the helpers of a test panic on failure, as its assertions do"
+)]
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -180,4 +180,38 @@ mod tests {
         let escape = status(reply.status_code, reply.error_message.as_deref().unwrap());
         assert_eq!(from_status(&escape), Failure::Errno(Errno::EACCES));
     }
+
+    /// A server that answers the handshake and then nothing: the first request fails at the deadline, later ones
+    /// at once, all with EIO.
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_deadline_kills_the_session() {
+        use russh_sftp::protocol::{Packet, Version};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let silent = tokio::spawn(async move {
+            let len = server.read_u32().await.unwrap();
+            let mut init = vec![0; len as usize];
+            server.read_exact(&mut init).await.unwrap();
+            let version = bytes::Bytes::try_from(Packet::Version(Version::new())).unwrap();
+            server.write_all(&version).await.unwrap();
+            // Read requests and never answer, until the client goes away.
+            let mut sink = vec![0; 1024];
+            while server.read(&mut sink).await.unwrap_or(0) > 0 {}
+        });
+        let remote = Remote::connect(client, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!remote.is_dead());
+        let start = tokio::time::Instant::now();
+        let first = remote.call(remote.sftp.lstat("/a")).await;
+        assert_eq!(first.unwrap_err(), Failure::Errno(Errno::EIO));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert!(remote.is_dead());
+        let again = tokio::time::Instant::now();
+        let second = remote.call(remote.sftp.lstat("/a")).await;
+        assert_eq!(second.unwrap_err(), Failure::Errno(Errno::EIO));
+        assert_eq!(again.elapsed(), Duration::ZERO);
+        drop(remote);
+        silent.await.unwrap();
+    }
 }
