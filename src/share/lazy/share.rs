@@ -105,10 +105,11 @@ impl Share {
                 .await
             {
                 Ok(data) => {
-                    let short = data.data.len() < want as usize;
+                    // kb's server reads until the count (up to 255 KiB) or the end of the file, so a short answer
+                    // to a read it answers whole is the end; the kernel asks for at most `MAX_IO`.
+                    let short = data.data.len() < want as usize && want <= MAX_IO;
                     out.extend_from_slice(&data.data);
-                    // kb's server reads until the count or the end of the file, so a short answer is the end.
-                    if short {
+                    if short || data.data.is_empty() {
                         break;
                     }
                 }
