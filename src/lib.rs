@@ -37,7 +37,8 @@ pub async fn run(cli: cli::Cli) -> u8 {
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         // kube's client logs an ERROR for every failed request; kb reports those failures itself, with a hint.
-        0 => "warn,kube_client=off",
+        // fuser warns for every FUSE request the lazy share answers with ENOSYS (hard links, ioctl): expected.
+        0 => "warn,kube_client=off,fuser=error",
         1 => "kb=info",
         2 => "kb=debug",
         _ => "kb=trace,russh=debug",

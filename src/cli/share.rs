@@ -123,6 +123,15 @@ pub enum ShareRequest {
         #[arg(long)]
         base: PathBuf,
     },
+    /// Laptop: serve a directory over SFTP on stdin/stdout (the lazy share's server end), confined to it.
+    SftpServe {
+        /// The directory served.
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Worker pod: mount the lazy share with FUSE; the SFTP stream is stdin/stdout or a command's. Unmounts on
+    /// SIGTERM, SIGINT or SIGHUP.
+    Mount(MountOpts),
     /// Worker pod: write a tar of the files that differ from the fetched tree.
     Changes {
         /// The manifest `fetch` recorded.
@@ -132,6 +141,23 @@ pub enum ShareRequest {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// Options of `kb share mount`.
+#[derive(Debug, clap::Args)]
+pub struct MountOpts {
+    /// The mount point (an existing directory; in a pod, the user's working directory).
+    #[arg(long)]
+    pub at: PathBuf,
+    /// How long the kernel trusts a name or attributes it got (`0` asks the laptop on every access).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// How long one SFTP request may wait; then it and every later operation fail with EIO.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub deadline: std::time::Duration,
+    /// The command whose stdin/stdout is the SFTP stream (default: this process's own stdin/stdout).
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// The store directory.

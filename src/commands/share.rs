@@ -2,7 +2,11 @@
 
 use std::io::Write;
 
-use crate::cli::share::{ShareOpts, ShareRequest};
+use std::process::Stdio;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::share::{MountOpts, ShareOpts, ShareRequest};
 use crate::error::{Error, Result};
 use crate::share::manifest::Manifest;
 use crate::share::store::Store;
@@ -118,6 +122,13 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                 .await
                 .map_err(io("fetch the working directory from the share server"))?;
         }
+        ShareRequest::SftpServe { root } => {
+            let stream = crate::share::lazy::stdio().map_err(io("open stdin and stdout"))?;
+            crate::share::lazy::serve_sftp(stream, &root)
+                .await
+                .map_err(io(&format!("serve `{}` over SFTP", root.display())))?;
+        }
+        ShareRequest::Mount(opts) => return mount(opts).await,
         ShareRequest::Changes { base, dir } => {
             let base: Manifest = std::fs::read(&base)
                 .map_err(io("read the fetched manifest"))
@@ -132,4 +143,64 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         }
     }
     Ok(crate::error::exit::SUCCESS)
+}
+
+/// `kb share mount`: exit 0 when stopped with the share alive, 1 when the share was lost or unmounted from outside.
+async fn mount(opts: MountOpts) -> Result<u8> {
+    use crate::share::lazy::{MountOutcome, MountSpec};
+    let io = |action: String| move |source| Error::Io { action, source };
+    let spec = MountSpec {
+        at: opts.at,
+        ttl: opts.ttl,
+        deadline: opts.deadline,
+    };
+    let mut signals = Vec::new();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ] {
+        signals.push(signal(kind).map_err(io("listen for signals".to_string()))?);
+    }
+    let shutdown = async move {
+        let waits = signals.iter_mut().map(|s| Box::pin(s.recv()));
+        futures::future::select_all(waits).await;
+    };
+    let outcome = match opts.command.split_first() {
+        None => {
+            let stream =
+                crate::share::lazy::stdio().map_err(io("open stdin and stdout".to_string()))?;
+            crate::share::lazy::mount(stream, &spec, shutdown).await
+        }
+        Some((program, args)) => {
+            let mut child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(io(format!("run `{program}`")))?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                unreachable!("both are piped; this is a bug")
+            };
+            let stream = tokio::io::join(stdout, stdin);
+            let outcome = crate::share::lazy::mount(stream, &spec, shutdown).await;
+            let _ = child.start_kill();
+            outcome
+        }
+    }
+    .map_err(|e| Error::Io {
+        action: format!("mount the lazy share at `{}`", spec.at.display()),
+        source: std::io::Error::other(crate::error::chain(&e)),
+    })?;
+    Ok(match outcome {
+        MountOutcome::Stopped => crate::error::exit::SUCCESS,
+        MountOutcome::Lost | MountOutcome::UnmountedOutside => {
+            eprintln!(
+                "kb: the lazy share at `{}` ended: {outcome:?}",
+                spec.at.display()
+            );
+            crate::error::exit::FAILURE
+        }
+    })
 }

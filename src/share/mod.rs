@@ -1,10 +1,13 @@
 //! The working directory in the pods (issue [share]). This part is the eager share and syncback through the share
 //! server (`kb cluster-setup` deploys it): `manifest` (a tree by content), `store` (the server's store and its
 //! requests), `client` (upload before the run, fetch into each pod, syncback after), `pod` (the worker pod's
-//! side), `sync` (applying a pod's changes locally, by content). The lazy share and NFS/FUSE mounts are not here yet.
+//! side), `sync` (applying a pod's changes locally, by content), `delta` (what changed since the last upload),
+//! `lazy` (the lazy share's two ends: the laptop's SFTP server and the pods' FUSE mount) and `relay` (the share
+//! server carrying the pods' SFTP sessions to the laptop's); the lazy share is not wired end to end yet.
 
 pub mod client;
 pub mod delta;
+pub mod lazy;
 pub mod manifest;
 pub mod pod;
 pub mod relay;
