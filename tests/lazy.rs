@@ -478,3 +478,105 @@ async fn the_server_refuses_dotdot_and_symlinks_that_leave_its_root() {
     let data = sftp.read(handle.as_str(), 0, 100).await.unwrap().data;
     assert_eq!(data, b"inside");
 }
+
+/// The share server's relay in between, as in a cluster: the laptop's `sftp-serve` crossed with `lazy-host`, and
+/// two mounts ("pods") whose command is `lazy-attach`. Both see the laptop's files and write to it; when the
+/// laptop's server goes, both fail with EIO instead of waiting.
+#[test]
+fn two_mounts_through_the_relay_share_the_laptop_s_files_and_fail_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, store) = (dir.path().join("src"), dir.path().join("store"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("input.txt"), "from the laptop\n").unwrap();
+    let log = |name: &str| Stdio::from(fs::File::create(dir.path().join(name)).unwrap());
+    let mut laptop = Command::new(KB)
+        .args(["share", "sftp-serve", "--root"])
+        .arg(&src)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log("laptop.log"))
+        .spawn()
+        .unwrap();
+    let mut host = Command::new(KB)
+        .args(["share", "lazy-host", "--task", "t1", "--store"])
+        .arg(&store)
+        .stdin(Stdio::from(laptop.stdout.take().unwrap()))
+        .stdout(Stdio::from(laptop.stdin.take().unwrap()))
+        .stderr(log("host.log"))
+        .spawn()
+        .unwrap();
+    let socket = store.join("lazy/t1.sock");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no relay socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut mounts = Vec::new();
+    for pod in ["pod1", "pod2"] {
+        let mnt = dir.path().join(pod);
+        fs::create_dir(&mnt).unwrap();
+        let child = Command::new(KB)
+            .args(["share", "mount", "--deadline", "5s", "--at"])
+            .arg(&mnt)
+            .args(["--", KB, "share", "lazy-attach", "--task", "t1", "--store"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log(&format!("{pod}.log")))
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !mounted(&mnt) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{pod} not mounted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mounts.push((mnt, child));
+    }
+    for (i, (mnt, _)) in mounts.iter().enumerate() {
+        assert_eq!(
+            fs::read_to_string(mnt.join("input.txt")).unwrap(),
+            "from the laptop\n"
+        );
+        fs::write(
+            mnt.join(format!("out{i}.txt")),
+            format!("written by pod {i}\n"),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        fs::read_to_string(src.join("out0.txt")).unwrap(),
+        "written by pod 0\n"
+    );
+    assert_eq!(
+        fs::read_to_string(src.join("out1.txt")).unwrap(),
+        "written by pod 1\n"
+    );
+    // Each pod sees what the other wrote.
+    assert_eq!(
+        fs::read_to_string(mounts[0].0.join("out1.txt")).unwrap(),
+        "written by pod 1\n"
+    );
+
+    // The laptop goes: the relay ends, and both mounts answer EIO well before their deadline.
+    laptop.kill().unwrap();
+    laptop.wait().unwrap();
+    wait(&mut host, Duration::from_secs(10));
+    for (mnt, _) in &mounts {
+        let (out, took) = cat(&mnt.join("input.txt"));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+    for (mnt, mut child) in mounts {
+        signal(child.id(), "TERM");
+        wait(&mut child, Duration::from_secs(10));
+        assert!(!mounted(&mnt));
+    }
+}
