@@ -580,3 +580,184 @@ fn two_mounts_through_the_relay_share_the_laptop_s_files_and_fail_with_it() {
         assert!(!mounted(&mnt));
     }
 }
+
+/// An ed25519 key pair made with ssh-keygen: (private key path, public key line).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let public = fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+/// The whole data path of the lazy share except Kubernetes: the share server (`kb share server`, kb's agent with
+/// the store's forced-command keys) on loopback; the laptop's `sftp-serve` reaching it with the task's client key
+/// (`kb share connect`, forced to `lazy-host`); a mount reaching it with the task's pod key (forced to
+/// `lazy-attach`). A key of another task reaches nothing of this one.
+#[test]
+fn the_lazy_share_over_ssh_through_the_share_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, store, mnt) = (
+        dir.path().join("src"),
+        dir.path().join("store"),
+        dir.path().join("mnt"),
+    );
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    fs::write(src.join("data.txt"), "over ssh\n").unwrap();
+    let log = |name: &str| Stdio::from(fs::File::create(dir.path().join(name)).unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut server = Command::new(KB)
+        .args(["share", "server", "--listen", &address, "--store"])
+        .arg(&store)
+        .stderr(log("server.log"))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "share server not listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host_key = fs::read_to_string(store.join("host_key.pub")).unwrap();
+    let (client_key, client_pub) = keygen(dir.path(), "client");
+    let (pod_key, pod_pub) = keygen(dir.path(), "pod");
+    let (other_key, other_pub) = keygen(dir.path(), "other");
+    for (task, client, pod) in [
+        ("t1", &client_pub, &pod_pub),
+        ("t2", &other_pub, &other_pub),
+    ] {
+        let out = Command::new(KB)
+            .args([
+                "share",
+                "lazy-allow",
+                "--task",
+                task,
+                "--client-key",
+                client,
+                "--pod-key",
+                pod,
+            ])
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let connect = |key: &Path| -> Vec<String> {
+        vec![
+            KB.into(),
+            "share".into(),
+            "connect".into(),
+            "--server".into(),
+            address.clone(),
+            "--host-key-pub".into(),
+            host_key.trim().into(),
+            "--key".into(),
+            key.display().to_string(),
+        ]
+    };
+
+    // The laptop: sftp-serve, its stdin and stdout carried to the server's lazy-host by the client key.
+    let mut laptop = Command::new(KB)
+        .args(["share", "sftp-serve", "--root"])
+        .arg(&src)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log("laptop.log"))
+        .spawn()
+        .unwrap();
+    let client_args = connect(&client_key);
+    let mut carrier = Command::new(&client_args[0])
+        .args(&client_args[1..])
+        .stdin(Stdio::from(laptop.stdout.take().unwrap()))
+        .stdout(Stdio::from(laptop.stdin.take().unwrap()))
+        .stderr(log("carrier.log"))
+        .spawn()
+        .unwrap();
+    let socket = store.join("lazy/t1.sock");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no relay for t1: {}",
+            fs::read_to_string(dir.path().join("carrier.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Another task's pod key reaches only that task's relay, which has no client: its mount fails.
+    let other = connect(&other_key);
+    let denied = Command::new(KB)
+        .args(["share", "mount", "--deadline", "5s", "--at"])
+        .arg(&mnt)
+        .arg("--")
+        .args(&other)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(!mounted(&mnt));
+
+    // The task's pod.
+    let pod = connect(&pod_key);
+    let mut mount = Command::new(KB)
+        .args(["share", "mount", "--deadline", "5s", "--at"])
+        .arg(&mnt)
+        .arg("--")
+        .args(&pod)
+        .stderr(log("mount.log"))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !mounted(&mnt) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not mounted: {}",
+            fs::read_to_string(dir.path().join("mount.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::read_to_string(mnt.join("data.txt")).unwrap(),
+        "over ssh\n"
+    );
+    fs::write(mnt.join("result.txt"), "from the pod\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(src.join("result.txt")).unwrap(),
+        "from the pod\n"
+    );
+
+    // The laptop goes: the pod's reads fail with EIO at once.
+    carrier.kill().unwrap();
+    carrier.wait().unwrap();
+    let (out, took) = cat(&mnt.join("data.txt"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    signal(mount.id(), "TERM");
+    wait(&mut mount, Duration::from_secs(10));
+    assert!(!mounted(&mnt));
+    let _ = laptop.kill();
+    let _ = laptop.wait();
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

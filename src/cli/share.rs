@@ -108,6 +108,19 @@ pub enum ShareRequest {
         #[arg(long)]
         task: String,
     },
+    /// Worker pod (and tests): carry stdin/stdout over a channel to the share server, logged in with `--key`; the
+    /// key's forced command (`lazy-attach` for a pod key, `lazy-host` for a client key) answers.
+    Connect {
+        /// The server's address (`IP:PORT`).
+        #[arg(long)]
+        server: String,
+        /// The server's public host key, pinned.
+        #[arg(long = "host-key-pub")]
+        host_key_pub: String,
+        /// The private key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Worker pod: fetch the task's tree from the server (the pod key on stdin).
     Fetch {
         /// The server's address (`IP:PORT`).

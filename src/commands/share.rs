@@ -110,6 +110,13 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         ShareRequest::Drop { store, task } => Store::open(&store.store)
             .and_then(|st| st.drop_task(&task))
             .map_err(io("forget the task"))?,
+        ShareRequest::Connect {
+            server,
+            host_key_pub,
+            key,
+        } => crate::share::client::connect_stdio(&server, &host_key_pub, &key)
+            .await
+            .map_err(io("carry the session to the share server"))?,
         ShareRequest::Fetch {
             server,
             host_key_pub,

@@ -460,6 +460,58 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
     })
 }
 
+/// Logs in to the share server at `server` (`IP:PORT`, host key `host_public` pinned) with the private key in
+/// `key` and runs `command` (the key's forced command runs instead, whatever is asked); returns the connection and
+/// the channel as a byte stream.
+pub async fn open_server_stream(
+    server: &str,
+    host_public: &str,
+    key: &Path,
+    command: &str,
+) -> std::io::Result<(Connection, russh::ChannelStream<russh::client::Msg>)> {
+    let config = crate::ssh::ClientConfig {
+        identities: vec![key.to_owned()],
+        pinned_host_keys: vec![host_public.to_string()],
+        known_hosts: Vec::new(),
+    };
+    let login = crate::ssh::SshLogin::parse(server).map_err(std::io::Error::other)?;
+    let conn = Connection::connect(&login, &config)
+        .await
+        .map_err(|e| std::io::Error::other(crate::error::chain(&e)))?;
+    let channel = conn
+        .open_session()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    channel
+        .exec(true, command)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((conn, channel.into_stream()))
+}
+
+/// `kb share connect`: this process's stdin and stdout carried over a channel to the share server (the key's
+/// forced command decides what answers), until either end stops.
+pub async fn connect_stdio(server: &str, host_public: &str, key: &Path) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let (conn, stream) = open_server_stream(server, host_public, key, "connect").await?;
+    let (mut from_server, mut to_server) = tokio::io::split(stream);
+    let up = async {
+        tokio::io::copy(&mut tokio::io::stdin(), &mut to_server).await?;
+        to_server.shutdown().await
+    };
+    let down = async {
+        let mut stdout = tokio::io::stdout();
+        tokio::io::copy(&mut from_server, &mut stdout).await?;
+        stdout.flush().await
+    };
+    let result = tokio::select! {
+        r = up => r,
+        r = down => r,
+    };
+    conn.close().await;
+    result
+}
+
 /// The UID of the share server's pod, if it can be read.
 async fn server_pod_uid(kube: &Kube) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
@@ -818,26 +870,9 @@ pub async fn fetch(
 ) -> std::io::Result<()> {
     let key_file = tempfile::NamedTempFile::new()?;
     std::fs::write(key_file.path(), key_text)?;
-    let config = crate::ssh::ClientConfig {
-        identities: vec![key_file.path().to_owned()],
-        pinned_host_keys: vec![host_public.to_string()],
-        known_hosts: Vec::new(),
-    };
-    let login = crate::ssh::SshLogin::parse(server).map_err(std::io::Error::other)?;
-    let conn = Connection::connect(&login, &config)
-        .await
-        .map_err(|e| std::io::Error::other(crate::error::chain(&e)))?;
-    drop(key_file);
-    let channel = conn
-        .open_session()
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
     // The server's key runs only `serve` for this task, whatever is asked.
-    channel
-        .exec(true, "serve")
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let stream = channel.into_stream();
+    let (conn, stream) = open_server_stream(server, host_public, key_file.path(), "serve").await?;
+    drop(key_file);
     let (into, base) = (into.to_owned(), base.to_owned());
     let unpacked = tokio::task::spawn_blocking(move || {
         let reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(stream));
