@@ -228,3 +228,7 @@ fn remove_socket(path: &Path) -> Result<()> {
         Err(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
