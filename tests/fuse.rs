@@ -7,6 +7,9 @@
 //! The test runs on the node's own machine (the local cluster has one node), so it reads the kubelet's device
 //! plugin directory and log directly.
 
+// The helpers below are test code too: a failed call is the test's failure, with its message.
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+
 mod support;
 
 use std::collections::BTreeMap;
