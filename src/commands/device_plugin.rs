@@ -34,6 +34,7 @@ pub async fn exec(opts: DevicePluginOpts) -> Result<u8> {
         tokio::select! {
             result = &mut run => {
                 result?;
+                tracing::info!("stopped; socket removed");
                 return Ok(crate::error::exit::SUCCESS);
             }
             _ = term.recv() => shutdown.cancel(),

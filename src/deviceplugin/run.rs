@@ -107,7 +107,10 @@ async fn serve_once(
             .await
     });
     let ended = async {
-        let kubelet = register_until(plugin, place, &round).await?;
+        let kubelet = match register_until(plugin, place, ours, &round).await? {
+            Registration::Accepted(kubelet) => kubelet,
+            Registration::Ended(ended) => return Ok(ended),
+        };
         tracing::info!(
             "registered `{}` ({} devices) with the kubelet as `{}`",
             plugin.resource,
@@ -140,13 +143,22 @@ async fn serve_once(
     ended
 }
 
-/// Registers, retrying every second until it works, `round` ends or the time is up. Returns the identity of the
-/// kubelet socket that accepted it.
+/// How [`register_until`] ended.
+enum Registration {
+    /// Registered with the kubelet whose socket had this identity.
+    Accepted(Option<FileId>),
+    /// Not registered: shut down, or the plugin's socket (identity `ours`) is gone.
+    Ended(Ended),
+}
+
+/// Registers, retrying every second until it works, `round` ends, the plugin's socket is gone or the time is up.
 async fn register_until(
     plugin: &Plugin,
     place: &Placement,
+    ours: Option<FileId>,
     round: &CancellationToken,
-) -> Result<Option<FileId>> {
+) -> Result<Registration> {
+    let socket = place.dir.join(&place.socket);
     let kubelet = place.dir.join(KUBELET_SOCKET);
     let request = RegisterRequest {
         version: VERSION.into(),
@@ -156,10 +168,16 @@ async fn register_until(
     };
     let start = Instant::now();
     loop {
+        // A kubelet that starts while kb waits for it deletes the plugin's socket: make it again first.
+        if file_id(&socket) != ours {
+            return Ok(Registration::Ended(Ended::Lost(
+                "the plugin's socket was removed before the kubelet accepted it",
+            )));
+        }
         let id = file_id(&kubelet);
         let error: RegisterError = match register(&kubelet, request.clone(), ATTEMPT_TIMEOUT).await
         {
-            Ok(()) => return Ok(id),
+            Ok(()) => return Ok(Registration::Accepted(id)),
             Err(error) => error,
         };
         if start.elapsed() >= place.register_timeout {
@@ -172,7 +190,7 @@ async fn register_until(
         }
         tracing::info!("registration not accepted yet: {error}");
         tokio::select! {
-            () = round.cancelled() => return Ok(id),
+            () = round.cancelled() => return Ok(Registration::Ended(Ended::Shutdown)),
             () = tokio::time::sleep(CHECK_EVERY) => {}
         }
     }

@@ -19,9 +19,10 @@ use crate::deviceplugin::api::{
 };
 use crate::deviceplugin::grpc::{connect_unix, path};
 
-/// The kubelet's Registration service: forwards every request.
+/// The kubelet's Registration service: refuses a plugin whose socket is not in its directory (the real kubelet
+/// dials it), forwards every request it accepts.
 #[derive(Clone)]
-struct FakeKubelet(UnboundedSender<RegisterRequest>);
+struct FakeKubelet(UnboundedSender<RegisterRequest>, PathBuf);
 
 impl tower::Service<http::Request<Body>> for FakeKubelet {
     type Response = http::Response<Body>;
@@ -34,11 +35,21 @@ impl tower::Service<http::Request<Body>> for FakeKubelet {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let sender = self.0.clone();
+        let dir = self.1.clone();
         Box::pin(async move {
             assert_eq!(req.uri().path(), path::REGISTER);
             let svc = tower::service_fn(move |r: Request<RegisterRequest>| {
-                let _ = sender.send(r.into_inner());
-                async { Ok::<_, Status>(Response::new(Empty {})) }
+                let request = r.into_inner();
+                let found = dir.join(&request.endpoint).exists();
+                if found {
+                    let _ = sender.send(request);
+                }
+                async move {
+                    match found {
+                        true => Ok(Response::new(Empty {})),
+                        false => Err(Status::unavailable("no plugin socket")),
+                    }
+                }
             });
             Ok(
                 tonic::server::Grpc::new(ProstCodec::<Empty, RegisterRequest>::default())
@@ -62,11 +73,12 @@ impl Kubelet {
             Some((l.accept().await.map(|(s, _)| s), l))
         });
         let stop = CancellationToken::new();
+        let dir = dir.to_path_buf();
         let mut tasks = JoinSet::new();
         let until = stop.clone().cancelled_owned();
         tasks.spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(FakeKubelet(sender), incoming, until)
+                .serve_with_incoming_shutdown(FakeKubelet(sender, dir), incoming, until)
                 .await;
         });
         Kubelet { stop, tasks }
@@ -199,6 +211,16 @@ async fn registers_again_when_kubelet_sock_is_made_again() {
     let kubelet = Kubelet::start(s.dir.path(), s.sender.clone());
     let again = next_registration(&mut s.registered).await;
     assert_eq!(again.endpoint, "kb-fuse-test.sock");
+    // A slow restart, as a real one: the kubelet is gone long enough for the plugin to try and fail to register,
+    // then the new kubelet deletes the plugin's socket before it makes kubelet.sock.
+    kubelet.stop(s.dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let socket = s.dir.path().join("kb-fuse-test.sock");
+    assert!(s.registered.try_recv().is_err());
+    std::fs::remove_file(&socket).unwrap();
+    let kubelet = Kubelet::start(s.dir.path(), s.sender.clone());
+    next_registration(&mut s.registered).await;
+    assert!(socket.exists());
     s.shutdown.cancel();
     s.plugin.join_next().await.unwrap().unwrap().unwrap();
     kubelet.stop(s.dir.path()).await;
