@@ -322,20 +322,22 @@ fn device_plugin_hands_dev_fuse_to_unprivileged_pods() {
     assert!(log.contains("open: refused"), "{log}");
     assert!(!log.contains("open: read-write"), "{log}");
 
-    // No container is privileged; the test pods add SYS_ADMIN (annotated), kb's own pods add nothing.
+    // No container is privileged; the test's pods add SYS_ADMIN (annotated), kb's own pods (the plugin and the
+    // share server) add nothing.
     let seen = check_capabilities(&ns);
     eprintln!("capabilities added per pod: {seen:?}");
     for (pod, added) in &seen {
-        if pod.starts_with("fuse-with") {
-            assert_eq!(added, &["SYS_ADMIN"], "{pod}");
-        } else {
+        if pod.starts_with("kb-") {
             assert!(added.is_empty(), "{pod} adds {added:?}");
+        } else {
+            assert_eq!(added, &["SYS_ADMIN"], "{pod}");
         }
     }
     assert!(
         seen.iter().any(|(p, _)| p.starts_with("kb-fuse-")),
         "{seen:?}"
     );
+    assert!(seen.iter().any(|(p, _)| p == "kb-share-0"), "{seen:?}");
 
     // A kubelet restart deletes every plugin socket; the plugin notices and registers again with a new one.
     let inode = |p: &PathBuf| {
