@@ -24,6 +24,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The node-wide lock that keeps one plugin per resource active could not be taken.
+    #[error("failed to lock `{path}`")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server stopped with an error.
     #[error("failed to serve the device plugin API on `{path}`")]
     Serve {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod error;
 pub mod grpc;
+pub mod lock;
 pub mod plugin;
 pub mod run;
 

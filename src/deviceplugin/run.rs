@@ -56,9 +56,13 @@ fn file_id(path: &Path) -> Option<FileId> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Serves and registers `plugin` until `shutdown`, registering again each time the registration is lost. Fails
-/// only when the socket cannot be made or the kubelet does not accept a registration in time.
+/// Once no other plugin of the same resource on this node serves (see [`super::lock`]), serves and registers
+/// `plugin` until `shutdown`, registering again each time the registration is lost. Fails only when the lock or the
+/// socket cannot be made or the kubelet does not accept a registration in time.
 pub async fn run(plugin: Plugin, place: Placement, shutdown: CancellationToken) -> Result<()> {
+    let Some(_lock) = super::lock::acquire(&place.dir, &plugin.resource, &shutdown).await? else {
+        return Ok(());
+    };
     let plugin = Arc::new(plugin);
     loop {
         match serve_once(&plugin, &place, &shutdown).await? {

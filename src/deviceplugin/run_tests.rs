@@ -248,3 +248,40 @@ async fn registers_again_when_the_kubelet_drops_list_and_watch() {
     s.shutdown.cancel();
     s.plugin.join_next().await.unwrap().unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_second_plugin_of_the_resource_stands_by_until_the_first_stops() {
+    let mut s = start();
+    assert_eq!(
+        next_registration(&mut s.registered).await.endpoint,
+        "kb-fuse-test.sock"
+    );
+    let second = CancellationToken::new();
+    let mut plugins = JoinSet::new();
+    let place = Placement {
+        dir: s.dir.path().to_path_buf(),
+        socket: "kb-fuse-other.sock".into(),
+        register_timeout: Duration::from_secs(10),
+    };
+    let plugin = Plugin {
+        resource: "kb.dev/fuse".into(),
+        device: "/dev/fuse".into(),
+        count: 4,
+    };
+    plugins.spawn(run(plugin, place, second.clone()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        s.registered.try_recv().is_err(),
+        "the second registered too"
+    );
+    assert!(!s.dir.path().join("kb-fuse-other.sock").exists());
+    // The first stops (its namespace was deleted): the second takes over.
+    s.shutdown.cancel();
+    s.plugin.join_next().await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        next_registration(&mut s.registered).await.endpoint,
+        "kb-fuse-other.sock"
+    );
+    second.cancel();
+    plugins.join_next().await.unwrap().unwrap().unwrap();
+}
