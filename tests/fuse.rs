@@ -1,8 +1,9 @@
 //! The FUSE device plugin of `kb cluster-setup` on the real local cluster (`tests/cluster/up`): the node advertises
 //! `kb.dev/fuse`; a pod that requests it, with `SYS_ADMIN` and not privileged, opens `/dev/fuse` read-write and
 //! mounts a FUSE filesystem; a pod without it has no usable `/dev/fuse`; the plugin registers again when its
-//! socket is removed (as a kubelet restart does) and removes its socket when deleted; no container of the
-//! namespace is privileged, and every added capability is the one its pod's annotation names.
+//! socket is removed (as a kubelet restart does); a second namespace's plugin stands by and takes over when the
+//! first is deleted; a deleted plugin removes its socket; no container of the namespace is privileged, and every
+//! added capability is the one its pod's annotation names.
 //!
 //! The test runs on the node's own machine (the local cluster has one node), so it reads the kubelet's device
 //! plugin directory and log directly.
@@ -364,19 +365,56 @@ fn device_plugin_hands_dev_fuse_to_unprivileged_pods() {
     );
     assert_eq!((phase.as_str(), log.trim()), ("Succeeded", "open"));
 
-    // Deleted, the plugin removes its socket and the kubelet stops offering the resource.
-    ns.rt.block_on(async {
-        let sets: Api<DaemonSet> = Api::namespaced(ns.client.clone(), &ns.name);
-        sets.delete("kb-fuse", &DeleteParams::foreground())
-            .await
-            .unwrap();
+    // A second namespace's kb-fuse stands by while the first serves, and takes over when the first is deleted.
+    let ns2 = TestNs::new();
+    let socket2 = PathBuf::from(DEVICE_PLUGIN_DIR).join(socket_name(&ns2.name));
+    apply_cluster_setup(&ns2);
+    let plugin_log = |ns: &TestNs| -> String {
+        let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+        let lp = ListParams::default().labels("app.kubernetes.io/name=kb-fuse");
+        ns.rt.block_on(async {
+            let Some(pod) = pods.list(&lp).await.unwrap().items.into_iter().next() else {
+                return String::new();
+            };
+            let name = pod.metadata.name.unwrap();
+            pods.logs(&name, &LogParams::default())
+                .await
+                .unwrap_or_default()
+        })
+    };
+    wait_for("the second plugin standing by", 120, || {
+        plugin_log(&ns2).contains("standing by")
     });
+    assert!(!socket2.exists(), "the second plugin serves too");
+    let before = registrations();
+    delete_plugin(&ns);
     wait_for("the plugin's socket removed", 60, || !socket.exists());
+    let took = wait_for("the second plugin registered", 30, || {
+        registrations() > before && socket2.exists()
+    });
+    eprintln!(
+        "the second namespace's plugin registered {:.1} s after the first's socket went",
+        took.as_secs_f64()
+    );
+    assert!(
+        plugin_log(&ns2).contains("this plugin serves now"),
+        "{}",
+        plugin_log(&ns2)
+    );
+    wait_for("kb.dev/fuse allocatable 64 from the second", 60, || {
+        allocatable(&ns).as_deref() == Some("64")
+    });
+
+    // Deleted, the last plugin removes its socket and the kubelet stops offering the resource.
+    delete_plugin(&ns2);
+    wait_for("the second plugin's socket removed", 60, || {
+        !socket2.exists()
+    });
     let took = wait_for("kb.dev/fuse allocatable 0", 90, || {
         allocatable(&ns).is_none_or(|q| q == "0")
     });
     eprintln!(
-        "allocatable 0 {:.1} s after the socket went",
+        "allocatable 0 {:.1} s after the last socket went",
         took.as_secs_f64()
     );
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -386,4 +424,12 @@ fn device_plugin_hands_dev_fuse_to_unprivileged_pods() {
             .unwrap();
     }
     ns.assert_clean();
+    ns2.assert_clean();
+}
+
+fn delete_plugin(ns: &TestNs) {
+    let sets: Api<DaemonSet> = Api::namespaced(ns.client.clone(), &ns.name);
+    ns.rt
+        .block_on(sets.delete("kb-fuse", &DeleteParams::foreground()))
+        .unwrap();
 }

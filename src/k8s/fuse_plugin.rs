@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, HostPathVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, Container, EnvVar, HostPathVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -117,6 +118,12 @@ fn build_pod_spec(namespace: &str, image: &str) -> PodSpec {
                 "--socket".into(),
                 socket_name(namespace),
             ]),
+            // What it does (registered, standing by, registering again) belongs in its log.
+            env: Some(vec![EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("kb=info".into()),
+                ..Default::default()
+            }]),
             resources: Some(ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_string(), Quantity("10m".into())),
