@@ -52,53 +52,19 @@ fn apply_cluster_setup(ns: &TestNs) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let pp = PostParams::default();
-    let client = || ns.client.clone();
     let mut kinds = Vec::new();
     ns.rt.block_on(async {
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
             let kind = value["kind"].as_str().unwrap().to_string();
             match kind.as_str() {
-                "Namespace" => {
-                    let _: Namespace = serde_yaml_ng::from_value(value).unwrap();
-                }
-                "ServiceAccount" => drop(
-                    Api::<ServiceAccount>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
-                "Role" => drop(
-                    Api::<Role>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
-                "RoleBinding" => drop(
-                    Api::<RoleBinding>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
-                "StatefulSet" => drop(
-                    Api::<StatefulSet>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
-                "Service" => drop(
-                    Api::<Service>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
-                "DaemonSet" => drop(
-                    Api::<DaemonSet>::namespaced(client(), &ns.name)
-                        .create(&pp, &serde_yaml_ng::from_value(value).unwrap())
-                        .await
-                        .unwrap(),
-                ),
+                "Namespace" => drop(serde_yaml_ng::from_value::<Namespace>(value).unwrap()),
+                "ServiceAccount" => create::<ServiceAccount>(ns, value).await,
+                "Role" => create::<Role>(ns, value).await,
+                "RoleBinding" => create::<RoleBinding>(ns, value).await,
+                "StatefulSet" => create::<StatefulSet>(ns, value).await,
+                "Service" => create::<Service>(ns, value).await,
+                "DaemonSet" => create::<DaemonSet>(ns, value).await,
                 other => {
                     panic!("kb cluster-setup printed a {other}, which this test does not know")
                 }
@@ -110,6 +76,23 @@ fn apply_cluster_setup(ns: &TestNs) {
         kinds.iter().any(|k| k == "DaemonSet"),
         "no DaemonSet in:\n{text}"
     );
+}
+
+/// Parses `value` as a `K` and creates it in the test's namespace.
+async fn create<K>(ns: &TestNs, value: serde_yaml_ng::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let object: K = serde_yaml_ng::from_value(value).unwrap();
+    Api::<K>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
 }
 
 /// The node's allocatable `kb.dev/fuse`, if it has any.
