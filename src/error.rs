@@ -48,6 +48,9 @@ pub enum Error {
     /// A configuration file could not be read or written.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
+    /// The kubelet device plugin (`kb device-plugin`) failed.
+    #[error(transparent)]
+    DevicePlugin(#[from] crate::deviceplugin::Error),
     /// The run itself could not go on (no workers left, for example).
     #[error(transparent)]
     Sched(#[from] crate::sched::Error),
@@ -101,6 +104,7 @@ impl Error {
             Error::Sched(err) => err.hint().into_iter().collect(),
             Error::Docker(err) => err.hint().into_iter().collect(),
             Error::Config(err) => err.hint().into_iter().collect(),
+            Error::DevicePlugin(err) => err.hint().into_iter().collect(),
             _ => Vec::new(),
         }
     }

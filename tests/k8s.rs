@@ -399,7 +399,8 @@ fn cluster_setup_prints_typed_manifests_for_the_namespace() {
             "Role",
             "RoleBinding",
             "StatefulSet",
-            "Service"
+            "Service",
+            "DaemonSet"
         ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "team-a");

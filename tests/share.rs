@@ -60,6 +60,8 @@ fn deploy_share_server(ns: &TestNs) {
                 }
                 // The namespace exists.
                 kb::k8s::manifests::Manifest::Namespace(_) => {}
+                // The FUSE device plugin is tests/fuse.rs's; the eager share needs no FUSE.
+                kb::k8s::manifests::Manifest::DaemonSet(_) => {}
             }
         }
         let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);

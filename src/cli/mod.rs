@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cluster_setup;
+pub mod device_plugin;
 pub mod finish;
 pub mod logs;
 pub mod parallel;
@@ -63,6 +64,9 @@ pub enum Command {
     /// The coordinator of an `--async` task, inside the cluster (started by kb, not by hand).
     #[command(hide = true)]
     Coordinate,
+    /// The kubelet device plugin that hands pods `/dev/fuse` (run by the `kb-fuse` DaemonSet, not by hand).
+    #[command(hide = true)]
+    DevicePlugin(device_plugin::DevicePluginOpts),
 }
 
 impl Command {
@@ -79,6 +83,7 @@ impl Command {
             Command::Share(_) => "share",
             Command::Logs(_) => "logs",
             Command::Coordinate => "coordinate",
+            Command::DevicePlugin(_) => "device-plugin",
         }
     }
 }

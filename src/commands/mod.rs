@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cluster_setup;
 pub mod coordinate;
+pub mod device_plugin;
 pub mod finish;
 pub mod handover;
 pub mod logs;
@@ -47,5 +48,6 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Share(opts) => share::exec(opts).await,
         Command::Logs(opts) => logs::exec(opts).await,
         Command::Coordinate => coordinate::exec().await,
+        Command::DevicePlugin(opts) => device_plugin::exec(opts).await,
     }
 }

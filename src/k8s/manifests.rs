@@ -1,7 +1,7 @@
 //! The static manifests of `manifests/` (namespace, RBAC), parsed into k8s-openapi types so that `kb cluster-setup`
 //! can move them to another namespace through typed fields, never by editing YAML text.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Deserialize;
@@ -35,6 +35,8 @@ pub enum Manifest {
     StatefulSet(StatefulSet),
     /// The share server's Service.
     Service(Service),
+    /// The FUSE device plugin on every node (built in code, like the share server).
+    DaemonSet(DaemonSet),
 }
 
 /// Parses every document of every manifest file.
@@ -80,6 +82,7 @@ pub fn build_for_namespace(namespace: &str) -> Result<Vec<Manifest>> {
             Manifest::Role(role) => role.metadata.namespace = Some(namespace.to_string()),
             Manifest::StatefulSet(o) => o.metadata.namespace = Some(namespace.to_string()),
             Manifest::Service(o) => o.metadata.namespace = Some(namespace.to_string()),
+            Manifest::DaemonSet(o) => o.metadata.namespace = Some(namespace.to_string()),
             Manifest::RoleBinding(binding) => {
                 binding.metadata.namespace = Some(namespace.to_string());
                 for subject in binding.subjects.iter_mut().flatten() {
@@ -93,7 +96,8 @@ pub fn build_for_namespace(namespace: &str) -> Result<Vec<Manifest>> {
     Ok(manifests)
 }
 
-/// Everything `kb cluster-setup` prints: the manifests of `manifests/` and the share server running `share_image`.
+/// Everything `kb cluster-setup` prints: the manifests of `manifests/`, and the share server and the FUSE device
+/// plugin, both running `share_image` (kb's agent image).
 pub fn build_all(namespace: &str, share_image: &str) -> Result<Vec<Manifest>> {
     let mut manifests = build_for_namespace(namespace)?;
     manifests.push(Manifest::StatefulSet(
@@ -101,6 +105,10 @@ pub fn build_all(namespace: &str, share_image: &str) -> Result<Vec<Manifest>> {
     ));
     manifests.push(Manifest::Service(super::share_server::build_service(
         namespace,
+    )));
+    manifests.push(Manifest::DaemonSet(super::fuse_plugin::build_daemonset(
+        namespace,
+        share_image,
     )));
     Ok(manifests)
 }
@@ -116,6 +124,7 @@ pub fn render(manifests: &[Manifest]) -> Result<String> {
             Manifest::RoleBinding(o) => serde_yaml_ng::to_string(o),
             Manifest::StatefulSet(o) => serde_yaml_ng::to_string(o),
             Manifest::Service(o) => serde_yaml_ng::to_string(o),
+            Manifest::DaemonSet(o) => serde_yaml_ng::to_string(o),
         }
         .map_err(|source| Error::Encode {
             format: "yaml",
@@ -143,6 +152,7 @@ mod tests {
                 Manifest::RoleBinding(_) => "RoleBinding",
                 Manifest::StatefulSet(_) => "StatefulSet",
                 Manifest::Service(_) => "Service",
+                Manifest::DaemonSet(_) => "DaemonSet",
             })
             .collect();
         assert_eq!(

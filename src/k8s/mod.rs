@@ -6,6 +6,7 @@
 pub mod client;
 pub mod coordinator;
 pub mod error;
+pub mod fuse_plugin;
 pub mod heartbeat;
 pub mod keys;
 pub mod lifetime;
