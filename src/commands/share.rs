@@ -63,17 +63,22 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                     crate::template::quote(&task)
                 )
             };
-            Store::open(&store.store)
-                .and_then(|st| {
-                    st.allow_lazy(
-                        &task,
-                        &[
-                            (client_key.as_str(), command("lazy-host")),
-                            (pod_key.as_str(), command("lazy-attach")),
-                        ],
-                    )
-                })
-                .map_err(io("allow the task's lazy share"))?
+            let opened = Store::open(&store.store).map_err(io("open the store"))?;
+            opened
+                .allow_lazy(
+                    &task,
+                    &[
+                        (client_key.as_str(), command("lazy-host")),
+                        (pod_key.as_str(), command("lazy-attach")),
+                    ],
+                )
+                .map_err(io("allow the task's lazy share"))?;
+            // The client pins the server's host key, as after `commit`.
+            let host = opened.host_public_key().map_err(io("read the host key"))?;
+            let mut out = stdout();
+            writeln!(out, "{host}")
+                .and_then(|()| out.flush())
+                .map_err(io("write the host key"))?;
         }
         ShareRequest::LazyHost { store, task } => {
             let store = Store::open(&store.store).map_err(io("open the store"))?;

@@ -222,6 +222,7 @@ mod tests {
             mem_limit: false,
             max_runtime_secs: Some(60),
             orphan_timeout_secs: None,
+            fuse: false,
             total_jobs: None,
         }
     }

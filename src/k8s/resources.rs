@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe, SecurityContext,
     ResourceRequirements, Secret, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -94,7 +94,13 @@ pub struct TaskSpec {
     pub orphan_timeout_secs: Option<u64>,
     /// The total number of jobs, when known up front.
     pub total_jobs: Option<u64>,
+    /// The pods mount the lazy share with FUSE: they ask for `/dev/fuse` (`kb.dev/fuse`) and `SYS_ADMIN`.
+    pub fuse: bool,
 }
+
+/// What a lazy-share pod adds, and why (the text of its `kb.dev/capabilities` annotation).
+pub const FUSE_CAPABILITIES: &str =
+    "SYS_ADMIN: mount(2) of the lazy share's FUSE file system at the working directory";
 
 impl TaskSpec {
     /// The name of the Job and of the Secret.
@@ -201,6 +207,12 @@ pub fn build_job(spec: &TaskSpec) -> Job {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: spec.fuse.then(|| {
+                        BTreeMap::from([(
+                            crate::k8s::fuse_plugin::CAPABILITIES_ANNOTATION.to_string(),
+                            FUSE_CAPABILITIES.to_string(),
+                        )])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(build_pod_spec(spec)),
@@ -269,6 +281,13 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
                 ..Default::default()
             }),
             resources: Some(build_resources(spec)),
+            security_context: spec.fuse.then(|| SecurityContext {
+                capabilities: Some(Capabilities {
+                    add: Some(vec!["SYS_ADMIN".into()]),
+                    drop: None,
+                }),
+                ..Default::default()
+            }),
             env: Some(vec![EnvVar {
                 name: "KB_TASK_ID".into(),
                 value: Some(spec.id.clone()),
@@ -364,9 +383,15 @@ fn build_resources(spec: &TaskSpec) -> ResourceRequirements {
         ("cpu".to_string(), Quantity(spec.cpu.clone())),
         ("memory".to_string(), Quantity(spec.mem.clone())),
     ]);
-    let limits = spec
+    let mut limits = spec
         .mem_limit
         .then(|| BTreeMap::from([("memory".to_string(), Quantity(spec.mem.clone()))]));
+    if spec.fuse {
+        limits.get_or_insert_with(BTreeMap::new).insert(
+            crate::deviceplugin::FUSE_RESOURCE.to_string(),
+            Quantity("1".into()),
+        );
+    }
     ResourceRequirements {
         requests: Some(requests),
         limits,

@@ -16,6 +16,7 @@ fn spec() -> TaskSpec {
         cpu: "500m".into(),
         mem: "1Gi".into(),
         mem_limit: true,
+        fuse: false,
         max_runtime_secs: Some(3600),
         orphan_timeout_secs: None,
         total_jobs: None,

@@ -193,6 +193,9 @@ impl PodTask {
                 .await
                 .map_err(|e| Error::Share(Box::new(e)))?,
         };
+        if server.is_some() && mode == Share::Lazy {
+            check_fuse(&kube).await?;
+        }
         if server.is_none() && mode == Share::Syncback {
             return Err(Error::Share(Box::new(
                 crate::share::client::Error::Server {
@@ -242,6 +245,7 @@ impl PodTask {
             ),
             orphan_timeout_secs: request.lifetime.orphan_timeout.map(|d| d.as_secs().max(1)),
             total_jobs: None,
+            fuse: mode == Share::Lazy && server.is_some(),
         };
         let key_dir = write_client_key(&spec.id, &keys)?;
         let ssh = crate::ssh::ClientConfig {
@@ -291,12 +295,27 @@ impl PodTask {
             }
         }
         // The upload runs while the pods are scheduled and pull their images.
-        if let Some(address) = server {
-            if mode == Share::Lazy {
-                eprintln!(
-                    "kb: note: the lazy share is not in this version yet; uploading the directory (eager)"
-                );
+        if let (Some(address), Share::Lazy) = (&server, mode) {
+            match crate::share::lazy_task::LazyShare::start(
+                &task.kube,
+                address.clone(),
+                &task.workdir,
+                &task.spec.id,
+            )
+            .await
+            {
+                Ok(share) => {
+                    eprintln!("kb: share: lazy, served from here while the run lasts");
+                    task.share = PodShare::Lazy(Arc::new(share));
+                    return Ok(task);
+                }
+                Err(err) => {
+                    let _ = task.finish().await;
+                    return Err(Error::Share(Box::new(err)));
+                }
             }
+        }
+        if let Some(address) = server {
             let started = std::time::Instant::now();
             match crate::share::client::upload(&task.kube, address, &task.workdir, &task.spec.id)
                 .await
@@ -501,6 +520,13 @@ pub async fn hand_over(
                 source: e.into(),
             })?;
         }
+        // Refused before anything is created (`--async` cannot serve files from a laptop that goes away).
+        PodShare::Lazy(_) => {
+            return Err(Error::Io {
+                action: "hand the run over".into(),
+                source: std::io::Error::other("--async cannot use the lazy share; this is a bug"),
+            });
+        }
     }
     let handover = &handover;
     let result = async {
@@ -655,6 +681,8 @@ fn spec_from_job(job: &Job, id: &str, lifetime: Lifetime) -> TaskSpec {
         mem: request("memory"),
         mem_limit: false,
         max_runtime_secs: spec.and_then(|s| s.active_deadline_seconds),
+        // A coordinator's task never uses the lazy share.
+        fuse: false,
         orphan_timeout_secs: lifetime.orphan_timeout.map(|d| d.as_secs()),
         total_jobs: None,
     }
@@ -703,6 +731,36 @@ async fn check_nodes(kube: &Kube, shape: &Shape) -> Result<()> {
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
         Err(err) => Err(classify(kube, "list the nodes", err)),
     }
+}
+
+/// For the lazy share: whether some node hands pods `/dev/fuse` (the `kb-fuse` device plugin of `kb cluster-setup`
+/// advertises `kb.dev/fuse`). Unknown (no right to list nodes) counts as yes: the pods then say it themselves.
+async fn check_fuse(kube: &Kube) -> Result<()> {
+    let nodes: Api<Node> = Api::all(kube.client.clone());
+    let list = match nodes.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(status)) if status.code == 403 => return Ok(()),
+        Err(err) => return Err(classify(kube, "list the nodes", err)),
+    };
+    let offered = list.items.iter().any(|node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(crate::deviceplugin::FUSE_RESOURCE))
+            .is_some_and(|q| q.0 != "0")
+    });
+    if offered {
+        return Ok(());
+    }
+    Err(Error::Share(Box::new(crate::share::client::Error::Server {
+        namespace: kube.namespace.clone(),
+        action: "serve the lazy share".into(),
+        reason: format!(
+            "no node offers `{}` (the kb-fuse device plugin that hands pods /dev/fuse is not running); use \
+             --share eager, or apply `kb cluster-setup` again",
+            crate::deviceplugin::FUSE_RESOURCE
+        ),
+    })))
 }
 
 fn start_timeout() -> Duration {

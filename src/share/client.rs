@@ -640,19 +640,22 @@ pub async fn drop_task(kube: &Kube, task: &str) {
     }
 }
 
-enum Input {
+/// What a request to the share server reads on stdin.
+pub(crate) enum Input {
+    /// These bytes.
     Bytes(Vec<u8>),
+    /// Blobs, framed for `put`.
     Blobs(Vec<(String, u64, Source)>),
 }
 
 /// Where a blob's bytes come from.
-enum Source {
+pub(crate) enum Source {
     File(PathBuf),
     Memory(Vec<u8>),
 }
 
 /// Runs `kb share ARGS --store ...` in the server's pod with `input` on stdin; returns its stdout.
-async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> Result<Vec<u8>> {
+pub(crate) async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> Result<Vec<u8>> {
     let failed = |reason: String| Error::Server {
         namespace: kube.namespace.clone(),
         action: action.into(),

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod delta;
 pub mod lazy;
+pub mod lazy_task;
 pub mod manifest;
 pub mod pod;
 pub mod relay;
@@ -26,6 +27,8 @@ pub enum PodShare {
     Copy(Arc<DirArchive>),
     /// Fetched by each pod from the share server.
     Server(Arc<client::ServerShare>),
+    /// Mounted in each pod with FUSE, served by this client through the share server.
+    Lazy(Arc<lazy_task::LazyShare>),
 }
 
 impl PodShare {
@@ -33,6 +36,12 @@ impl PodShare {
     pub async fn prepare(&self, conn: &Connection, pod: &str) -> crate::k8s::Result<()> {
         match self {
             PodShare::Copy(archive) => send_archive(conn, archive.clone()).await,
+            PodShare::Lazy(share) => share.prepare_pod(conn, pod).await.map_err(|e| {
+                crate::k8s::Error::Io {
+                    action: format!("mount the working directory in pod `{pod}`"),
+                    source: std::io::Error::other(crate::error::chain(&e)),
+                }
+            }),
             PodShare::Server(share) => {
                 share
                     .prepare_pod(conn, pod)

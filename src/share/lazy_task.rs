@@ -1,0 +1,198 @@
+//! `kb parallel --share lazy`: the client's side of the lazy share for one task. kb lets the task's keys in on
+//! the share server (`kb share lazy-allow`, through the exec API), reaches the server's SSH port over a
+//! port-forward with the task's client key (its forced command is `lazy-host`, the relay), and serves the working
+//! directory over SFTP on that channel for the whole run. Each pod, as it joins, mounts the share at the user's
+//! path with FUSE, reaching the relay with the task's pod key (`lazy-attach`).
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+
+use super::client::{Error, Input, SERVER_POD, SERVER_PORT, server_exec};
+use crate::k8s::Kube;
+use crate::ssh::{ClientConfig, Connection};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where kb is in a worker pod.
+const POD_KB: &str = "/kb/kb";
+/// How long a pod's mount may take to appear.
+const MOUNT_WAIT_TENTHS: u32 = 100;
+
+/// A task's lazy share, served from this client while the run lasts.
+pub struct LazyShare {
+    task: String,
+    dir: PathBuf,
+    /// The server's address for pods (`IP:PORT`).
+    address: String,
+    host_public: String,
+    pod_key: String,
+    /// The client's connection to the server; its channel carries the SFTP session.
+    _conn: Connection,
+    _forward: kube::api::Portforwarder,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for LazyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyShare")
+            .field("task", &self.task)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(kube: &Kube, action: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Server {
+        namespace: kube.namespace.clone(),
+        action: action.into(),
+        reason: reason.to_string(),
+    }
+}
+
+impl LazyShare {
+    /// Lets the task in on the server at `address` and starts serving `dir`.
+    pub async fn start(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<LazyShare> {
+        let client = crate::k8s::keys::build_task_keys()
+            .map_err(|e| failed(kube, "make the task's keys", e))?;
+        let pod = crate::k8s::keys::build_task_keys()
+            .map_err(|e| failed(kube, "make the task's keys", e))?;
+        let encode = |key: &russh::keys::PrivateKey| {
+            key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                .map(|k| k.to_string())
+                .map_err(|e| failed(kube, "encode a key", e))
+        };
+        let pod_key = encode(&pod.client)?;
+        let reply = server_exec(
+            kube,
+            &[
+                "lazy-allow",
+                "--task",
+                task,
+                "--client-key",
+                &client.client_public,
+                "--pod-key",
+                &pod.client_public,
+            ],
+            Input::Bytes(Vec::new()),
+            "let the task's keys in",
+        )
+        .await?;
+        let host_public = String::from_utf8_lossy(&reply).trim().to_string();
+        if !host_public.starts_with("ssh-") {
+            return Err(failed(kube, "let the task's keys in", format!("unexpected answer `{host_public}`")));
+        }
+        // The client key as a file, for the SSH client; gone once logged in.
+        let key_file = tempfile::NamedTempFile::new()
+            .and_then(|f| std::fs::write(f.path(), encode(&client.client).unwrap_or_default()).map(|()| f))
+            .map_err(|e| failed(kube, "keep the client key", e))?;
+        let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+        let mut forward = pods
+            .portforward(SERVER_POD, &[SERVER_PORT])
+            .await
+            .map_err(|e| failed(kube, "be reached over a port-forward", crate::error::chain(&e)))?;
+        let stream = forward
+            .take_stream(SERVER_PORT)
+            .ok_or_else(|| failed(kube, "be reached over a port-forward", "no stream"))?;
+        let config = ClientConfig {
+            identities: vec![key_file.path().to_owned()],
+            pinned_host_keys: vec![host_public.clone()],
+            known_hosts: Vec::new(),
+        };
+        let conn = Connection::connect_stream(stream, "kb", SERVER_POD, &config)
+            .await
+            .map_err(|e| failed(kube, "log in the task's client", crate::error::chain(&e)))?;
+        drop(key_file);
+        let channel = conn
+            .open_session()
+            .await
+            .map_err(|e| failed(kube, "open the lazy share's channel", e))?;
+        // The client key's forced command (`lazy-host`) runs whatever is asked.
+        channel
+            .exec(true, "lazy-host")
+            .await
+            .map_err(|e| failed(kube, "start the relay", e))?;
+        let root = dir.to_owned();
+        let serving = tokio::spawn(async move {
+            super::lazy::serve_sftp(channel.into_stream(), &root).await
+        });
+        Ok(LazyShare {
+            task: task.to_string(),
+            dir: dir.to_owned(),
+            address,
+            host_public,
+            pod_key,
+            _conn: conn,
+            _forward: forward,
+            serving,
+        })
+    }
+
+    /// Mounts the share at the user's path in the pod behind `conn` and waits until it is there.
+    pub async fn prepare_pod(&self, conn: &Connection, pod: &str) -> Result<()> {
+        if self.serving.is_finished() {
+            return Err(Error::Pod {
+                pod: pod.into(),
+                action: "mount the lazy share".into(),
+                reason: "this client no longer serves its files (its session to the share server ended)".into(),
+            });
+        }
+        let q = crate::template::quote;
+        let dir = self.dir.display().to_string();
+        let key = format!("/tmp/kb-lazy-{}.key", self.task);
+        let log = format!("/tmp/kb-lazy-{}.log", self.task);
+        // The mount runs in a session of its own, so that it outlives this command; the key file only the pod's
+        // root reads. The mount is there when the directory's device differs from its parent's.
+        let script = format!(
+            "set -e; umask 077; cat > {key}; mkdir -p {dir}; m={mounted}; \
+             setsid {POD_KB} share mount --at {dir} -- {POD_KB} share connect --server {address} \
+             --host-key-pub {host} --key {key} </dev/null >{log} 2>&1 & \
+             i=0; while ! grep -qF \" $m fuse\" /proc/mounts; do \
+             i=$((i+1)); if [ $i -gt {MOUNT_WAIT_TENTHS} ]; then cat {log} >&2; exit 1; fi; sleep 0.1; done",
+            key = q(&key),
+            dir = q(&dir),
+            address = q(&self.address),
+            host = q(&self.host_public),
+            log = q(&log),
+            mounted = q(&mounts_escape(&dir)),
+        );
+        let (code, _, stderr) = conn
+            .run_collect(&script, self.pod_key.as_bytes())
+            .await
+            .map_err(|reason| Error::Pod {
+                pod: pod.into(),
+                action: "mount the lazy share".into(),
+                reason,
+            })?;
+        if code != 0 {
+            return Err(Error::Pod {
+                pod: pod.into(),
+                action: "mount the lazy share".into(),
+                reason: format!("exit {code}: {}", String::from_utf8_lossy(&stderr).trim()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LazyShare {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// `path` as `/proc/mounts` writes it (space, tab, newline and backslash as octal escapes).
+fn mounts_escape(path: &str) -> String {
+    let mut out = String::new();
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
