@@ -23,6 +23,15 @@ fn text(bytes: &[u8]) -> String {
 
 /// Deploys the share server of `kb cluster-setup` into the test's namespace and waits for it to be Ready.
 fn deploy_share_server(ns: &TestNs) {
+    deploy(ns, false);
+}
+
+/// [`deploy_share_server`], and the FUSE device plugin (`kb-fuse`) the lazy share needs.
+fn deploy_with_fuse(ns: &TestNs) {
+    deploy(ns, true);
+}
+
+fn deploy(ns: &TestNs, fuse: bool) {
     let manifests = kb::k8s::manifests::build_all(&ns.name, &agent_image()).unwrap();
     ns.rt.block_on(async {
         for manifest in manifests {
@@ -60,7 +69,16 @@ fn deploy_share_server(ns: &TestNs) {
                 }
                 // The namespace exists.
                 kb::k8s::manifests::Manifest::Namespace(_) => {}
-                // The FUSE device plugin is tests/fuse.rs's; the eager share needs no FUSE.
+                // The FUSE device plugin, for the lazy share only.
+                kb::k8s::manifests::Manifest::DaemonSet(set) if fuse => {
+                    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(
+                        ns.client.clone(),
+                        &ns.name,
+                    )
+                    .create(&PostParams::default(), &set)
+                    .await
+                    .unwrap();
+                }
                 kb::k8s::manifests::Manifest::DaemonSet(_) => {}
             }
         }
@@ -510,5 +528,120 @@ fn a_replaced_share_server_is_reported_with_what_to_do() {
     );
     assert_ne!(status.code(), Some(0), "{stderr}");
     println!("kb said:\n{stderr}");
+    ns.assert_clean_within(60);
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {
+    let ns = TestNs::new();
+    deploy_with_fuse(&ns);
+    // The device plugin advertises /dev/fuse within a few seconds of starting.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ns.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let offered = ns
+            .rt
+            .block_on(nodes.list(&ListParams::default()))
+            .unwrap()
+            .items
+            .iter()
+            .any(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.allocatable.as_ref())
+                    .and_then(|a| a.get("kb.dev/fuse"))
+                    .is_some_and(|q| q.0 != "0")
+            });
+        if offered {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no node offers kb.dev/fuse");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(dir.join("keep.txt"), "kept\n").unwrap();
+    std::fs::write(dir.join("old-name.txt"), "renamed\n").unwrap();
+    std::fs::write(dir.join("gone.txt"), "deleted\n").unwrap();
+
+    // Run 1: a file made right before the run is read by every job; what the jobs write appears here.
+    std::fs::write(dir.join("now.txt"), "made just now\n").unwrap();
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "-k",
+                "--pods",
+                "2",
+                "-j",
+                "1",
+                "--share",
+                "lazy",
+                "--",
+                "cat now.txt; echo written by {} > out-{}.txt",
+                ":::",
+                "a",
+                "b",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        "made just now\nmade just now\n",
+        "{stderr}"
+    );
+    assert!(stderr.contains("kb: share: lazy"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out-a.txt")).unwrap(),
+        "written by a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out-b.txt")).unwrap(),
+        "written by b\n"
+    );
+
+    // Run 2: a rename and a delete done here between the runs are seen.
+    std::fs::rename(dir.join("old-name.txt"), dir.join("new-name.txt")).unwrap();
+    std::fs::remove_file(dir.join("gone.txt")).unwrap();
+    let out = ns
+        .kb(
+            dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--share",
+                "lazy",
+                "--",
+                "ls; cat new-name.txt; echo run {}",
+                ":::",
+                "1",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("new-name.txt") && listing.contains("renamed"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("old-name.txt") && !listing.contains("gone.txt"),
+        "{listing}"
+    );
+
+    // What cluster-setup deployed goes (its DaemonSet's pods are labelled like kb's); then nothing of kb is left.
+    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    ns.rt
+        .block_on(sets.delete("kb-fuse", &kube::api::DeleteParams::default()))
+        .unwrap();
     ns.assert_clean_within(60);
 }

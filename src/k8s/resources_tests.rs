@@ -221,3 +221,26 @@ fn agent_script_runs_in_a_posix_shell() {
         .unwrap();
     assert!(status.success(), "{script}");
 }
+
+#[test]
+fn lazy_share_pods_ask_for_dev_fuse_and_exactly_sys_admin_and_say_why() {
+    let plain = build_job(&spec());
+    let template = plain.spec.unwrap().template;
+    assert!(template.metadata.unwrap().annotations.is_none());
+    let main = &template.spec.unwrap().containers[0];
+    assert!(main.security_context.is_none());
+
+    let job = build_job(&TaskSpec {
+        fuse: true,
+        ..spec()
+    });
+    let template = job.spec.unwrap().template;
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert!(annotations["kb.dev/capabilities"].starts_with("SYS_ADMIN: "));
+    let main = &template.spec.unwrap().containers[0];
+    let security = main.security_context.clone().unwrap();
+    assert_eq!(security.privileged, None);
+    assert_eq!(security.capabilities.unwrap().add.unwrap(), ["SYS_ADMIN"]);
+    let limits = main.resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits["kb.dev/fuse"].0, "1");
+}

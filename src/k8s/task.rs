@@ -488,7 +488,7 @@ impl PodTask {
             return Ok(());
         }
         let _ = std::fs::remove_dir_all(&self.key_dir);
-        if let crate::share::PodShare::Server(_) = &self.share {
+        if let crate::share::PodShare::Server(_) | crate::share::PodShare::Lazy(_) = &self.share {
             crate::share::client::drop_task(&self.kube, &self.spec.id).await;
         }
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
@@ -752,15 +752,17 @@ async fn check_fuse(kube: &Kube) -> Result<()> {
     if offered {
         return Ok(());
     }
-    Err(Error::Share(Box::new(crate::share::client::Error::Server {
-        namespace: kube.namespace.clone(),
-        action: "serve the lazy share".into(),
-        reason: format!(
-            "no node offers `{}` (the kb-fuse device plugin that hands pods /dev/fuse is not running); use \
+    Err(Error::Share(Box::new(
+        crate::share::client::Error::Server {
+            namespace: kube.namespace.clone(),
+            action: "serve the lazy share".into(),
+            reason: format!(
+                "no node offers `{}` (the kb-fuse device plugin that hands pods /dev/fuse is not running); use \
              --share eager, or apply `kb cluster-setup` again",
-            crate::deviceplugin::FUSE_RESOURCE
-        ),
-    })))
+                crate::deviceplugin::FUSE_RESOURCE
+            ),
+        },
+    )))
 }
 
 fn start_timeout() -> Duration {

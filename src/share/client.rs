@@ -655,7 +655,12 @@ pub(crate) enum Source {
 }
 
 /// Runs `kb share ARGS --store ...` in the server's pod with `input` on stdin; returns its stdout.
-pub(crate) async fn server_exec(kube: &Kube, args: &[&str], input: Input, action: &str) -> Result<Vec<u8>> {
+pub(crate) async fn server_exec(
+    kube: &Kube,
+    args: &[&str],
+    input: Input,
+    action: &str,
+) -> Result<Vec<u8>> {
     let failed = |reason: String| Error::Server {
         namespace: kube.namespace.clone(),
         action: action.into(),

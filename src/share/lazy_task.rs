@@ -81,17 +81,29 @@ impl LazyShare {
         .await?;
         let host_public = String::from_utf8_lossy(&reply).trim().to_string();
         if !host_public.starts_with("ssh-") {
-            return Err(failed(kube, "let the task's keys in", format!("unexpected answer `{host_public}`")));
+            return Err(failed(
+                kube,
+                "let the task's keys in",
+                format!("unexpected answer `{host_public}`"),
+            ));
         }
         // The client key as a file, for the SSH client; gone once logged in.
         let key_file = tempfile::NamedTempFile::new()
-            .and_then(|f| std::fs::write(f.path(), encode(&client.client).unwrap_or_default()).map(|()| f))
+            .and_then(|f| {
+                std::fs::write(f.path(), encode(&client.client).unwrap_or_default()).map(|()| f)
+            })
             .map_err(|e| failed(kube, "keep the client key", e))?;
         let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
         let mut forward = pods
             .portforward(SERVER_POD, &[SERVER_PORT])
             .await
-            .map_err(|e| failed(kube, "be reached over a port-forward", crate::error::chain(&e)))?;
+            .map_err(|e| {
+                failed(
+                    kube,
+                    "be reached over a port-forward",
+                    crate::error::chain(&e),
+                )
+            })?;
         let stream = forward
             .take_stream(SERVER_PORT)
             .ok_or_else(|| failed(kube, "be reached over a port-forward", "no stream"))?;
@@ -114,9 +126,10 @@ impl LazyShare {
             .await
             .map_err(|e| failed(kube, "start the relay", e))?;
         let root = dir.to_owned();
-        let serving = tokio::spawn(async move {
-            super::lazy::serve_sftp(channel.into_stream(), &root).await
-        });
+        let serving =
+            tokio::spawn(
+                async move { super::lazy::serve_sftp(channel.into_stream(), &root).await },
+            );
         Ok(LazyShare {
             task: task.to_string(),
             dir: dir.to_owned(),
@@ -135,7 +148,9 @@ impl LazyShare {
             return Err(Error::Pod {
                 pod: pod.into(),
                 action: "mount the lazy share".into(),
-                reason: "this client no longer serves its files (its session to the share server ended)".into(),
+                reason:
+                    "this client no longer serves its files (its session to the share server ended)"
+                        .into(),
             });
         }
         let q = crate::template::quote;

@@ -36,12 +36,15 @@ impl PodShare {
     pub async fn prepare(&self, conn: &Connection, pod: &str) -> crate::k8s::Result<()> {
         match self {
             PodShare::Copy(archive) => send_archive(conn, archive.clone()).await,
-            PodShare::Lazy(share) => share.prepare_pod(conn, pod).await.map_err(|e| {
-                crate::k8s::Error::Io {
-                    action: format!("mount the working directory in pod `{pod}`"),
-                    source: std::io::Error::other(crate::error::chain(&e)),
-                }
-            }),
+            PodShare::Lazy(share) => {
+                share
+                    .prepare_pod(conn, pod)
+                    .await
+                    .map_err(|e| crate::k8s::Error::Io {
+                        action: format!("mount the working directory in pod `{pod}`"),
+                        source: std::io::Error::other(crate::error::chain(&e)),
+                    })
+            }
             PodShare::Server(share) => {
                 share
                     .prepare_pod(conn, pod)
