@@ -1,7 +1,7 @@
 //! The lazy share's two ends (issue [share]): the laptop serves its working directory over SFTP
 //! ([`serve_sftp`], `server`), and each worker pod mounts it with FUSE at the same path ([`mount`], `fs`), the SFTP
-//! stream relayed by the share server. Both ends take any byte stream; wiring them through the share server is not
-//! here. See docs/architecture.md, "The lazy share".
+//! stream relayed by the share server. Both ends take any byte stream; `share::relay` and `share::lazy_task` wire
+//! them through the share server. See docs/architecture.md, "The lazy share".
 
 mod confine;
 mod fs;
