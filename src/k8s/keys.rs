@@ -28,7 +28,7 @@ impl std::fmt::Debug for TaskKeys {
 }
 
 /// Generates a fresh Ed25519 key.
-fn generate() -> PrivateKey {
+pub fn generate() -> PrivateKey {
     let seed: [u8; 32] = rand::random();
     PrivateKey::from(Ed25519Keypair::from_seed(&seed))
 }

@@ -310,6 +310,8 @@ impl PodTask {
                     return Ok(task);
                 }
                 Err(err) => {
+                    // `lazy-allow` may have let the task's keys in before the failure.
+                    crate::share::client::drop_task(&task.kube, &task.spec.id).await;
                     let _ = task.finish().await;
                     return Err(Error::Share(Box::new(err)));
                 }

@@ -306,36 +306,11 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         _ => Default::default(),
     };
     // One question: is the tree there, is the base there, which of the new contents are there.
-    let mut ask = format!("{manifest_hash}\n");
-    if let Some(base) = &base {
-        ask.push_str(&base.hash);
-        ask.push('\n');
-    }
-    for hash in &new_contents {
-        ask.push_str(hash);
-        ask.push('\n');
-    }
-    if ask_all {
-        for hash in blobs.keys() {
-            ask.push_str(hash);
-            ask.push('\n');
-        }
-    }
-    ask.push_str(END);
-    ask.push('\n');
-    stats.sent_meta += ask.len() as u64;
-    let answer = server_exec(
-        kube,
-        &["have"],
-        Input::Bytes(ask.into_bytes()),
-        "list what it has",
-    )
-    .await?;
-    let mut missing: BTreeSet<String> = String::from_utf8_lossy(&answer)
-        .lines()
-        .take_while(|l| *l != END)
-        .map(str::to_string)
-        .collect();
+    let asked = std::iter::once(manifest_hash.as_str())
+        .chain(base.as_ref().map(|base| base.hash.as_str()))
+        .chain(new_contents.iter().map(String::as_str))
+        .chain(blobs.keys().map(String::as_str).filter(|_| ask_all));
+    let mut missing = have(kube, asked, &mut stats).await?;
     let known = !missing.contains(&manifest_hash);
     let incremental = match (&base, &delta) {
         (Some(base), Some(delta)) if !missing.contains(&base.hash) => Some((base, delta)),
@@ -368,26 +343,7 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             .await?;
         } else if !patched {
             // The whole list of contents, and the whole manifest.
-            let mut ask = String::new();
-            for hash in blobs.keys() {
-                ask.push_str(hash);
-                ask.push('\n');
-            }
-            ask.push_str(END);
-            ask.push('\n');
-            stats.sent_meta += ask.len() as u64;
-            let answer = server_exec(
-                kube,
-                &["have"],
-                Input::Bytes(ask.into_bytes()),
-                "list what it has",
-            )
-            .await?;
-            let missing: BTreeSet<String> = String::from_utf8_lossy(&answer)
-                .lines()
-                .take_while(|l| *l != END)
-                .map(str::to_string)
-                .collect();
+            let missing = have(kube, blobs.keys().map(String::as_str), &mut stats).await?;
             tracing::debug!(
                 "share: {} contents missing, at {:?}",
                 missing.len(),
@@ -492,22 +448,8 @@ pub async fn open_server_stream(
 /// `kb share connect`: this process's stdin and stdout carried over a channel to the share server (the key's
 /// forced command decides what answers), until either end stops.
 pub async fn connect_stdio(server: &str, host_public: &str, key: &Path) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt as _;
     let (conn, stream) = open_server_stream(server, host_public, key, "connect").await?;
-    let (mut from_server, mut to_server) = tokio::io::split(stream);
-    let up = async {
-        tokio::io::copy(&mut tokio::io::stdin(), &mut to_server).await?;
-        to_server.shutdown().await
-    };
-    let down = async {
-        let mut stdout = tokio::io::stdout();
-        tokio::io::copy(&mut from_server, &mut stdout).await?;
-        stdout.flush().await
-    };
-    let result = tokio::select! {
-        r = up => r,
-        r = down => r,
-    };
+    let result = super::lazy::splice_stdio(stream).await;
     conn.close().await;
     result
 }
@@ -559,6 +501,34 @@ async fn put_contents(
     let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
     tracing::debug!("share server: {}", String::from_utf8_lossy(&reply).trim());
     Ok(())
+}
+
+/// Asks the server which of `hashes` it lacks (`kb share have`): one round trip, counted in `stats`.
+async fn have<'a>(
+    kube: &Kube,
+    hashes: impl Iterator<Item = &'a str>,
+    stats: &mut UploadStats,
+) -> Result<BTreeSet<String>> {
+    let mut ask = String::new();
+    for hash in hashes {
+        ask.push_str(hash);
+        ask.push('\n');
+    }
+    ask.push_str(END);
+    ask.push('\n');
+    stats.sent_meta += ask.len() as u64;
+    let answer = server_exec(
+        kube,
+        &["have"],
+        Input::Bytes(ask.into_bytes()),
+        "list what it has",
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&answer)
+        .lines()
+        .take_while(|l| *l != END)
+        .map(str::to_string)
+        .collect())
 }
 
 /// Has the server make the manifest `manifest` from its stored `base` and `delta`; false when it could not (the

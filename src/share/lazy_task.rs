@@ -54,16 +54,19 @@ fn failed(kube: &Kube, action: &str, reason: impl std::fmt::Display) -> Error {
 impl LazyShare {
     /// Lets the task in on the server at `address` and starts serving `dir`.
     pub async fn start(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<LazyShare> {
-        let client = crate::k8s::keys::build_task_keys()
-            .map_err(|e| failed(kube, "make the task's keys", e))?;
-        let pod = crate::k8s::keys::build_task_keys()
-            .map_err(|e| failed(kube, "make the task's keys", e))?;
+        let (client, pod) = (crate::k8s::keys::generate(), crate::k8s::keys::generate());
         let encode = |key: &russh::keys::PrivateKey| {
             key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
                 .map(|k| k.to_string())
                 .map_err(|e| failed(kube, "encode a key", e))
         };
-        let pod_key = encode(&pod.client)?;
+        let public = |key: &russh::keys::PrivateKey| {
+            key.public_key()
+                .to_openssh()
+                .map_err(|e| failed(kube, "encode a key", e))
+        };
+        let pod_key = encode(&pod)?;
+        let client_key = encode(&client)?;
         let reply = server_exec(
             kube,
             &[
@@ -71,9 +74,9 @@ impl LazyShare {
                 "--task",
                 task,
                 "--client-key",
-                &client.client_public,
+                &public(&client)?,
                 "--pod-key",
-                &pod.client_public,
+                &public(&pod)?,
             ],
             Input::Bytes(Vec::new()),
             "let the task's keys in",
@@ -89,9 +92,7 @@ impl LazyShare {
         }
         // The client key as a file, for the SSH client; gone once logged in.
         let key_file = tempfile::NamedTempFile::new()
-            .and_then(|f| {
-                std::fs::write(f.path(), encode(&client.client).unwrap_or_default()).map(|()| f)
-            })
+            .and_then(|f| std::fs::write(f.path(), &client_key).map(|()| f))
             .map_err(|e| failed(kube, "keep the client key", e))?;
         let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
         let mut forward = pods

@@ -289,7 +289,7 @@ pub async fn host(store: &super::store::Store, task: &str) -> std::io::Result<()
     // A socket left by an earlier host of the same task (a client that reconnected) is replaced.
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)?;
-    let upstream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let upstream = super::lazy::stdio()?;
     let (relay, run) = Relay::start(upstream).await?;
     let accept = async {
         loop {
@@ -321,21 +321,7 @@ pub async fn attach(store: &super::store::Store, task: &str) -> std::io::Result<
                 format!("the client of task {task} is not serving its files ({e})"),
             )
         })?;
-    let (mut from_relay, mut to_relay) = stream.into_split();
-    let up = async {
-        tokio::io::copy(&mut tokio::io::stdin(), &mut to_relay).await?;
-        to_relay.shutdown().await
-    };
-    let down = async {
-        let mut stdout = tokio::io::stdout();
-        tokio::io::copy(&mut from_relay, &mut stdout).await?;
-        stdout.flush().await
-    };
-    // Either direction ending ends the session: a pod's file system sees the end at once.
-    tokio::select! {
-        r = up => r,
-        r = down => r,
-    }
+    super::lazy::splice_stdio(stream).await
 }
 
 #[cfg(test)]

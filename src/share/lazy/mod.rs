@@ -15,4 +15,4 @@ mod stream;
 
 pub use mount::{DEFAULT_DEADLINE, DEFAULT_TTL, Error, MountOutcome, MountSpec, mount};
 pub use server::SftpServer;
-pub use stream::{Stream, serve_sftp, stdio};
+pub use stream::{Stream, serve_sftp, splice_stdio, stdio};

@@ -103,6 +103,26 @@ pub fn stdio() -> io::Result<Box<dyn Stream>> {
     })
 }
 
+/// Carries this process's stdin to `stream` and `stream` to its stdout until either direction ends: whoever is
+/// on the other side (a pod's file system, a relay) sees the end at once.
+pub async fn splice_stdio(stream: impl Stream) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let (mut from_stdin, mut to_stdout) = tokio::io::split(stdio()?);
+    let (mut from_stream, mut to_stream) = tokio::io::split(stream);
+    let up = async {
+        tokio::io::copy(&mut from_stdin, &mut to_stream).await?;
+        to_stream.shutdown().await
+    };
+    let down = async {
+        tokio::io::copy(&mut from_stream, &mut to_stdout).await?;
+        to_stdout.flush().await
+    };
+    tokio::select! {
+        r = up => r,
+        r = down => r,
+    }
+}
+
 /// Serves `root` over SFTP on `stream` until the client closes it.
 pub async fn serve_sftp(stream: impl Stream + 'static, root: &Path) -> io::Result<()> {
     let handler = super::server::SftpServer::new(root)?;
