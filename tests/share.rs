@@ -531,12 +531,8 @@ fn a_replaced_share_server_is_reported_with_what_to_do() {
     ns.assert_clean_within(60);
 }
 
-#[test]
-#[ignore = "needs cluster"]
-fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {
-    let ns = TestNs::new();
-    deploy_with_fuse(&ns);
-    // The device plugin advertises /dev/fuse within a few seconds of starting.
+/// Waits until a node offers `kb.dev/fuse` (the device plugin advertises it within a few seconds of starting).
+fn wait_fuse_offered(ns: &TestNs) {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ns.client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -554,11 +550,193 @@ fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {
                     .is_some_and(|q| q.0 != "0")
             });
         if offered {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "no node offers kb.dev/fuse");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The names of the task's worker pods (kb's pods other than the share server and the device plugin).
+fn worker_pods(ns: &TestNs) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    ns.rt
+        .block_on(pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=kb")))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .filter(|n| n.starts_with("kb-") && n != "kb-share-0" && !n.starts_with("kb-fuse"))
+        .collect()
+}
+
+/// Runs `script` with `sh -c` in `pod` through the exec API: its stdout and how long it took.
+fn pod_exec(ns: &TestNs, pod: &str, script: &str) -> (String, Duration) {
+    use tokio::io::AsyncReadExt as _;
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let start = Instant::now();
+    let out = ns.rt.block_on(async {
+        let params = kube::api::AttachParams::default()
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let mut attached = pods.exec(pod, ["sh", "-c", script], &params).await.unwrap();
+        let mut out = String::new();
+        let mut stdout = attached.stdout().unwrap();
+        let read = stdout.read_to_string(&mut out);
+        // A hang is the failure this guards against: give up well after kb's 15 s deadline.
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the command in the pod hung")
+            .unwrap();
+        out
+    });
+    (out, start.elapsed())
+}
+
+/// Starts a lazy run of one pod whose jobs read `a.txt` one after another for a minute; returns it once the
+/// first job printed what it read.
+fn start_long_lazy_run(
+    ns: &TestNs,
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let inputs: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+    let mut args = vec![
+        "parallel",
+        "--pods",
+        "1",
+        "-j",
+        "1",
+        "--line-buffer",
+        "--share",
+        "lazy",
+        "--",
+        "cat a.txt; sleep 2",
+        ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let mut child = ns
+        .kb(dir, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(stdout.next().unwrap().unwrap(), "alpha");
+    (child, stdout)
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_vanished_lazy_client_makes_reads_fail_with_an_io_error_not_hang() {
+    let ns = TestNs::new();
+    deploy_with_fuse(&ns);
+    wait_fuse_offered(&ns);
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path().canonicalize().unwrap();
+    std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
+    let (mut child, _stdout) = start_long_lazy_run(&ns, &dir);
+    let pods = worker_pods(&ns);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let file = dir.join("a.txt").display().to_string();
+    let read = format!("cat '{file}' 2>&1; echo \"exit $?\"");
+    let (out, _) = pod_exec(&ns, &pods[0], &read);
+    assert_eq!(
+        out, "alpha\nexit 0\n",
+        "the share should be readable while the client runs"
+    );
+
+    // The client stops answering without closing anything (a laptop that sleeps or loses its network): reads in
+    // the pod fail with EIO once kb's 15 s deadline passes.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (out, took) = pod_exec(&ns, &pods[0], &read);
+    println!("read with the client stopped: {out:?} after {took:?}");
+    assert!(
+        out.contains("Input/output error") && !out.ends_with("exit 0\n"),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    // Every later read fails at once, without waiting again.
+    let (out, took) = pod_exec(
+        &ns,
+        &pods[0],
+        &format!("ls '{}' 2>&1; {read}", dir.display()),
+    );
+    assert!(out.contains("Input/output error"), "{out}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // The client dies for good: `kb finish` removes the task, and with it the task's keys on the share server.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let status = ns.kb(&dir, &["status", "-o", "json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let id = rows[0]["id"].as_str().unwrap().to_string();
+    let finish = ns.kb(&dir, &["finish", &id]).output().unwrap();
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    let (keys, _) = pod_exec(&ns, "kb-share-0", "cat /var/lib/kb-share/authorized_keys");
+    assert!(
+        !keys.contains(&id),
+        "the task's keys stayed on the share server: {keys}"
+    );
+    ns.assert_clean_within(60);
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_share_server_restart_during_a_lazy_run_stops_it_with_what_to_do() {
+    let ns = TestNs::new();
+    deploy_with_fuse(&ns);
+    wait_fuse_offered(&ns);
+    let first_server = wait_ready_pod(&ns, "kb-share-0", None);
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
+    let (mut child, _stdout) = start_long_lazy_run(&ns, dir);
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr_pipe), &mut text).unwrap();
+        text
+    });
+    delete_pod(&ns, "kb-share-0");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("kb did not stop: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = reader.join().unwrap();
+    println!(
+        "kb stopped {:?} after the server's pod was deleted:\n{stderr}",
+        started.elapsed()
+    );
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("share server `kb-share-0` in namespace")
+            && stderr.contains("during the run")
+            && stderr.contains("run again once"),
+        "{stderr}"
+    );
+    wait_ready_pod(&ns, "kb-share-0", Some(&first_server));
+    ns.assert_clean_within(60);
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {
+    let ns = TestNs::new();
+    deploy_with_fuse(&ns);
+    wait_fuse_offered(&ns);
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
     std::fs::write(dir.join("keep.txt"), "kept\n").unwrap();

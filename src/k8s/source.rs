@@ -103,9 +103,25 @@ impl PodSource {
         let deadline = tokio::time::sleep(self.start_timeout);
         let mut deadline = pin!(deadline);
         let task = format!("task {}", self.task_id);
+        // A lazy share that ends (its server restarted, its connection dropped) stops the run.
+        let lazy_share = match &self.share {
+            Some(crate::share::PodShare::Lazy(share)) => Some(share.clone()),
+            _ => None,
+        };
+        let lazy_ended = async move {
+            match lazy_share {
+                Some(share) => share.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut lazy_ended = pin!(lazy_ended);
         loop {
             let actions = tokio::select! {
                 () = cancel.cancelled() => break,
+                (reason, hint) = &mut lazy_ended => {
+                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
+                    break;
+                }
                 () = &mut deadline, if tracker.joined() == 0 => {
                     let reason = format!(
                         "no pod became ready within {} s; `kb status` and `kubectl describe pods -l {}` show why",

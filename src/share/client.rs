@@ -456,8 +456,21 @@ pub async fn connect_stdio(server: &str, host_public: &str, key: &Path) -> std::
 
 /// The UID of the share server's pod, if it can be read.
 async fn server_pod_uid(kube: &Kube) -> Option<String> {
+    server_identity(kube).await.map(|(uid, _)| uid)
+}
+
+/// The share server's pod UID and its containers' restarts, if they can be read: either changing means the
+/// server's processes, and what they held in memory, are gone.
+pub(crate) async fn server_identity(kube: &Kube) -> Option<(String, i32)> {
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
-    pods.get_opt(SERVER_POD).await.ok().flatten()?.metadata.uid
+    let pod = pods.get_opt(SERVER_POD).await.ok().flatten()?;
+    let restarts = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum();
+    Some((pod.metadata.uid?, restarts))
 }
 
 /// Stores the contents in `missing` (each from the first file of `manifest` that has it), and `extra` (a hash and

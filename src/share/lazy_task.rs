@@ -31,7 +31,12 @@ pub struct LazyShare {
     /// The client's connection to the server; its channel carries the SFTP session.
     _conn: Connection,
     _forward: kube::api::Portforwarder,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    serving: tokio::task::JoinHandle<()>,
+    /// True once the SFTP session ended (its channel, the connection or the port-forward closed).
+    ended: tokio::sync::watch::Receiver<bool>,
+    /// The share server's pod and restarts when the run started.
+    server: Option<(String, i32)>,
+    kube: Kube,
 }
 
 impl std::fmt::Debug for LazyShare {
@@ -127,10 +132,14 @@ impl LazyShare {
             .await
             .map_err(|e| failed(kube, "start the relay", e))?;
         let root = dir.to_owned();
-        let serving =
-            tokio::spawn(
-                async move { super::lazy::serve_sftp(channel.into_stream(), &root).await },
-            );
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(async move {
+            if let Err(err) = super::lazy::serve_sftp(channel.into_stream(), &root).await {
+                tracing::debug!("lazy share: serving ended: {err}");
+            }
+            let _ = ended_tx.send(true);
+        });
+        let server = super::client::server_identity(kube).await;
         Ok(LazyShare {
             task: task.to_string(),
             dir: dir.to_owned(),
@@ -140,7 +149,42 @@ impl LazyShare {
             _conn: conn,
             _forward: forward,
             serving,
+            ended,
+            server,
+            kube: kube.clone(),
         })
+    }
+
+    /// Waits until this client no longer serves its files, and says why, for the run to stop: the pods' reads of
+    /// the share fail from then on.
+    pub async fn ended(&self) -> (String, String) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
+        let namespace = &self.kube.namespace;
+        let now = super::client::server_identity(&self.kube).await;
+        let hint = format!(
+            "run again once `kubectl -n {namespace} get pod {SERVER_POD}` shows it Ready; jobs that ended before \
+             are in the output (and in --joblog, for --resume)"
+        );
+        let reason = match (&self.server, &now) {
+            (Some((uid, _)), Some((now_uid, _))) if uid != now_uid => format!(
+                "the share server `{SERVER_POD}` in namespace `{namespace}` was replaced during the run, and the \
+                 lazy share with it: jobs can no longer read the working directory"
+            ),
+            (Some((_, restarts)), Some((_, now_restarts))) if restarts != now_restarts => format!(
+                "the share server `{SERVER_POD}` in namespace `{namespace}` restarted during the run, and the lazy \
+                 share with it: jobs can no longer read the working directory"
+            ),
+            (_, None) => format!(
+                "the share server `{SERVER_POD}` in namespace `{namespace}` went away during the run, and the lazy \
+                 share with it: jobs can no longer read the working directory"
+            ),
+            _ => format!(
+                "the connection to the share server `{SERVER_POD}` in namespace `{namespace}` ended during the run: \
+                 jobs can no longer read the working directory"
+            ),
+        };
+        (reason, hint)
     }
 
     /// Mounts the share at the user's path in the pod behind `conn` and waits until it is there.
