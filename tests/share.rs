@@ -531,6 +531,15 @@ fn a_replaced_share_server_is_reported_with_what_to_do() {
     ns.assert_clean_within(60);
 }
 
+/// Deletes the `kb-fuse` DaemonSet that `kb cluster-setup` deployed (its pods are labelled like kb's).
+fn remove_fuse_plugin(ns: &TestNs) {
+    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    ns.rt
+        .block_on(sets.delete("kb-fuse", &kube::api::DeleteParams::default()))
+        .unwrap();
+}
+
 /// Waits until a node offers `kb.dev/fuse` (the device plugin advertises it within a few seconds of starting).
 fn wait_fuse_offered(ns: &TestNs) {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ns.client.clone());
@@ -625,7 +634,12 @@ fn start_long_lazy_run(
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(stdout.next().unwrap().unwrap(), "alpha");
+    let Some(Ok(first)) = stdout.next() else {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        panic!("the run printed nothing: {stderr}");
+    };
+    assert_eq!(first, "alpha");
     (child, stdout)
 }
 
@@ -683,6 +697,7 @@ fn a_vanished_lazy_client_makes_reads_fail_with_an_io_error_not_hang() {
         !keys.contains(&id),
         "the task's keys stayed on the share server: {keys}"
     );
+    remove_fuse_plugin(&ns);
     ns.assert_clean_within(60);
 }
 
@@ -728,6 +743,7 @@ fn a_share_server_restart_during_a_lazy_run_stops_it_with_what_to_do() {
         "{stderr}"
     );
     wait_ready_pod(&ns, "kb-share-0", Some(&first_server));
+    remove_fuse_plugin(&ns);
     ns.assert_clean_within(60);
 }
 
@@ -816,10 +832,6 @@ fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {
     );
 
     // What cluster-setup deployed goes (its DaemonSet's pods are labelled like kb's); then nothing of kb is left.
-    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
-        Api::namespaced(ns.client.clone(), &ns.name);
-    ns.rt
-        .block_on(sets.delete("kb-fuse", &kube::api::DeleteParams::default()))
-        .unwrap();
+    remove_fuse_plugin(&ns);
     ns.assert_clean_within(60);
 }

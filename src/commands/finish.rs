@@ -43,6 +43,12 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
         }
     }
     let found = finish_tasks(&kube, &ids).await?;
+    // The share server forgets the tasks too: their trees, and the keys a lazy share let in.
+    if !found.is_empty() && matches!(crate::share::client::find_server(&kube).await, Ok(Some(_))) {
+        for id in &found {
+            crate::share::client::drop_task(&kube, id).await;
+        }
+    }
     for id in &ids {
         let orphan = orphans.iter().find(|t| &t.id == id);
         match (found.contains(id), orphan) {
