@@ -80,7 +80,9 @@ fn run(mut command: Command, limit: Duration) -> (Output, Duration) {
     match rx.recv_timeout(limit) {
         Ok(out) => (out.unwrap(), start.elapsed()),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("{command:?} still runs after {limit:?}");
         }
     }
@@ -122,7 +124,13 @@ impl Fixture {
         let address = format!("127.0.0.1:{port}");
         let server = Command::new(KB)
             .args(["share", "server", "--listen", &address])
-            .args(["--nfs-listen", "127.0.0.1:0", "--nfs-deadline", "3s", "--store"])
+            .args([
+                "--nfs-listen",
+                "127.0.0.1:0",
+                "--nfs-deadline",
+                "3s",
+                "--store",
+            ])
             .arg(&store)
             .stderr(log("server.log"))
             .spawn()
@@ -149,7 +157,11 @@ impl Fixture {
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}", text(&out));
-            String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
         };
         let lines = allow("t1", &client_pub, &pod_pub);
         assert_eq!(lines.len(), 2, "the host key, then the export: {lines:?}");
@@ -184,7 +196,9 @@ impl Fixture {
             .spawn()
             .unwrap();
         let socket = store.join("lazy/t1.sock");
-        wait_for("the relay of t1", Duration::from_secs(10), || socket.exists().then_some(()));
+        wait_for("the relay of t1", Duration::from_secs(10), || {
+            socket.exists().then_some(())
+        });
         Fixture {
             dir,
             server,
@@ -258,11 +272,20 @@ fn files_made_on_the_laptop_are_read_exactly_and_nfs_writes_reach_the_laptop() {
     fs::write(f.src().join("data.txt"), "hello over nfs\n").unwrap();
     fs::write(f.src().join("big.bin"), &big).unwrap();
     let (out, _) = f.cat("data.txt");
-    assert!(out.status.success(), "{}\n{}", text(&out), f.log("server.log"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        f.log("server.log")
+    );
     assert_eq!(out.stdout, b"hello over nfs\n");
     let (out, _) = f.cat("big.bin");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(out.stdout == big, "the 3 MiB file differs ({} bytes read)", out.stdout.len());
+    assert!(
+        out.stdout == big,
+        "the 3 MiB file differs ({} bytes read)",
+        out.stdout.len()
+    );
     let (out, _) = f.cat("sub/deep.txt");
     assert_eq!(out.stdout, b"deep\n", "{}", text(&out));
     // A missing file is an error, not an empty file.
@@ -274,9 +297,16 @@ fn files_made_on_the_laptop_are_read_exactly_and_nfs_writes_reach_the_laptop() {
     let local = f.dir.path().join("upload.bin");
     fs::write(&local, &written).unwrap();
     let mut command = libnfs("nfs-cp");
-    command.arg(&local).arg(f.url(&format!("{}/sub/uploaded.bin", f.export)));
+    command
+        .arg(&local)
+        .arg(f.url(&format!("{}/sub/uploaded.bin", f.export)));
     let (out, _) = run(command, Duration::from_secs(30));
-    assert!(out.status.success(), "{}\n{}", text(&out), f.log("server.log"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        f.log("server.log")
+    );
     assert!(
         fs::read(f.src().join("sub/uploaded.bin")).unwrap() == written,
         "the uploaded file differs on the laptop"
@@ -284,18 +314,33 @@ fn files_made_on_the_laptop_are_read_exactly_and_nfs_writes_reach_the_laptop() {
     // ... and back, through nfs-cp the other way.
     let back = f.dir.path().join("back.bin");
     let mut command = libnfs("nfs-cp");
-    command.arg(f.url(&format!("{}/sub/uploaded.bin", f.export))).arg(&back);
+    command
+        .arg(f.url(&format!("{}/sub/uploaded.bin", f.export)))
+        .arg(&back);
     let (out, _) = run(command, Duration::from_secs(30));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(fs::read(&back).unwrap() == written, "the downloaded file differs");
-    // Overwriting a file with a shorter one leaves exactly the new bytes.
+    assert!(
+        fs::read(&back).unwrap() == written,
+        "the downloaded file differs"
+    );
+    // nfs-cp creates exclusively: onto an existing file it fails with EXIST, and the laptop's file is untouched.
     let shorter = f.dir.path().join("short.txt");
     fs::write(&shorter, "short\n").unwrap();
     let mut command = libnfs("nfs-cp");
-    command.arg(&shorter).arg(f.url(&format!("{}/data.txt", f.export)));
+    command
+        .arg(&shorter)
+        .arg(f.url(&format!("{}/data.txt", f.export)));
     let (out, _) = run(command, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(f.src().join("data.txt")).unwrap(), b"short\n");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NFS3ERR_EXIST"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        fs::read(f.src().join("data.txt")).unwrap(),
+        b"hello over nfs\n"
+    );
 }
 
 #[test]
@@ -304,9 +349,15 @@ fn listings_show_a_local_create_and_delete_at_once() {
     assert_eq!(f.ls(&f.export).map_err(|o| text(&o)).unwrap(), ["a.txt"]);
     fs::write(f.src().join("b.txt"), "b").unwrap();
     fs::create_dir(f.src().join("dir")).unwrap();
-    assert_eq!(f.ls(&f.export).map_err(|o| text(&o)).unwrap(), ["a.txt", "b.txt", "dir"]);
+    assert_eq!(
+        f.ls(&f.export).map_err(|o| text(&o)).unwrap(),
+        ["a.txt", "b.txt", "dir"]
+    );
     fs::remove_file(f.src().join("a.txt")).unwrap();
-    assert_eq!(f.ls(&f.export).map_err(|o| text(&o)).unwrap(), ["b.txt", "dir"]);
+    assert_eq!(
+        f.ls(&f.export).map_err(|o| text(&o)).unwrap(),
+        ["b.txt", "dir"]
+    );
     // A file read before it changed on the laptop is read anew.
     let (out, _) = f.cat("b.txt");
     assert_eq!(out.stdout, b"b", "{}", text(&out));
@@ -317,7 +368,10 @@ fn listings_show_a_local_create_and_delete_at_once() {
     for i in 0..600 {
         fs::write(f.src().join("dir").join(format!("f{i:03}")), "x").unwrap();
     }
-    let names = f.ls(&format!("{}/dir", f.export)).map_err(|o| text(&o)).unwrap();
+    let names = f
+        .ls(&format!("{}/dir", f.export))
+        .map_err(|o| text(&o))
+        .unwrap();
     assert_eq!(names.len(), 600, "{:?}", &names[..names.len().min(5)]);
     assert_eq!(names[0], "f000");
     assert_eq!(names[599], "f599");
@@ -327,10 +381,17 @@ fn listings_show_a_local_create_and_delete_at_once() {
 fn without_the_token_nothing_is_found_and_the_root_lists_nothing() {
     let f = Fixture::start(|src| fs::write(src.join("secret.txt"), "t1's file").unwrap());
     // The export works with its token.
-    assert_eq!(f.ls(&f.export).map_err(|o| text(&o)).unwrap(), ["secret.txt"]);
+    assert_eq!(
+        f.ls(&f.export).map_err(|o| text(&o)).unwrap(),
+        ["secret.txt"]
+    );
     // The root lists no task.
     let root = f.ls("/kb");
-    assert!(root.as_ref().is_ok_and(Vec::is_empty), "{:?}", root.map_err(|o| text(&o)));
+    assert!(
+        root.as_ref().is_ok_and(Vec::is_empty),
+        "{:?}",
+        root.map_err(|o| text(&o))
+    );
     // A wrong token, the task's bare name, and the task's token under another task's name find nothing.
     let token = f.export.strip_prefix("/kb/t1-").unwrap();
     let wrong: String = token.chars().rev().collect();
@@ -364,11 +425,25 @@ fn a_killed_laptop_makes_reads_fail_within_the_deadline() {
     f.carrier.wait().unwrap();
     let (out, took) = f.cat("data.txt");
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("alive"), "{}", text(&out));
-    assert!(took < DEADLINE, "nfs-cat took {took:?}, the deadline is {DEADLINE:?}");
-    eprintln!("nfs-cat failed {took:?} after the laptop was killed: {}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("alive"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        took < DEADLINE,
+        "nfs-cat took {took:?}, the deadline is {DEADLINE:?}"
+    );
+    eprintln!(
+        "nfs-cat failed {took:?} after the laptop was killed: {}",
+        text(&out)
+    );
     // Later requests fail as fast, and listings fail too.
     let (out, took) = f.cat("data.txt");
-    assert!(!out.status.success() && took < DEADLINE, "{took:?}: {}", text(&out));
+    assert!(
+        !out.status.success() && took < DEADLINE,
+        "{took:?}: {}",
+        text(&out)
+    );
     assert!(f.ls(&f.export).is_err());
 }

@@ -249,8 +249,11 @@ mod tests {
             .collect();
         assert_eq!(
             service,
-            [("ssh", 2222), ("nfs", 2049), ("portmap", 111)]
-                .map(|(n, p)| (n.to_string(), p, Some(IntOrString::Int(p))))
+            [("ssh", 2222), ("nfs", 2049), ("portmap", 111)].map(|(n, p)| (
+                n.to_string(),
+                p,
+                Some(IntOrString::Int(p))
+            ))
         );
         // Port 111 through the namespaced sysctl, not a capability; still non-root.
         let security = pod.security_context.unwrap();
@@ -259,12 +262,20 @@ mod tests {
         assert_eq!(sysctls.len(), 1);
         assert_eq!(sysctls[0].name, "net.ipv4.ip_unprivileged_port_start");
         assert_eq!(sysctls[0].value, "0");
-        let caps = container.security_context.clone().unwrap().capabilities.unwrap();
+        let caps = container
+            .security_context
+            .clone()
+            .unwrap()
+            .capabilities
+            .unwrap();
         assert_eq!(caps.add, None);
         // The server's default NFS addresses are these ports.
         assert_eq!(
             crate::share::nfs::DEFAULT_LISTEN,
-            [format!("0.0.0.0:{NFS_PORT}").as_str(), &format!("0.0.0.0:{PORTMAP_PORT}")]
+            [
+                format!("0.0.0.0:{NFS_PORT}").as_str(),
+                &format!("0.0.0.0:{PORTMAP_PORT}")
+            ]
         );
     }
 }

@@ -396,7 +396,9 @@ impl Store {
     pub fn nfs_token(&self, task: &str) -> std::io::Result<Option<String>> {
         match std::fs::read_to_string(self.nfs_token_path(task)?) {
             Ok(token) if is_token(token.trim()) => Ok(Some(token.trim().to_string())),
-            Ok(_) => Err(invalid(format!("the NFS token of task `{task}` is damaged"))),
+            Ok(_) => Err(invalid(format!(
+                "the NFS token of task `{task}` is damaged"
+            ))),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }

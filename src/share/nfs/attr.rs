@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nfsserve::nfs::{fattr3, ftype3, nfsstat3, nfstime3, sattr3, set_atime, set_mode3, set_mtime, set_size3};
+use nfsserve::nfs::{
+    fattr3, ftype3, nfsstat3, nfstime3, sattr3, set_atime, set_mode3, set_mtime, set_size3,
+};
 use russh_sftp::protocol::FileAttributes;
 
 use crate::share::lazy::remote::{Failure, SetAttrs};
@@ -63,7 +65,11 @@ pub(crate) fn fattr(fileid: u64, fsid: u64, a: &FileAttributes) -> fattr3 {
     };
     let size = a.size.unwrap_or(0);
     fattr3 {
-        nlink: if matches!(ftype, ftype3::NF3DIR) { 2 } else { 1 },
+        nlink: if matches!(ftype, ftype3::NF3DIR) {
+            2
+        } else {
+            1
+        },
         ftype,
         mode: mode & 0o7777,
         uid: a.uid.unwrap_or(0),
@@ -94,7 +100,8 @@ pub(crate) fn root_fattr(fileid: u64) -> fattr3 {
 /// The changes an NFS `sattr3` asks for (owner changes are ignored, as on the FUSE side); `now` is the server's
 /// time for `SET_TO_SERVER_TIME`.
 pub(crate) fn changes(s: &sattr3, now: SystemTime) -> SetAttrs {
-    let at = |t: nfstime3| UNIX_EPOCH + Duration::new(u64::from(t.seconds), t.nseconds.min(999_999_999));
+    let at =
+        |t: nfstime3| UNIX_EPOCH + Duration::new(u64::from(t.seconds), t.nseconds.min(999_999_999));
     SetAttrs {
         mode: match s.mode {
             set_mode3::mode(m) => Some(m),
@@ -126,14 +133,23 @@ mod tests {
     #[test]
     fn errnos_become_their_nfs_status_and_a_lost_share_is_an_io_error() {
         assert!(matches!(status(libc::ENOENT), nfsstat3::NFS3ERR_NOENT));
-        assert!(matches!(status(libc::ENOTEMPTY), nfsstat3::NFS3ERR_NOTEMPTY));
+        assert!(matches!(
+            status(libc::ENOTEMPTY),
+            nfsstat3::NFS3ERR_NOTEMPTY
+        ));
         assert!(matches!(status(libc::EEXIST), nfsstat3::NFS3ERR_EXIST));
         assert!(matches!(status(libc::EACCES), nfsstat3::NFS3ERR_ACCES));
         assert!(matches!(status(libc::EISDIR), nfsstat3::NFS3ERR_ISDIR));
         assert!(matches!(status(libc::ENOSYS), nfsstat3::NFS3ERR_NOTSUPP));
         assert!(matches!(status(libc::EIO), nfsstat3::NFS3ERR_IO));
-        assert!(matches!(status(libc::ELOOP), nfsstat3::NFS3ERR_IO), "no NFS status: I/O error");
-        assert!(matches!(failure(Failure::Errno(Errno::EIO)), nfsstat3::NFS3ERR_IO));
+        assert!(
+            matches!(status(libc::ELOOP), nfsstat3::NFS3ERR_IO),
+            "no NFS status: I/O error"
+        );
+        assert!(matches!(
+            failure(Failure::Errno(Errno::EIO)),
+            nfsstat3::NFS3ERR_IO
+        ));
         assert!(matches!(failure(Failure::Eof), nfsstat3::NFS3ERR_IO));
         assert!(matches!(
             failure(Failure::Errno(Errno::from_i32(libc::ENOTDIR))),
@@ -156,7 +172,10 @@ mod tests {
         assert!(matches!(f.ftype, ftype3::NF3DIR));
         assert_eq!((f.mode, f.nlink, f.uid, f.gid), (0o750, 2, 1000, 100));
         assert_eq!((f.size, f.fileid, f.fsid), (1000, 9, 3));
-        assert_eq!((f.atime.seconds, f.mtime.seconds, f.ctime.seconds), (5, 7, 7));
+        assert_eq!(
+            (f.atime.seconds, f.mtime.seconds, f.ctime.seconds),
+            (5, 7, 7)
+        );
         let link = FileAttributes {
             permissions: Some(libc::S_IFLNK | 0o777),
             ..FileAttributes::default()

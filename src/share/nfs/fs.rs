@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use nfsserve::nfs::{
-    fattr3, fileid3, filename3, fsinfo3, nfs_fh3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3, FSF_CANSETTIME,
-    FSF_HOMOGENEOUS, FSF_SYMLINK,
+    FSF_CANSETTIME, FSF_HOMOGENEOUS, FSF_SYMLINK, fattr3, fileid3, filename3, fsinfo3, nfs_fh3,
+    nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
 };
 use nfsserve::vfs::{DirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
@@ -70,7 +70,8 @@ impl NfsShare {
 
     /// Closes the SFTP handles no request used for a few seconds.
     pub(crate) async fn close_idle(&self) {
-        let tasks: Vec<Arc<TaskShare>> = lock(&self.inner.tasks).by_slot.values().cloned().collect();
+        let tasks: Vec<Arc<TaskShare>> =
+            lock(&self.inner.tasks).by_slot.values().cloned().collect();
         for task in tasks {
             task.close_idle(false).await;
         }
@@ -95,7 +96,11 @@ impl NfsShare {
         let mut tasks = lock(&self.inner.tasks);
         let key = (task.to_string(), token.to_string());
         if let Some(slot) = tasks.by_name.get(&key) {
-            return tasks.by_slot.get(slot).cloned().ok_or(nfsstat3::NFS3ERR_SERVERFAULT);
+            return tasks
+                .by_slot
+                .get(slot)
+                .cloned()
+                .ok_or(nfsstat3::NFS3ERR_SERVERFAULT);
         }
         // Slot 0 is the root; 65,535 task shares in one server's life are enough (a restart starts over).
         let slot = tasks.next.checked_add(1).ok_or(nfsstat3::NFS3ERR_NOSPC)?;
@@ -122,11 +127,20 @@ impl NfsShare {
     }
 
     async fn lstat(&self, s: &Session, path: &str) -> Result<FileAttributes, nfsstat3> {
-        Ok(s.remote.call(s.remote.sftp.lstat(path)).await.map_err(failure)?.attrs)
+        Ok(s.remote
+            .call(s.remote.sftp.lstat(path))
+            .await
+            .map_err(failure)?
+            .attrs)
     }
 
     /// Looks `path` up on the laptop: its file id and attributes.
-    async fn entry(&self, task: &TaskShare, s: &Session, path: &str) -> Result<(fileid3, fattr3), nfsstat3> {
+    async fn entry(
+        &self,
+        task: &TaskShare,
+        s: &Session,
+        path: &str,
+    ) -> Result<(fileid3, fattr3), nfsstat3> {
         let attrs = self.lstat(s, path).await?;
         let id = handle::file_id(task.slot, lock(&task.inodes).lookup(path));
         Ok((id, fattr(id, u64::from(task.slot), &attrs)))
@@ -210,12 +224,21 @@ impl NFSFileSystem for NfsShare {
         let (task, _, path) = self.locate(id)?;
         let session = self.session(&task).await?;
         let change = changes(&setattr, SystemTime::now());
-        session.remote.set_attrs(&path, None, change).await.map_err(failure)?;
+        session
+            .remote
+            .set_attrs(&path, None, change)
+            .await
+            .map_err(failure)?;
         let attrs = self.lstat(&session, &path).await?;
         Ok(fattr(id, u64::from(task.slot), &attrs))
     }
 
-    async fn read(&self, id: fileid3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
+    async fn read(
+        &self,
+        id: fileid3,
+        offset: u64,
+        count: u32,
+    ) -> Result<(Vec<u8>, bool), nfsstat3> {
         let (task, ino, path) = self.locate(id)?;
         let session = self.session(&task).await?;
         let handle = session.handle(ino, &path, false).await?;
@@ -224,7 +247,11 @@ impl NFSFileSystem for NfsShare {
         while out.len() < count as usize {
             let want = (count as usize - out.len()).min(IO_SIZE as usize) as u32;
             let at = offset + out.len() as u64;
-            match session.remote.call(session.remote.sftp.read(handle.as_str(), at, want)).await {
+            match session
+                .remote
+                .call(session.remote.sftp.read(handle.as_str(), at, want))
+                .await
+            {
                 Ok(data) => {
                     let short = data.data.len() < want as usize;
                     out.extend_from_slice(&data.data);
@@ -249,14 +276,24 @@ impl NFSFileSystem for NfsShare {
         let handle = session.handle(ino, &path, true).await?;
         session
             .remote
-            .call(session.remote.sftp.write(handle.as_str(), offset, data.to_vec()))
+            .call(
+                session
+                    .remote
+                    .sftp
+                    .write(handle.as_str(), offset, data.to_vec()),
+            )
             .await
             .map_err(failure)?;
         let attrs = self.lstat(&session, &path).await?;
         Ok(fattr(id, u64::from(task.slot), &attrs))
     }
 
-    async fn create(&self, dirid: fileid3, filename: &filename3, attr: sattr3) -> Result<(fileid3, fattr3), nfsstat3> {
+    async fn create(
+        &self,
+        dirid: fileid3,
+        filename: &filename3,
+        attr: sattr3,
+    ) -> Result<(fileid3, fattr3), nfsstat3> {
         let (task, session, path) = self.child_of(dirid, filename).await?;
         let mut change = changes(&attr, SystemTime::now());
         let mode = change.mode.take().unwrap_or(FILE_MODE) & 0o7777;
@@ -265,12 +302,20 @@ impl NFSFileSystem for NfsShare {
         let (id, _) = self.entry(&task, &session, &path).await?;
         session.keep(handle::split_id(id).1, handle, true).await;
         if change != Default::default() {
-            session.remote.set_attrs(&path, None, change).await.map_err(failure)?;
+            session
+                .remote
+                .set_attrs(&path, None, change)
+                .await
+                .map_err(failure)?;
         }
         self.entry(&task, &session, &path).await
     }
 
-    async fn create_exclusive(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {
+    async fn create_exclusive(
+        &self,
+        dirid: fileid3,
+        filename: &filename3,
+    ) -> Result<fileid3, nfsstat3> {
         let (task, session, path) = self.child_of(dirid, filename).await?;
         let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::READ | OpenFlags::WRITE;
         let handle = session.open(&path, flags, Some(FILE_MODE)).await?;
@@ -279,7 +324,11 @@ impl NFSFileSystem for NfsShare {
         Ok(id)
     }
 
-    async fn mkdir(&self, dirid: fileid3, dirname: &filename3) -> Result<(fileid3, fattr3), nfsstat3> {
+    async fn mkdir(
+        &self,
+        dirid: fileid3,
+        dirname: &filename3,
+    ) -> Result<(fileid3, fattr3), nfsstat3> {
         let (task, session, path) = self.child_of(dirid, dirname).await?;
         let attrs = FileAttributes {
             permissions: Some(DIR_MODE),
@@ -297,14 +346,17 @@ impl NFSFileSystem for NfsShare {
         // nfsserve sends REMOVE and RMDIR here alike: what the name is decides.
         let (task, session, path) = self.child_of(dirid, filename).await?;
         let attrs = self.lstat(&session, &path).await?;
-        if let Some(ino) = lock(&task.inodes).peek(&path) {
+        let known = lock(&task.inodes).peek(&path);
+        if let Some(ino) = known {
             session.forget(ino).await;
         }
         let r = &session.remote;
         if attrs.permissions.unwrap_or(0) & libc::S_IFMT == libc::S_IFDIR {
             r.call(r.sftp.rmdir(path.as_str())).await.map_err(failure)?;
         } else {
-            r.call(r.sftp.remove(path.as_str())).await.map_err(failure)?;
+            r.call(r.sftp.remove(path.as_str()))
+                .await
+                .map_err(failure)?;
         }
         lock(&task.inodes).unlink(&path);
         Ok(())
@@ -331,7 +383,12 @@ impl NFSFileSystem for NfsShare {
         Ok(())
     }
 
-    async fn readdir(&self, dirid: fileid3, start_after: fileid3, max_entries: usize) -> Result<ReadDirResult, nfsstat3> {
+    async fn readdir(
+        &self,
+        dirid: fileid3,
+        start_after: fileid3,
+        max_entries: usize,
+    ) -> Result<ReadDirResult, nfsstat3> {
         if dirid == ROOT_ID {
             // The root lists nothing: a task's share is found by its secret name only.
             return Ok(ReadDirResult {
@@ -355,7 +412,10 @@ impl NFSFileSystem for NfsShare {
         let mut entries = Vec::new();
         let mut end = true;
         for (name, attrs) in listing {
-            if after.as_ref().is_some_and(|after| name.as_str() <= after.as_str()) {
+            if after
+                .as_ref()
+                .is_some_and(|after| name.as_str() <= after.as_str())
+            {
                 continue;
             }
             if entries.len() >= max_entries {
@@ -494,16 +554,31 @@ mod tests {
         let listing = fs.readdir(ROOT_ID, 0, 100).await.unwrap();
         assert!(listing.entries.is_empty() && listing.end);
         let name = |s: String| -> filename3 { s.into_bytes().into() };
-        let id = fs.lookup(ROOT_ID, &name(format!("t1-{token}"))).await.unwrap();
+        let id = fs
+            .lookup(ROOT_ID, &name(format!("t1-{token}")))
+            .await
+            .unwrap();
         assert_eq!(handle::split_id(id), (1, inode::ROOT));
-        assert!(fs.lookup(ROOT_ID, &name(format!("t1-{other}"))).await.is_err(), "another task's token");
+        assert!(
+            fs.lookup(ROOT_ID, &name(format!("t1-{other}")))
+                .await
+                .is_err(),
+            "another task's token"
+        );
         assert!(fs.lookup(ROOT_ID, &name("t1".into())).await.is_err());
-        assert!(fs.lookup(ROOT_ID, &name(format!("t3-{token}"))).await.is_err());
+        assert!(
+            fs.lookup(ROOT_ID, &name(format!("t3-{token}")))
+                .await
+                .is_err()
+        );
         let fh = fs.id_to_fh(id);
         assert_eq!(fs.fh_to_id(&fh).unwrap(), id);
         assert_eq!(fs.fh_to_id(&fs.id_to_fh(ROOT_ID)).unwrap(), ROOT_ID);
         // Task t2's handle for t1's root (same slot number, t2's key) is refused.
-        let t2 = fs.lookup(ROOT_ID, &name(format!("t2-{other}"))).await.unwrap();
+        let t2 = fs
+            .lookup(ROOT_ID, &name(format!("t2-{other}")))
+            .await
+            .unwrap();
         let forged = handle::encode(fs.inner.generation, id, &handle::key(other.as_bytes()));
         assert!(fs.fh_to_id(&nfs_fh3 { data: forged }).is_err());
         assert_ne!(t2, id);

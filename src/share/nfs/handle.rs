@@ -55,7 +55,11 @@ pub(crate) fn decode(
         return Err(nfsstat3::NFS3ERR_BADHANDLE);
     }
     let (body, tag) = handle.split_at(16);
-    let id = u64::from_be_bytes(body[8..16].try_into().map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?);
+    let id = u64::from_be_bytes(
+        body[8..16]
+            .try_into()
+            .map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?,
+    );
     if body[..8] != generation.to_be_bytes() {
         return Err(nfsstat3::NFS3ERR_STALE);
     }
@@ -87,7 +91,11 @@ pub(crate) fn parse_share_name(name: &str) -> Option<(&str, &str)> {
 
 /// Whether two secrets are equal, in time independent of where they differ.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -102,7 +110,10 @@ mod tests {
         assert_eq!(split_id(file_id(3, 7)), (3, 7));
         assert_ne!(file_id(1, 2), file_id(2, 2));
         assert_eq!(file_id(ROOT_SLOT, 1), 1, "the export root is file id 1");
-        assert_eq!(split_id(file_id(u16::MAX, (1 << 48) - 1)), (u16::MAX, (1 << 48) - 1));
+        assert_eq!(
+            split_id(file_id(u16::MAX, (1 << 48) - 1)),
+            (u16::MAX, (1 << 48) - 1)
+        );
     }
 
     #[test]
@@ -118,18 +129,36 @@ mod tests {
         };
         assert_eq!(decode(&handle, 42, with(&a)).unwrap(), id);
         // Another task's token cannot vouch for this task's file.
-        assert!(matches!(decode(&handle, 42, with(&b)), Err(nfsstat3::NFS3ERR_BADHANDLE)));
+        assert!(matches!(
+            decode(&handle, 42, with(&b)),
+            Err(nfsstat3::NFS3ERR_BADHANDLE)
+        ));
         // A handle of an earlier server, or of a slot the server does not know, is stale.
-        assert!(matches!(decode(&handle, 43, with(&a)), Err(nfsstat3::NFS3ERR_STALE)));
-        assert!(matches!(decode(&handle, 42, |_| None), Err(nfsstat3::NFS3ERR_STALE)));
+        assert!(matches!(
+            decode(&handle, 43, with(&a)),
+            Err(nfsstat3::NFS3ERR_STALE)
+        ));
+        assert!(matches!(
+            decode(&handle, 42, |_| None),
+            Err(nfsstat3::NFS3ERR_STALE)
+        ));
         // Changing the file id (to reach another file or task) breaks the tag; so does any flipped bit.
         let mut forged = handle.clone();
         forged[15] ^= 1;
-        assert!(matches!(decode(&forged, 42, |_| Some(a.clone())), Err(nfsstat3::NFS3ERR_BADHANDLE)));
+        assert!(matches!(
+            decode(&forged, 42, |_| Some(a.clone())),
+            Err(nfsstat3::NFS3ERR_BADHANDLE)
+        ));
         let mut forged = handle.clone();
         forged[HANDLE_LEN - 1] ^= 0x80;
-        assert!(matches!(decode(&forged, 42, with(&a)), Err(nfsstat3::NFS3ERR_BADHANDLE)));
-        assert!(matches!(decode(&handle[..20], 42, with(&a)), Err(nfsstat3::NFS3ERR_BADHANDLE)));
+        assert!(matches!(
+            decode(&forged, 42, with(&a)),
+            Err(nfsstat3::NFS3ERR_BADHANDLE)
+        ));
+        assert!(matches!(
+            decode(&handle[..20], 42, with(&a)),
+            Err(nfsstat3::NFS3ERR_BADHANDLE)
+        ));
     }
 
     #[test]
@@ -137,8 +166,16 @@ mod tests {
         let name = share_name("kb-run-7", TOKEN_A);
         assert_eq!(parse_share_name(&name), Some(("kb-run-7", TOKEN_A)));
         assert_eq!(parse_share_name("t1"), None);
-        assert_eq!(parse_share_name(&format!("t1-{}", &TOKEN_A[1..])), None, "short token");
-        assert_eq!(parse_share_name(&format!("T1-{TOKEN_A}")), None, "not a task id");
+        assert_eq!(
+            parse_share_name(&format!("t1-{}", &TOKEN_A[1..])),
+            None,
+            "short token"
+        );
+        assert_eq!(
+            parse_share_name(&format!("T1-{TOKEN_A}")),
+            None,
+            "not a task id"
+        );
         assert_eq!(parse_share_name(&format!("-{TOKEN_A}")), None);
         assert_eq!(parse_share_name(&format!("../t-{TOKEN_A}")), None);
         assert!(same_secret(TOKEN_A, TOKEN_A));

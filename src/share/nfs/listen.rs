@@ -67,7 +67,9 @@ mod tests {
         let token = "0123456789abcdef0123456789abcdef";
         assert_eq!(export_path("t1", token), format!("/kb/t1-{token}"));
         assert_eq!(
-            super::super::handle::parse_share_name(export_path("t1", token).rsplit('/').next().unwrap()),
+            super::super::handle::parse_share_name(
+                export_path("t1", token).rsplit('/').next().unwrap()
+            ),
             Some(("t1", token))
         );
     }

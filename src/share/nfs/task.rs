@@ -67,7 +67,11 @@ impl TaskShare {
 
     /// The live session, connecting to the task's relay when there is none or it died. Fails with NFS3ERR_STALE
     /// when the task was dropped (its token is gone from the store), NFS3ERR_IO when its client is not there.
-    pub(crate) async fn session(&self, store: &Store, deadline: Duration) -> Result<Arc<Session>, nfsstat3> {
+    pub(crate) async fn session(
+        &self,
+        store: &Store,
+        deadline: Duration,
+    ) -> Result<Arc<Session>, nfsstat3> {
         let mut current = self.session.lock().await;
         if let Some(session) = current.as_ref()
             && !session.remote.is_dead()
@@ -93,7 +97,10 @@ impl TaskShare {
                 Ok(session)
             }
             Err(err) => {
-                tracing::warn!("nfs: cannot reach the lazy share of task `{}`: {err}", self.task);
+                tracing::warn!(
+                    "nfs: cannot reach the lazy share of task `{}`: {err}",
+                    self.task
+                );
                 *lock(&self.failed) = Some(Instant::now());
                 Err(nfsstat3::NFS3ERR_IO)
             }
@@ -112,7 +119,10 @@ impl TaskShare {
                 .filter(|(_, f)| all || f.used.elapsed() >= IDLE)
                 .map(|(&ino, _)| ino)
                 .collect();
-            old.iter().filter_map(|ino| files.remove(ino)).map(|f| f.handle).collect()
+            old.iter()
+                .filter_map(|ino| files.remove(ino))
+                .map(|f| f.handle)
+                .collect()
         };
         for handle in idle {
             let _ = session.remote.call(session.remote.sftp.close(handle)).await;
@@ -124,7 +134,9 @@ async fn connect(store: &Store, task: &str, deadline: Duration) -> std::io::Resu
     let socket = store.lazy_socket(task)?;
     let stream = tokio::time::timeout(deadline, tokio::net::UnixStream::connect(&socket))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from the relay"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from the relay")
+        })??;
     Remote::connect(stream, deadline)
         .await
         .map_err(|e| std::io::Error::other(format!("no SFTP session with the client: {e}")))
@@ -133,7 +145,12 @@ async fn connect(store: &Store, task: &str, deadline: Duration) -> std::io::Resu
 impl Session {
     /// An SFTP handle of inode `ino` (at `path`) open for reading, or for writing too: the one kept open, or a new
     /// one, kept for [`IDLE`].
-    pub(crate) async fn handle(&self, ino: u64, path: &str, write: bool) -> Result<String, nfsstat3> {
+    pub(crate) async fn handle(
+        &self,
+        ino: u64,
+        path: &str,
+        write: bool,
+    ) -> Result<String, nfsstat3> {
         {
             let mut files = lock(&self.files);
             if let Some(file) = files.get_mut(&ino)
@@ -154,7 +171,12 @@ impl Session {
     }
 
     /// Opens `path` with `flags` (and `mode` when it is created).
-    pub(crate) async fn open(&self, path: &str, flags: OpenFlags, mode: Option<u32>) -> Result<String, nfsstat3> {
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        flags: OpenFlags,
+        mode: Option<u32>,
+    ) -> Result<String, nfsstat3> {
         let attrs = FileAttributes {
             permissions: mode,
             ..FileAttributes::default()
