@@ -447,3 +447,31 @@ fn a_killed_laptop_makes_reads_fail_within_the_deadline() {
     );
     assert!(f.ls(&f.export).is_err());
 }
+
+#[test]
+fn a_stalled_laptop_makes_reads_fail_at_the_deadline() {
+    let f = Fixture::start(|src| fs::write(src.join("data.txt"), "alive\n").unwrap());
+    let (out, _) = f.cat("data.txt");
+    assert_eq!(out.stdout, b"alive\n", "{}", text(&out));
+    // The laptop's SFTP server stops answering; its connection stays up.
+    let stop = Command::new("kill")
+        .args(["-STOP", &f.laptop.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let (out, took) = f.cat("data.txt");
+    let _ = Command::new("kill")
+        .args(["-CONT", &f.laptop.id().to_string()])
+        .status();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NFS3ERR_IO"),
+        "{}",
+        text(&out)
+    );
+    eprintln!("nfs-cat failed {took:?} after the laptop stopped answering");
+    assert!(
+        took >= DEADLINE - Duration::from_millis(500) && took < DEADLINE + Duration::from_secs(2),
+        "nfs-cat took {took:?}, the deadline is {DEADLINE:?}"
+    );
+}

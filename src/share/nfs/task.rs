@@ -19,8 +19,9 @@ use crate::share::store::Store;
 
 /// How long an SFTP handle the NFS side opened stays open unused.
 pub(crate) const IDLE: Duration = Duration::from_secs(3);
-/// After a failed connection to the task's relay, requests fail at once for this long instead of trying again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// After a session was lost or a connection to the task's relay failed, requests fail at once for this long
+/// instead of trying again (then the next request connects again: a client that came back is served).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// An SFTP handle kept open for NFS reads and writes.
 struct OpenFile {
@@ -73,12 +74,15 @@ impl TaskShare {
         deadline: Duration,
     ) -> Result<Arc<Session>, nfsstat3> {
         let mut current = self.session.lock().await;
-        if let Some(session) = current.as_ref()
-            && !session.remote.is_dead()
-        {
-            return Ok(session.clone());
+        if let Some(session) = current.take() {
+            if !session.remote.is_dead() {
+                *current = Some(session.clone());
+                return Ok(session);
+            }
+            // Just lost (the client went, or a request missed its deadline): the requests that follow fail at
+            // once for a while, rather than each waiting for a deadline of its own on a stalled client.
+            *lock(&self.failed) = Some(Instant::now());
         }
-        *current = None;
         if lock(&self.failed).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return Err(nfsstat3::NFS3ERR_IO);
         }
