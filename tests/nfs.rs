@@ -107,6 +107,35 @@ struct Fixture {
     nfs_port: u16,
     export: String,
     other_export: String,
+    /// `kb share connect ...` with the task's client key.
+    connect: Vec<String>,
+}
+
+/// The laptop's side of task `t1`: `sftp-serve` of `<dir>/src` and the `connect` carrying it to `lazy-host`; returns
+/// when the task's relay listens.
+fn serve_laptop(dir: &Path, connect: &[String]) -> (Child, Child) {
+    let log = |name: &str| Stdio::from(fs::File::create(dir.join(name)).unwrap());
+    let socket = dir.join("store/lazy/t1.sock");
+    let _ = fs::remove_file(&socket);
+    let mut laptop = Command::new(KB)
+        .args(["share", "sftp-serve", "--root"])
+        .arg(dir.join("src"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log("laptop.log"))
+        .spawn()
+        .unwrap();
+    let carrier = Command::new(KB)
+        .args(connect)
+        .stdin(Stdio::from(laptop.stdout.take().unwrap()))
+        .stdout(Stdio::from(laptop.stdin.take().unwrap()))
+        .stderr(log("carrier.log"))
+        .spawn()
+        .unwrap();
+    wait_for("the relay of t1", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
+    (laptop, carrier)
 }
 
 impl Fixture {
@@ -177,28 +206,17 @@ impl Fixture {
         let other_export = allow("t2", &other_pub, &other_pub)[1].clone();
         assert_ne!(other_export, export);
 
-        let mut laptop = Command::new(KB)
-            .args(["share", "sftp-serve", "--root"])
-            .arg(&src)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log("laptop.log"))
-            .spawn()
-            .unwrap();
-        let carrier = Command::new(KB)
-            .args(["share", "connect", "--server", &address, "--host-key-pub"])
-            .arg(host_key.trim())
-            .arg("--key")
-            .arg(&client_key)
-            .stdin(Stdio::from(laptop.stdout.take().unwrap()))
-            .stdout(Stdio::from(laptop.stdin.take().unwrap()))
-            .stderr(log("carrier.log"))
-            .spawn()
-            .unwrap();
-        let socket = store.join("lazy/t1.sock");
-        wait_for("the relay of t1", Duration::from_secs(10), || {
-            socket.exists().then_some(())
-        });
+        let connect = vec![
+            "share".to_string(),
+            "connect".into(),
+            "--server".into(),
+            address,
+            "--host-key-pub".into(),
+            host_key.trim().into(),
+            "--key".into(),
+            client_key.display().to_string(),
+        ];
+        let (laptop, carrier) = serve_laptop(dir.path(), &connect);
         Fixture {
             dir,
             server,
@@ -207,6 +225,7 @@ impl Fixture {
             nfs_port,
             export,
             other_export,
+            connect,
         }
     }
 
@@ -446,6 +465,15 @@ fn a_killed_laptop_makes_reads_fail_within_the_deadline() {
         text(&out)
     );
     assert!(f.ls(&f.export).is_err());
+
+    // The laptop comes back (a new `lazy-host` for the task): the export is served again, with what it holds now.
+    let _ = f.laptop.kill();
+    let _ = f.laptop.wait();
+    fs::write(f.src().join("data.txt"), "back\n").unwrap();
+    (f.laptop, f.carrier) = serve_laptop(f.dir.path(), &f.connect);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (out, _) = f.cat("data.txt");
+    assert_eq!(out.stdout, b"back\n", "{}", text(&out));
 }
 
 #[test]
