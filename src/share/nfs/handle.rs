@@ -17,6 +17,8 @@ const INODE_BITS: u32 = 48;
 /// The length of a file handle: generation, file id, tag.
 pub(crate) const HANDLE_LEN: usize = 8 + 8 + TAG_LEN;
 const TAG_LEN: usize = 16;
+// NFSv3 handles are at most 64 bytes (RFC 1813, NFS3_FHSIZE).
+const _: () = assert!(HANDLE_LEN <= 64);
 
 /// The file id of inode `ino` of the task in `slot`.
 pub(crate) fn file_id(slot: u16, ino: u64) -> u64 {
@@ -122,7 +124,6 @@ mod tests {
         let id = file_id(1, 5);
         let handle = encode(42, id, &a);
         assert_eq!(handle.len(), HANDLE_LEN);
-        assert!(HANDLE_LEN <= 64, "NFSv3 handles are at most 64 bytes");
         let with = |k: &hmac::Key| {
             let k = k.clone();
             move |slot: u16| (slot == 1).then_some(k)
