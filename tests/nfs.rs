@@ -111,6 +111,52 @@ struct Fixture {
     connect: Vec<String>,
 }
 
+/// `kb share server` with its store in `dir/store`, NFS on `nfs_listen`, logging to `dir/server.log`, once its SSH
+/// port answers: the process, its SSH address, and the port of the first NFS listener, if any was bound.
+fn share_server(dir: &Path, nfs_listen: &str) -> (Child, String, Option<u16>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let server = Command::new(KB)
+        .args(["share", "server", "--listen", &address])
+        .args([
+            "--nfs-listen",
+            nfs_listen,
+            "--nfs-deadline",
+            "3s",
+            "--store",
+        ])
+        .arg(dir.join("store"))
+        .stderr(Stdio::from(
+            fs::File::create(dir.join("server.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    wait_for("the SSH listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&address).ok()
+    });
+    // Each NFS address is reported, bound or not.
+    let wanted = nfs_listen.split(',').count();
+    let log = wait_for("the NFS listeners", Duration::from_secs(10), || {
+        let log = fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        let reported = log
+            .lines()
+            .filter(|l| {
+                l.starts_with("kb share: NFS on ") || l.starts_with("kb share: cannot serve NFS")
+            })
+            .count();
+        (reported >= wanted).then_some(log)
+    });
+    let nfs_port = log
+        .lines()
+        .find_map(|l| l.strip_prefix("kb share: NFS on 127.0.0.1:"))
+        .map(|p| p.trim().parse::<u16>().unwrap());
+    (server, address, nfs_port)
+}
+
 /// The laptop's side of task `t1`: `sftp-serve` of `<dir>/src` and the `connect` carrying it to `lazy-host`; returns
 /// when the task's relay listens.
 fn serve_laptop(dir: &Path, connect: &[String]) -> (Child, Child) {
@@ -144,36 +190,8 @@ impl Fixture {
         let (src, store) = (dir.path().join("src"), dir.path().join("store"));
         fs::create_dir(&src).unwrap();
         fill(&src);
-        let log = |name: &str| Stdio::from(fs::File::create(dir.path().join(name)).unwrap());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let server = Command::new(KB)
-            .args(["share", "server", "--listen", &address])
-            .args([
-                "--nfs-listen",
-                "127.0.0.1:0",
-                "--nfs-deadline",
-                "3s",
-                "--store",
-            ])
-            .arg(&store)
-            .stderr(log("server.log"))
-            .spawn()
-            .unwrap();
-        let server_log = dir.path().join("server.log");
-        let nfs_port = wait_for("the NFS listener", Duration::from_secs(10), || {
-            let log = fs::read_to_string(&server_log).unwrap_or_default();
-            log.lines()
-                .find_map(|l| l.strip_prefix("kb share: NFS on 127.0.0.1:"))
-                .map(|p| p.trim().parse::<u16>().unwrap())
-        });
-        wait_for("the SSH listener", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&address).ok()
-        });
+        let (server, address, nfs_port) = share_server(dir.path(), "127.0.0.1:0");
+        let nfs_port = nfs_port.unwrap();
         let host_key = fs::read_to_string(store.join("host_key.pub")).unwrap();
         let (client_key, client_pub) = keygen(dir.path(), "client");
         let (_, pod_pub) = keygen(dir.path(), "pod");
@@ -502,4 +520,68 @@ fn a_stalled_laptop_makes_reads_fail_at_the_deadline() {
         took >= DEADLINE - Duration::from_millis(500) && took < DEADLINE + Duration::from_secs(2),
         "nfs-cat took {took:?}, the deadline is {DEADLINE:?}"
     );
+}
+
+/// One ONC RPC call over TCP (record marking, AUTH_NULL): the reply's body after the accepted status.
+fn rpc_call(port: u16, prog: u32, vers: u32, proc_: u32, args: &[u32]) -> Vec<u32> {
+    use std::io::{Read, Write};
+    let mut words = vec![0x1234_5678, 0, 2, prog, vers, proc_, 0, 0, 0, 0];
+    words.extend_from_slice(args);
+    let body: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mark = 0x8000_0000u32 | body.len() as u32;
+    stream.write_all(&mark.to_be_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut mark = [0u8; 4];
+    stream.read_exact(&mut mark).unwrap();
+    let mut reply = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
+    stream.read_exact(&mut reply).unwrap();
+    let words: Vec<u32> = reply
+        .chunks(4)
+        .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    // xid, REPLY, MSG_ACCEPTED, verifier (flavor, empty body), SUCCESS.
+    assert_eq!(words[..6], [0x1234_5678, 1, 0, 0, 0, 0], "{words:?}");
+    words[6..].to_vec()
+}
+
+/// A kernel client asks the portmapper (port 111) where NFS and MOUNT are: the server answers PORTMAP GETPORT on
+/// each of its listeners with that listener's own port, so the same service on 111 sends it back to 111.
+#[test]
+fn the_portmapper_answers_with_the_port_it_was_asked_on_and_an_unbindable_address_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let (mut server, address, port) =
+        share_server(dir.path(), &format!("127.0.0.1:0,{taken},127.0.0.1:0"));
+    let log = fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let ports: Vec<u16> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("kb share: NFS on 127.0.0.1:"))
+        .map(|p| p.trim().parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2, "{log}");
+    assert_eq!(Some(ports[0]), port);
+    assert!(
+        log.contains(&format!("cannot serve NFS on `{taken}`")),
+        "{log}"
+    );
+    // The SSH side serves on.
+    assert!(std::net::TcpStream::connect(&address).is_ok());
+    for port in ports {
+        // PMAP_PROG 100000 v2 GETPORT(NFS 100003 v3 TCP) and (MOUNT 100005 v3 TCP).
+        assert_eq!(
+            rpc_call(port, 100_000, 2, 3, &[100_003, 3, 6, 0]),
+            [u32::from(port)]
+        );
+        assert_eq!(
+            rpc_call(port, 100_000, 2, 3, &[100_005, 3, 6, 0]),
+            [u32::from(port)]
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
