@@ -300,7 +300,9 @@ impl NFSFileSystem for NfsShare {
         let flags = OpenFlags::CREATE | OpenFlags::READ | OpenFlags::WRITE;
         let handle = session.open(&path, flags, Some(mode)).await?;
         let (id, _) = self.entry(&task, &session, &path).await?;
-        session.keep(handle::split_id(id).1, handle, true).await;
+        session
+            .keep(handle::split_id(id).1, handle, true, true)
+            .await;
         if change != Default::default() {
             session
                 .remote
@@ -320,7 +322,9 @@ impl NFSFileSystem for NfsShare {
         let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::READ | OpenFlags::WRITE;
         let handle = session.open(&path, flags, Some(FILE_MODE)).await?;
         let (id, _) = self.entry(&task, &session, &path).await?;
-        session.keep(handle::split_id(id).1, handle, true).await;
+        session
+            .keep(handle::split_id(id).1, handle, true, true)
+            .await;
         Ok(id)
     }
 

@@ -30,10 +30,82 @@ struct OpenFile {
     used: Instant,
 }
 
+/// The SFTP handles kept open, by inode. Bookkeeping only: the caller closes the handles it is given back.
+/// Requests run concurrently (a client reads ahead), so a handle another request may be using is never closed at
+/// once: one replaced is retired, and closed with the idle ones.
+#[derive(Default)]
+pub(crate) struct OpenFiles {
+    by_ino: HashMap<u64, OpenFile>,
+    retired: Vec<(String, Instant)>,
+}
+
+impl OpenFiles {
+    /// The kept handle of `ino`, if it is good for `write`; marked used at `now`.
+    pub(crate) fn get(&mut self, ino: u64, write: bool, now: Instant) -> Option<String> {
+        let file = self.by_ino.get_mut(&ino)?;
+        if write && !file.writable {
+            return None;
+        }
+        file.used = now;
+        Some(file.handle.clone())
+    }
+
+    /// Keeps `handle`, just opened for `ino`: returns the handle to use and one to close now. Unless `replace` (a
+    /// file just created), a kept handle good enough wins (another request opened it meanwhile) and the new one is
+    /// closed; a replaced handle is retired.
+    pub(crate) fn keep(
+        &mut self,
+        ino: u64,
+        handle: String,
+        writable: bool,
+        replace: bool,
+        now: Instant,
+    ) -> (String, Option<String>) {
+        if !replace && let Some(kept) = self.get(ino, writable, now) {
+            return (kept, Some(handle));
+        }
+        let file = OpenFile {
+            handle: handle.clone(),
+            writable,
+            used: now,
+        };
+        if let Some(old) = self.by_ino.insert(ino, file) {
+            self.retired.push((old.handle, now));
+        }
+        (handle, None)
+    }
+
+    /// Stops keeping `ino`'s handle (its file is being removed); returns it, to close.
+    pub(crate) fn remove(&mut self, ino: u64) -> Option<String> {
+        self.by_ino.remove(&ino).map(|f| f.handle)
+    }
+
+    /// The handles to close at `now`: kept ones unused for [`IDLE`], retired ones retired that long ago; all
+    /// when `all`.
+    pub(crate) fn sweep(&mut self, now: Instant, all: bool) -> Vec<String> {
+        let old = |at: Instant| all || now.saturating_duration_since(at) >= IDLE;
+        let idle: Vec<u64> = self
+            .by_ino
+            .iter()
+            .filter(|(_, f)| old(f.used))
+            .map(|(&ino, _)| ino)
+            .collect();
+        let mut out: Vec<String> = idle
+            .iter()
+            .filter_map(|ino| self.by_ino.remove(ino))
+            .map(|f| f.handle)
+            .collect();
+        let (done, kept): (Vec<_>, Vec<_>) = self.retired.drain(..).partition(|(_, at)| old(*at));
+        self.retired = kept;
+        out.extend(done.into_iter().map(|(h, _)| h));
+        out
+    }
+}
+
 /// One SFTP session to the task's relay and the handles open on it.
 pub(crate) struct Session {
     pub(crate) remote: Remote,
-    files: Mutex<HashMap<u64, OpenFile>>,
+    files: Mutex<OpenFiles>,
 }
 
 /// A task's share: its secret, its path table and its session.
@@ -94,7 +166,7 @@ impl TaskShare {
             Ok(remote) => {
                 let session = Arc::new(Session {
                     remote,
-                    files: Mutex::new(HashMap::new()),
+                    files: Mutex::new(OpenFiles::default()),
                 });
                 *current = Some(session.clone());
                 *lock(&self.failed) = None;
@@ -116,18 +188,7 @@ impl TaskShare {
         let Some(session) = self.session.lock().await.clone() else {
             return;
         };
-        let idle: Vec<String> = {
-            let mut files = lock(&session.files);
-            let old: Vec<u64> = files
-                .iter()
-                .filter(|(_, f)| all || f.used.elapsed() >= IDLE)
-                .map(|(&ino, _)| ino)
-                .collect();
-            old.iter()
-                .filter_map(|ino| files.remove(ino))
-                .map(|f| f.handle)
-                .collect()
-        };
+        let idle = lock(&session.files).sweep(Instant::now(), all);
         for handle in idle {
             let _ = session.remote.call(session.remote.sftp.close(handle)).await;
         }
@@ -155,14 +216,9 @@ impl Session {
         path: &str,
         write: bool,
     ) -> Result<String, nfsstat3> {
-        {
-            let mut files = lock(&self.files);
-            if let Some(file) = files.get_mut(&ino)
-                && (file.writable || !write)
-            {
-                file.used = Instant::now();
-                return Ok(file.handle.clone());
-            }
+        let kept = lock(&self.files).get(ino, write, Instant::now());
+        if let Some(handle) = kept {
+            return Ok(handle);
         }
         let flags = if write {
             OpenFlags::READ | OpenFlags::WRITE
@@ -170,8 +226,7 @@ impl Session {
             OpenFlags::READ
         };
         let handle = self.open(path, flags, None).await?;
-        self.keep(ino, handle.clone(), write).await;
-        Ok(handle)
+        Ok(self.keep(ino, handle, write, false).await)
     }
 
     /// Opens `path` with `flags` (and `mode` when it is created).
@@ -193,24 +248,82 @@ impl Session {
             .handle)
     }
 
-    /// Keeps `handle` as inode `ino`'s open file; the one it replaces is closed.
-    pub(crate) async fn keep(&self, ino: u64, handle: String, writable: bool) {
-        let file = OpenFile {
-            handle,
-            writable,
-            used: Instant::now(),
-        };
-        let replaced = lock(&self.files).insert(ino, file);
-        if let Some(old) = replaced {
-            let _ = self.remote.call(self.remote.sftp.close(old.handle)).await;
+    /// Keeps `handle`, just opened for `ino` (see [`OpenFiles::keep`]); returns the handle to use.
+    pub(crate) async fn keep(
+        &self,
+        ino: u64,
+        handle: String,
+        writable: bool,
+        replace: bool,
+    ) -> String {
+        let (use_, close) = lock(&self.files).keep(ino, handle, writable, replace, Instant::now());
+        if let Some(close) = close {
+            let _ = self.remote.call(self.remote.sftp.close(close)).await;
         }
+        use_
     }
 
     /// Closes inode `ino`'s kept handle, if any (before a removal).
     pub(crate) async fn forget(&self, ino: u64) {
-        let removed = lock(&self.files).remove(&ino);
+        let removed = lock(&self.files).remove(ino);
         if let Some(old) = removed {
-            let _ = self.remote.call(self.remote.sftp.close(old.handle)).await;
+            let _ = self.remote.call(self.remote.sftp.close(old)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_handles_serve_reads_and_writes_and_close_when_idle() {
+        let t0 = Instant::now();
+        let mut files = OpenFiles::default();
+        assert_eq!(files.get(1, false, t0), None);
+        // A read handle serves reads, not writes.
+        assert_eq!(
+            files.keep(1, "r1".into(), false, false, t0),
+            ("r1".into(), None)
+        );
+        assert_eq!(files.get(1, false, t0).as_deref(), Some("r1"));
+        assert_eq!(files.get(1, true, t0), None);
+        // Two requests opened at once: the first kept wins, the second's is closed at once.
+        assert_eq!(
+            files.keep(1, "r2".into(), false, false, t0),
+            ("r1".into(), Some("r2".into()))
+        );
+        // A write handle replaces the read one, which may be in use: retired, not closed yet.
+        assert_eq!(
+            files.keep(1, "w1".into(), true, false, t0),
+            ("w1".into(), None)
+        );
+        assert_eq!(
+            files.get(1, false, t0).as_deref(),
+            Some("w1"),
+            "a write handle reads too"
+        );
+        // A file created anew replaces even a good handle.
+        assert_eq!(
+            files.keep(1, "c1".into(), true, true, t0),
+            ("c1".into(), None)
+        );
+        let soon = t0 + IDLE / 2;
+        assert_eq!(files.get(1, true, soon).as_deref(), Some("c1"));
+        assert!(
+            files.sweep(t0 + IDLE, false).iter().eq(["r1", "w1"].iter()),
+            "retired first"
+        );
+        assert!(
+            files.sweep(t0 + IDLE, false).is_empty(),
+            "c1 was used since"
+        );
+        assert_eq!(files.sweep(soon + IDLE, false), ["c1"]);
+        assert_eq!(files.get(1, false, soon + IDLE), None);
+        files.keep(2, "x".into(), false, false, t0);
+        assert_eq!(files.remove(2).as_deref(), Some("x"));
+        assert_eq!(files.remove(2), None);
+        files.keep(3, "y".into(), false, false, t0);
+        assert_eq!(files.sweep(t0, true), ["y"]);
     }
 }
