@@ -3,8 +3,7 @@
 //! task's client through its relay. Nothing is cached beyond a request but the open handles of `task` (each GETATTR
 //! and each READDIR asks the laptop), so what the laptop wrote before a request is what the request sees.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags};
 
 use super::attr::{changes, failure, fattr, root_fattr};
 use super::handle::{self, ROOT_SLOT};
+use super::registry::Registry;
 use super::task::{Session, TaskShare};
 use crate::share::lazy::inode::{self, child};
 use crate::share::lazy::share::lock;
@@ -31,14 +31,6 @@ pub(crate) const IO_SIZE: u32 = 128 * 1024;
 const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
 
-/// The tasks the server has seen, by slot and by (task, token).
-#[derive(Default)]
-struct Tasks {
-    by_slot: HashMap<u16, Arc<TaskShare>>,
-    by_name: HashMap<(String, String), u16>,
-    next: u16,
-}
-
 /// The NFS file system; cheap to clone (each listener takes one).
 #[derive(Clone)]
 pub struct NfsShare {
@@ -46,69 +38,30 @@ pub struct NfsShare {
 }
 
 struct Inner {
-    store: Store,
+    registry: Registry,
     deadline: Duration,
-    generation: u64,
-    root_key: ring::hmac::Key,
-    tasks: Mutex<Tasks>,
 }
 
 impl NfsShare {
     /// The file system over the tasks of `store`, each SFTP request with `deadline`.
     pub fn new(store: Store, deadline: Duration) -> NfsShare {
-        let secret: [u8; 32] = rand::random();
         NfsShare {
             inner: Arc::new(Inner {
-                store,
+                registry: Registry::new(store),
                 deadline,
-                generation: rand::random(),
-                root_key: handle::key(&secret),
-                tasks: Mutex::new(Tasks::default()),
             }),
         }
     }
 
     /// Closes the SFTP handles no request used for a few seconds.
     pub(crate) async fn close_idle(&self) {
-        let tasks: Vec<Arc<TaskShare>> =
-            lock(&self.inner.tasks).by_slot.values().cloned().collect();
-        for task in tasks {
+        for task in self.inner.registry.all() {
             task.close_idle(false).await;
         }
     }
 
-    /// The share of a task's slot (stale when the slot is unknown to this server).
     fn task(&self, slot: u16) -> Result<Arc<TaskShare>, nfsstat3> {
-        lock(&self.inner.tasks)
-            .by_slot
-            .get(&slot)
-            .cloned()
-            .ok_or(nfsstat3::NFS3ERR_STALE)
-    }
-
-    /// The task's share named `name` in the export root, if its token is the store's.
-    fn share_named(&self, name: &str) -> Result<Arc<TaskShare>, nfsstat3> {
-        let (task, token) = handle::parse_share_name(name).ok_or(nfsstat3::NFS3ERR_NOENT)?;
-        match self.inner.store.nfs_token(task) {
-            Ok(Some(kept)) if handle::same_secret(&kept, token) => {}
-            _ => return Err(nfsstat3::NFS3ERR_NOENT),
-        }
-        let mut tasks = lock(&self.inner.tasks);
-        let key = (task.to_string(), token.to_string());
-        if let Some(slot) = tasks.by_name.get(&key) {
-            return tasks
-                .by_slot
-                .get(slot)
-                .cloned()
-                .ok_or(nfsstat3::NFS3ERR_SERVERFAULT);
-        }
-        // Slot 0 is the root; 65,535 task shares in one server's life are enough (a restart starts over).
-        let slot = tasks.next.checked_add(1).ok_or(nfsstat3::NFS3ERR_NOSPC)?;
-        tasks.next = slot;
-        let share = Arc::new(TaskShare::new(task, token, slot));
-        tasks.by_slot.insert(slot, share.clone());
-        tasks.by_name.insert(key, slot);
-        Ok(share)
+        self.inner.registry.task(slot)
     }
 
     /// The task and the path of a file id below the root.
@@ -123,7 +76,8 @@ impl NfsShare {
     }
 
     async fn session(&self, task: &TaskShare) -> Result<Arc<Session>, nfsstat3> {
-        task.session(&self.inner.store, self.inner.deadline).await
+        task.session(self.inner.registry.store(), self.inner.deadline)
+            .await
     }
 
     async fn lstat(&self, s: &Session, path: &str) -> Result<FileAttributes, nfsstat3> {
@@ -195,7 +149,7 @@ impl NFSFileSystem for NfsShare {
             if name == "." || name == ".." {
                 return Ok(ROOT_ID);
             }
-            let share = self.share_named(name)?;
+            let share = self.inner.registry.share_named(name)?;
             return Ok(handle::file_id(share.slot, inode::ROOT));
         }
         let (task, ino, dir) = self.locate(dirid)?;
@@ -493,27 +447,13 @@ impl NFSFileSystem for NfsShare {
     }
 
     fn id_to_fh(&self, id: fileid3) -> nfs_fh3 {
-        let (slot, _) = handle::split_id(id);
-        let key = if slot == ROOT_SLOT {
-            Some(self.inner.root_key.clone())
-        } else {
-            self.task(slot).ok().map(|t| t.key.clone())
-        };
-        // Every id handed out has a known slot; an unknown one gets an empty handle, which no request accepts.
-        let data = key
-            .map(|key| handle::encode(self.inner.generation, id, &key))
-            .unwrap_or_default();
-        nfs_fh3 { data }
+        nfs_fh3 {
+            data: self.inner.registry.handle(id),
+        }
     }
 
     fn fh_to_id(&self, fh: &nfs_fh3) -> Result<fileid3, nfsstat3> {
-        handle::decode(&fh.data, self.inner.generation, |slot| {
-            if slot == ROOT_SLOT {
-                Some(self.inner.root_key.clone())
-            } else {
-                self.task(slot).ok().map(|t| t.key.clone())
-            }
-        })
+        self.inner.registry.file_id(&fh.data)
     }
 }
 
@@ -589,7 +529,11 @@ mod tests {
             .lookup(ROOT_ID, &name(format!("t2-{other}")))
             .await
             .unwrap();
-        let forged = handle::encode(fs.inner.generation, id, &handle::key(other.as_bytes()));
+        let forged = handle::encode(
+            fs.inner.registry.generation(),
+            id,
+            &handle::key(other.as_bytes()),
+        );
         assert!(fs.fh_to_id(&nfs_fh3 { data: forged }).is_err());
         assert_ne!(t2, id);
         // No client: the task's requests fail with an I/O error, at once.
