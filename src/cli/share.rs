@@ -24,6 +24,13 @@ pub enum ShareRequest {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:2222")]
         listen: String,
+        /// Addresses to serve the lazy shares over NFSv3 on (repeatable or a comma list; each bound address is
+        /// printed on stderr as `kb share: NFS on IP:PORT`; one that cannot be bound is reported and skipped).
+        #[arg(long = "nfs-listen", value_delimiter = ',', default_values_t = crate::share::nfs::DEFAULT_LISTEN.map(String::from))]
+        nfs_listen: Vec<String>,
+        /// How long one request of the NFS server to a task's client may wait; then it fails with an I/O error.
+        #[arg(long = "nfs-deadline", default_value = "15s", value_parser = humantime::parse_duration)]
+        nfs_deadline: std::time::Duration,
     },
     /// Server: which of the hashes on stdin (then `end`) the store lacks.
     Have(StoreOpt),
@@ -74,7 +81,8 @@ pub enum ShareRequest {
         #[arg(long)]
         task: String,
     },
-    /// Server: let a task's client key host its lazy share and the task's pod key attach to it.
+    /// Server: let a task's client key host its lazy share and the task's pod key attach to it; prints the server's
+    /// host public key, then the task's NFS export path (`/kb/<task>-<token>`).
     LazyAllow {
         /// The store.
         #[command(flatten)]

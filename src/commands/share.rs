@@ -23,8 +23,14 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         ShareRequest::Init(s) => {
             Store::open(&s.store).map_err(io("open the store"))?;
         }
-        ShareRequest::Server { store, listen } => {
+        ShareRequest::Server {
+            store,
+            listen,
+            nfs_listen,
+            nfs_deadline,
+        } => {
             let opened = Store::open(&store.store).map_err(io("open the store"))?;
+            let nfs = crate::share::nfs::serve(opened.clone(), &nfs_listen, nfs_deadline);
             let agent = crate::cli::AgentOpts {
                 listen,
                 host_key: store.store.join("host_key"),
@@ -33,7 +39,11 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                 print_address: false,
                 orphan_timeout: None,
             };
-            crate::ssh::serve_agent(&agent).await?;
+            // NFS serves alongside the SSH side and ends with it; it never ends the server by itself.
+            tokio::select! {
+                end = crate::ssh::serve_agent(&agent) => { end?; }
+                () = nfs => {}
+            }
         }
         ShareRequest::Have(s) => Store::open(&s.store)
             .and_then(|st| st.have(stdin(), stdout()))
@@ -73,12 +83,17 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                     ],
                 )
                 .map_err(io("allow the task's lazy share"))?;
-            // The client pins the server's host key, as after `commit`.
+            let token = opened
+                .allow_nfs(&task)
+                .map_err(io("make the task's NFS export"))?;
+            // The client pins the server's host key, as after `commit`; pods on nodes that mount NFS mount the
+            // export path.
             let host = opened.host_public_key().map_err(io("read the host key"))?;
+            let export = crate::share::nfs::export_path(&task, &token);
             let mut out = stdout();
-            writeln!(out, "{host}")
+            writeln!(out, "{host}\n{export}")
                 .and_then(|()| out.flush())
-                .map_err(io("write the host key"))?;
+                .map_err(io("write the host key and the NFS export"))?;
         }
         ShareRequest::LazyHost { store, task } => {
             let store = Store::open(&store.store).map_err(io("open the store"))?;

@@ -3,8 +3,10 @@
 //! worker pods fetch from.
 //!
 //! Security: no privileged container and no added capability (the eager share needs none: it serves files over
-//! SSH from an emptyDir); every capability is dropped, privilege escalation is off, the root filesystem is read-only,
-//! it runs as uid 65534, and it gets no service-account token (it never calls the API).
+//! SSH from an emptyDir; the lazy share's NFS server is a user-space process on ordinary TCP ports); every capability
+//! is dropped, privilege escalation is off, the root filesystem is read-only, it runs as uid 65534, and it gets no
+//! service-account token (it never calls the API). The one pod-level setting is the namespaced sysctl
+//! `net.ipv4.ip_unprivileged_port_start=0`, so that the unprivileged server can bind the portmapper's port 111.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ServiceSpec, Sysctl, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -25,6 +27,19 @@ use crate::share::store::DEFAULT_STORE;
 pub const NAME: &str = "kb-share";
 /// The unprivileged user it runs as.
 pub const RUN_AS: i64 = 65534;
+/// NFS's port, where the lazy share's NFS server listens (`kb share server --nfs-listen`'s default).
+pub const NFS_PORT: u16 = 2049;
+/// The portmapper's port: a kernel NFS client asks it where NFS and MOUNT are; the same NFS server answers there.
+pub const PORTMAP_PORT: u16 = 111;
+
+/// The server's ports: (name, port), each a container port and a Service port (TCP).
+fn ports() -> [(&'static str, u16); 3] {
+    [
+        ("ssh", SERVER_PORT),
+        ("nfs", NFS_PORT),
+        ("portmap", PORTMAP_PORT),
+    ]
+}
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -63,6 +78,15 @@ pub fn build_statefulset(namespace: &str, image: &str) -> StatefulSet {
                         run_as_group: Some(RUN_AS),
                         run_as_non_root: Some(true),
                         fs_group: Some(RUN_AS),
+                        // Port 111 is below 1024. Rather than give the server NET_BIND_SERVICE (a capability, and
+                        // one that only takes effect for a non-root user with ambient capabilities), let this
+                        // pod's network namespace allow anyone to bind low ports: a namespaced sysctl on
+                        // Kubernetes' safe list (since 1.22), so it needs no kubelet flag and affects nothing
+                        // outside this pod, whose only listeners are the server's.
+                        sysctls: Some(vec![Sysctl {
+                            name: "net.ipv4.ip_unprivileged_port_start".into(),
+                            value: "0".into(),
+                        }]),
                         ..Default::default()
                     }),
                     containers: vec![Container {
@@ -77,11 +101,17 @@ pub fn build_statefulset(namespace: &str, image: &str) -> StatefulSet {
                             "--listen".into(),
                             format!("0.0.0.0:{SERVER_PORT}"),
                         ]),
-                        ports: Some(vec![ContainerPort {
-                            container_port: i32::from(SERVER_PORT),
-                            name: Some("ssh".into()),
-                            ..Default::default()
-                        }]),
+                        ports: Some(
+                            ports()
+                                .into_iter()
+                                .map(|(name, port)| ContainerPort {
+                                    container_port: i32::from(port),
+                                    name: Some(name.into()),
+                                    protocol: Some("TCP".into()),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        ),
                         readiness_probe: Some(Probe {
                             tcp_socket: Some(TCPSocketAction {
                                 port: IntOrString::Int(i32::from(SERVER_PORT)),
@@ -149,12 +179,18 @@ pub fn build_service(namespace: &str) -> Service {
                 "app.kubernetes.io/name".to_string(),
                 NAME.to_string(),
             )])),
-            ports: Some(vec![ServicePort {
-                name: Some("ssh".into()),
-                port: i32::from(SERVER_PORT),
-                target_port: Some(IntOrString::Int(i32::from(SERVER_PORT))),
-                ..Default::default()
-            }]),
+            ports: Some(
+                ports()
+                    .into_iter()
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port: i32::from(port),
+                        target_port: Some(IntOrString::Int(i32::from(port))),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -186,5 +222,60 @@ mod tests {
         let service = build_service("team");
         assert_eq!(service.metadata.namespace.as_deref(), Some("team"));
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 2222);
+    }
+
+    #[test]
+    fn nfs_and_the_portmapper_are_served_without_a_capability() {
+        let set = build_statefulset("team", "reg/kb/agent:1");
+        let pod = set.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let ports: Vec<(String, i32, String)> = container
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.container_port, p.protocol.unwrap()))
+            .collect();
+        let expected = [("ssh", 2222), ("nfs", 2049), ("portmap", 111)]
+            .map(|(n, p)| (n.to_string(), p, "TCP".to_string()));
+        assert_eq!(ports, expected);
+        let service: Vec<(String, i32, Option<IntOrString>)> = build_service("team")
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.target_port))
+            .collect();
+        assert_eq!(
+            service,
+            [("ssh", 2222), ("nfs", 2049), ("portmap", 111)].map(|(n, p)| (
+                n.to_string(),
+                p,
+                Some(IntOrString::Int(p))
+            ))
+        );
+        // Port 111 through the namespaced sysctl, not a capability; still non-root.
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        let sysctls = security.sysctls.unwrap();
+        assert_eq!(sysctls.len(), 1);
+        assert_eq!(sysctls[0].name, "net.ipv4.ip_unprivileged_port_start");
+        assert_eq!(sysctls[0].value, "0");
+        let caps = container
+            .security_context
+            .clone()
+            .unwrap()
+            .capabilities
+            .unwrap();
+        assert_eq!(caps.add, None);
+        // The server's default NFS addresses are these ports.
+        assert_eq!(
+            crate::share::nfs::DEFAULT_LISTEN,
+            [
+                format!("0.0.0.0:{NFS_PORT}").as_str(),
+                &format!("0.0.0.0:{PORTMAP_PORT}")
+            ]
+        );
     }
 }

@@ -3,13 +3,15 @@
 //! requests), `client` (upload before the run, fetch into each pod, syncback after), `pod` (the worker pod's
 //! side), `sync` (applying a pod's changes locally, by content), `delta` (what changed since the last upload),
 //! `lazy` (the lazy share's two ends: the laptop's SFTP server and the pods' FUSE mount) and `relay` (the share
-//! server carrying the pods' SFTP sessions to the laptop's), `lazy_task` (`--share lazy` for one task).
+//! server carrying the pods' SFTP sessions to the laptop's), `nfs` (the share server's NFS server over the same
+//! relays, for nodes that mount NFS), `lazy_task` (`--share lazy` for one task).
 
 pub mod client;
 pub mod delta;
 pub mod lazy;
 pub mod lazy_task;
 pub mod manifest;
+pub mod nfs;
 pub mod pod;
 pub mod relay;
 pub mod store;

@@ -8,6 +8,8 @@
 //! tasks/<task>/manifest.json
 //! authorized_keys           one `command="kb share serve --task T" KEY` line per task (kb's agent reads it)
 //! host_key, host_key.pub    the server's SSH host key, made on first start
+//! lazy/<task>.sock          the relay of a task's lazy share (`lazy-host` listens, `lazy-attach` and NFS connect)
+//! lazy/<task>.nfs           the secret of the task's NFS export path (0600, made by `lazy-allow`)
 //! ```
 //!
 //! The operations are `kb share` subcommands run in the server's pod. Their stdin is self-delimiting (every list
@@ -372,10 +374,44 @@ impl Store {
         Ok(dir.join(format!("{task}.sock")))
     }
 
-    /// `drop`: forgets a task's manifest and key (its blobs stay for the next run to reuse).
+    fn nfs_token_path(&self, task: &str) -> std::io::Result<PathBuf> {
+        Ok(self.lazy_socket(task)?.with_extension("nfs"))
+    }
+
+    /// `lazy-allow`: the secret of `task`'s NFS export (128 random bits, hex), made on first call and kept in the
+    /// store (0600) until `drop`; the export path is `/kb/<task>-<token>` (see `share::nfs`).
+    pub fn allow_nfs(&self, task: &str) -> std::io::Result<String> {
+        if let Some(token) = self.nfs_token(task)? {
+            return Ok(token);
+        }
+        let token: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_atomic(&self.nfs_token_path(task)?, token.as_bytes(), 0o600)?;
+        Ok(token)
+    }
+
+    /// The secret of `task`'s NFS export, if `lazy-allow` made one and the task was not dropped since.
+    pub fn nfs_token(&self, task: &str) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(self.nfs_token_path(task)?) {
+            Ok(token) if is_token(token.trim()) => Ok(Some(token.trim().to_string())),
+            Ok(_) => Err(invalid(format!(
+                "the NFS token of task `{task}` is damaged"
+            ))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `drop`: forgets a task's manifest, keys and NFS token (its blobs stay for the next run to reuse).
     pub fn drop_task(&self, task: &str) -> std::io::Result<()> {
         check_task(task)?;
         self.edit_authorized_keys(|lines| lines.retain(|l| !l.contains(&task_marker(task))))?;
+        match std::fs::remove_file(self.nfs_token_path(task)?) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
         match std::fs::remove_dir_all(self.root.join("tasks").join(task)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
@@ -433,6 +469,14 @@ impl Store {
         }
         write_atomic(&self.authorized_keys(), out.as_bytes(), 0o600)
     }
+}
+
+/// Whether `token` is what [`Store::allow_nfs`] makes: 32 lowercase hex digits.
+pub fn is_token(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn task_marker(task: &str) -> String {
@@ -742,10 +786,24 @@ mod tests {
         assert!(keys[0].starts_with("command=\"kb share lazy-host --task t2\" ssh-ed25519 "));
         assert!(keys[1].starts_with("command=\"kb share lazy-attach --task t2\" ssh-ed25519 "));
         assert!(store.lazy_socket("t2").unwrap().ends_with("lazy/t2.sock"));
+        assert_eq!(store.nfs_token("t2").unwrap(), None);
+        let token = store.allow_nfs("t2").unwrap();
+        assert!(is_token(&token), "{token}");
+        assert_eq!(store.allow_nfs("t2").unwrap(), token, "kept, not remade");
+        assert_ne!(store.allow_nfs("t3").unwrap(), token);
+        let file = store_dir.path().join("lazy/t2.nfs");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(store.allow_nfs("../t2").is_err());
         store.drop_task("t2").unwrap();
         assert_eq!(
             std::fs::read_to_string(store.authorized_keys()).unwrap(),
             ""
         );
+        assert_eq!(store.nfs_token("t2").unwrap(), None);
+        assert!(!file.exists());
     }
 }

@@ -5,12 +5,12 @@
 
 mod confine;
 mod fs;
-mod inode;
+pub(crate) mod inode;
 mod local;
 mod mount;
-mod remote;
+pub(crate) mod remote;
 mod server;
-mod share;
+pub(crate) mod share;
 mod stream;
 
 pub use mount::{DEFAULT_DEADLINE, DEFAULT_TTL, Error, MountOutcome, MountSpec, mount};

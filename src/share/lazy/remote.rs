@@ -14,7 +14,7 @@ use std::time::Duration;
 use fuser::Errno;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::protocol::{Status, StatusCode};
+use russh_sftp::protocol::{FileAttributes, Status, StatusCode};
 
 use super::stream::{Stream, Watched};
 
@@ -102,6 +102,61 @@ impl Remote {
             }
         }
     }
+}
+
+/// What a `setattr` changes, for both file systems (FUSE and NFS); owner changes are not here: they are accepted
+/// and ignored (see `server`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SetAttrs {
+    pub(crate) mode: Option<u32>,
+    pub(crate) size: Option<u64>,
+    pub(crate) atime: Option<std::time::SystemTime>,
+    pub(crate) mtime: Option<std::time::SystemTime>,
+}
+
+impl Remote {
+    /// Applies `change` to `path` (the size through `handle` when the file is open): mode, size, then times.
+    pub(crate) async fn set_attrs(
+        &self,
+        path: &str,
+        handle: Option<String>,
+        change: SetAttrs,
+    ) -> Result<(), Failure> {
+        if let Some(mode) = change.mode {
+            let attrs = FileAttributes {
+                permissions: Some(mode & 0o7777),
+                ..FileAttributes::default()
+            };
+            self.call(self.sftp.setstat(path, attrs)).await?;
+        }
+        if let Some(size) = change.size {
+            let attrs = FileAttributes {
+                size: Some(size),
+                ..FileAttributes::default()
+            };
+            match handle {
+                Some(handle) => self.call(self.sftp.fsetstat(handle, attrs)).await?,
+                None => self.call(self.sftp.setstat(path, attrs)).await?,
+            };
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            // SFTP sets both times at once: keep the one not given.
+            let now = self.call(self.sftp.lstat(path)).await?.attrs;
+            let attrs = FileAttributes {
+                atime: change.atime.map(unix).or(now.atime),
+                mtime: change.mtime.map(unix).or(now.mtime),
+                ..FileAttributes::default()
+            };
+            self.call(self.sftp.setstat(path, attrs)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// SFTP v3's time: whole seconds since the epoch.
+pub(crate) fn unix(t: std::time::SystemTime) -> u32 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// The errno of an SFTP error status.

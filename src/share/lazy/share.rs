@@ -11,7 +11,7 @@ use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, OpenAccMode, OpenFla
 use russh_sftp::protocol::{FileAttributes, OpenFlags as SftpOpen};
 
 use super::inode::{Inodes, child};
-use super::remote::{Failure, Remote};
+use super::remote::{Failure, Remote, SetAttrs};
 
 /// The largest read or write the kernel sends (and so one SFTP packet's payload).
 pub(crate) const MAX_IO: u32 = 128 * 1024;
@@ -127,50 +127,22 @@ impl Share {
         change: Change,
     ) -> Result<FileAttr, Errno> {
         let path = self.path(ino)?;
-        if let Some(mode) = change.mode {
-            let attrs = FileAttributes {
-                permissions: Some(mode & 0o7777),
-                ..FileAttributes::default()
-            };
-            self.remote
-                .call(self.remote.sftp.setstat(path.as_str(), attrs))
-                .await?;
-        }
-        if let Some(size) = change.size {
-            let attrs = FileAttributes {
-                size: Some(size),
-                ..FileAttributes::default()
-            };
-            match fh.map(|fh| self.handle(fh)).transpose()? {
-                Some(handle) => {
-                    self.remote
-                        .call(self.remote.sftp.fsetstat(handle, attrs))
-                        .await?
-                }
-                None => {
-                    self.remote
-                        .call(self.remote.sftp.setstat(path.as_str(), attrs))
-                        .await?
-                }
-            };
-        }
-        if change.atime.is_some() || change.mtime.is_some() {
-            // SFTP sets both times at once: keep the one not given.
-            let now = self.lstat(&path).await?;
-            let secs = |t: Option<TimeOrNow>, old: Option<u32>| match t {
-                Some(TimeOrNow::SpecificTime(t)) => Some(unix(t)),
-                Some(TimeOrNow::Now) => Some(unix(SystemTime::now())),
-                None => old,
-            };
-            let attrs = FileAttributes {
-                atime: secs(change.atime, now.atime),
-                mtime: secs(change.mtime, now.mtime),
-                ..FileAttributes::default()
-            };
-            self.remote
-                .call(self.remote.sftp.setstat(path.as_str(), attrs))
-                .await?;
-        }
+        let handle = match (change.size, fh) {
+            (Some(_), Some(fh)) => Some(self.handle(fh)?),
+            _ => None,
+        };
+        let time = |t: Option<TimeOrNow>| match t {
+            Some(TimeOrNow::SpecificTime(t)) => Some(t),
+            Some(TimeOrNow::Now) => Some(SystemTime::now()),
+            None => None,
+        };
+        let attrs = SetAttrs {
+            mode: change.mode,
+            size: change.size,
+            atime: time(change.atime),
+            mtime: time(change.mtime),
+        };
+        self.remote.set_attrs(&path, handle, attrs).await?;
         Ok(file_attr(ino.0, &self.lstat(&path).await?))
     }
 
@@ -209,11 +181,6 @@ pub(crate) struct Change {
     pub(crate) size: Option<u64>,
     pub(crate) atime: Option<TimeOrNow>,
     pub(crate) mtime: Option<TimeOrNow>,
-}
-
-fn unix(t: SystemTime) -> u32 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// The kernel's attributes of a file from its SFTP attributes.
