@@ -74,7 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Share {
-    /// Files are fetched from the laptop when a job reads them (not in this version yet: uploaded as eager).
+    /// Files are read from the laptop when a job reads them, through the share server.
     Lazy,
     /// The directory is uploaded before the run.
     Eager,
@@ -96,6 +96,26 @@ impl Share {
     }
 }
 
+/// How worker pods mount a lazy share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LazyMount {
+    /// A FUSE mount inside each pod (kb's `kb.dev/fuse` device, from the `kb-fuse` DaemonSet, and `SYS_ADMIN`).
+    Fuse,
+    /// A kubelet NFS volume served by the share server (the nodes must mount NFS; the pods need no capability).
+    Nfs,
+}
+
+impl LazyMount {
+    /// The name used in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LazyMount::Fuse => "fuse",
+            LazyMount::Nfs => "nfs",
+        }
+    }
+}
+
 /// The project's `kb.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +131,9 @@ pub struct ProjectConfig {
     /// How the directory reaches the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<Share>,
+    /// How pods mount the lazy share; unset, kb finds out on each run (see `--lazy-mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy_mount: Option<LazyMount>,
     /// The namespace tasks run in when `--namespace` is not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -276,6 +299,7 @@ mod tests {
             image: Some("127.0.0.1:5000/kb-demo-abc123".into()),
             base_image: Some("debian:bookworm".into()),
             share: Some(Share::Syncback),
+            lazy_mount: Some(LazyMount::Nfs),
             namespace: Some("kb".into()),
             orphan_timeout: None,
             max_runtime: Some("2h".into()),

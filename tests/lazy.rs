@@ -617,7 +617,9 @@ fn the_lazy_share_over_ssh_through_the_share_server() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let mut server = Command::new(KB)
-        .args(["share", "server", "--listen", &address, "--store"])
+        .args(["share", "server", "--listen", &address])
+        // NFS only on loopback, at a port of the system's choosing (the default binds 2049 and 111 everywhere).
+        .args(["--nfs-listen", "127.0.0.1:0", "--store"])
         .arg(&store)
         .stderr(log("server.log"))
         .spawn()

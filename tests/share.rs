@@ -747,6 +747,135 @@ fn a_share_server_restart_during_a_lazy_run_stops_it_with_what_to_do() {
     ns.assert_clean_within(60);
 }
 
+/// Runs a libnfs utility (`nfs-cat`, `nfs-ls`, `nfs-cp`) from this host, the cluster's node, with a time limit.
+fn libnfs(tool: &str, args: &[&str]) -> std::process::Output {
+    let child = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/deps installs libnfs-utils)"));
+    wait_with_deadline(child, Duration::from_secs(30))
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn lazy_share_over_nfs_serves_a_real_nfs_client_and_nodes_that_cannot_mount_are_reported() {
+    let ns = TestNs::new();
+    deploy_share_server(&ns);
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path().canonicalize().unwrap();
+    std::fs::write(dir.join("a.txt"), "alpha from the laptop\n").unwrap();
+    let child = ns
+        .kb(
+            &dir,
+            &[
+                "parallel",
+                "--pods",
+                "1",
+                "--share",
+                "lazy",
+                "--lazy-mount",
+                "nfs",
+                "--",
+                "cat a.txt",
+                ":::",
+                "1",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The worker pod's spec: an NFS volume from the share server at the user's path, and no capability added.
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pod = loop {
+        if let Some(name) = worker_pods(&ns).first() {
+            break ns.rt.block_on(pods.get(name)).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no worker pod");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let spec = pod.spec.unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.nfs.clone())
+        .expect("an NFS volume");
+    let container = &spec.containers[0];
+    assert!(
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == dir.display().to_string() && m.read_only != Some(true)),
+        "{container:?}"
+    );
+    assert!(
+        container.security_context.is_none()
+            && container
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_none_or(|l| !l.contains_key("kb.dev/fuse")),
+        "an NFS pod needs no capability and no device: {container:?}"
+    );
+    assert!(volume.path.starts_with("/kb/"), "{volume:?}");
+
+    // This machine is the node: its user-space NFS client mounts what the kubelet would (through the share
+    // server's portmapper on port 111, as a kernel client does) and reads and writes the laptop's files.
+    let url = |path: &str| format!("nfs://{}{}{path}?version=3", volume.server, volume.path);
+    let out = libnfs("nfs-cat", &[&url("/a.txt")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "alpha from the laptop\n");
+    let written = dir.join("from-node.txt");
+    let source = project.path().join("../kb-nfs-source.txt");
+    std::fs::write(&source, "written over NFS\n").unwrap();
+    let out = libnfs(
+        "nfs-cp",
+        &[source.to_str().unwrap(), &url("/from-node.txt")],
+    );
+    let _ = std::fs::remove_file(&source);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "written over NFS\n"
+    );
+    let out = libnfs("nfs-ls", &[&url("")]);
+    assert!(
+        text(&out.stdout).contains("from-node.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The export's parent lists no task; another path under it is refused.
+    let out = libnfs(
+        "nfs-ls",
+        &[&format!("nfs://{}/kb?version=3", volume.server)],
+    );
+    assert!(
+        !text(&out.stdout).contains("a.txt") && !text(&out.stdout).contains("kb-"),
+        "{}",
+        text(&out.stdout)
+    );
+    let guessed = format!("nfs://{}/kb/{}?version=3", volume.server, "x".repeat(8));
+    assert!(!libnfs("nfs-ls", &[&guessed]).status.success());
+
+    // This node's kernel has no NFS client: the kubelet cannot mount the volume, and kb says so with what to do.
+    let out = wait_with_deadline(child, Duration::from_secs(120));
+    let stderr = text(&out.stderr);
+    println!("kb said:\n{stderr}");
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot mount the working directory over NFS")
+            && stderr.contains("--lazy-mount fuse"),
+        "{stderr}"
+    );
+    ns.assert_clean_within(60);
+}
+
 #[test]
 #[ignore = "needs cluster"]
 fn lazy_share_jobs_read_what_is_here_now_and_write_back_here() {

@@ -26,10 +26,16 @@ pub struct PodShapeOpts {
     /// costs no more than this; `off` keeps them until --max-runtime [default: 10m].
     #[arg(long = "orphan-timeout", value_name = "DURATION")]
     pub orphan_timeout: Option<String>,
-    /// How the pods see the working directory: eager (copied in before the jobs start) or none. lazy and
-    /// syncback are copied like eager until kb's share server lands [default: kb.toml's, else eager].
+    /// How the pods see the working directory: lazy (read from this machine while the run lasts), eager
+    /// (uploaded to the share server before the run), syncback (eager, and what the jobs wrote comes back) or
+    /// none [default: kb.toml's, else eager].
     #[arg(long, value_enum, value_name = "HOW")]
     pub share: Option<crate::config::Share>,
+    /// How pods mount a lazy share: fuse (a FUSE mount in the pod; needs `kb.dev/fuse` from kb-fuse) or nfs (a
+    /// kubelet NFS volume from the share server; needs nodes that mount NFS) [default: kb.toml's, else fuse when
+    /// a node offers `kb.dev/fuse`, else nfs].
+    #[arg(long = "lazy-mount", value_enum, value_name = "HOW")]
+    pub lazy_mount: Option<crate::config::LazyMount>,
 }
 
 impl PodShapeOpts {

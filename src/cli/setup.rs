@@ -9,6 +9,10 @@ pub struct SetupOpts {
     /// syncback (eager, and what jobs write comes back), none [asked; default: eager].
     #[arg(long, value_enum, value_name = "HOW")]
     pub share: Option<Share>,
+    /// How pods mount a lazy share, recorded in kb.toml: fuse or nfs [default: not recorded; each run finds out
+    /// what the cluster offers].
+    #[arg(long = "lazy-mount", value_enum, value_name = "HOW")]
+    pub lazy_mount: Option<crate::config::LazyMount>,
     /// The image the shell starts from [asked; default: the project's last base image, else debian:bookworm].
     #[arg(long = "base-image", env = "KB_BASE_IMAGE", value_name = "IMAGE")]
     pub base_image: Option<String>,

@@ -29,6 +29,7 @@ pub fn project_defaults(
     tracing::info!("using {}", found.path.display());
     shape.image = shape.image.take().or(config.image);
     shape.share = shape.share.or(config.share);
+    shape.lazy_mount = shape.lazy_mount.or(config.lazy_mount);
     shape.orphan_timeout = shape.orphan_timeout.take().or(config.orphan_timeout);
     shape.max_runtime = shape.max_runtime.take().or(config.max_runtime);
     *namespace = namespace.take().or(config.namespace);

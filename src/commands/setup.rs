@@ -138,6 +138,7 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
         image: Some(built.clone()),
         base_image: Some(answers.base_image.clone()),
         share: Some(answers.share),
+        lazy_mount: opts.lazy_mount.or(existing.lazy_mount),
         namespace: Some(answers.namespace.clone()),
         orphan_timeout: existing
             .orphan_timeout

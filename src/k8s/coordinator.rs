@@ -223,6 +223,7 @@ mod tests {
             max_runtime_secs: Some(60),
             orphan_timeout_secs: None,
             fuse: false,
+            nfs: None,
             total_jobs: None,
         }
     }

@@ -14,9 +14,9 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext, TCPSocketAction,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, NFSVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -97,7 +97,21 @@ pub struct TaskSpec {
     pub total_jobs: Option<u64>,
     /// The pods mount the lazy share with FUSE: they ask for `/dev/fuse` (`kb.dev/fuse`) and `SYS_ADMIN`.
     pub fuse: bool,
+    /// The pods see the lazy share as a kubelet NFS volume at `pwd`, exported by the share server.
+    pub nfs: Option<NfsExport>,
 }
+
+/// Where the share server exports a task's lazy share over NFS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsExport {
+    /// The share server's Service address (a ClusterIP: the kubelet mounts from the node, outside cluster DNS).
+    pub server: String,
+    /// The export path, `/kb/<task>-<token>`.
+    pub path: String,
+}
+
+/// The name of a lazy share's NFS volume in the pod.
+pub const NFS_VOLUME: &str = "kb-share";
 
 /// What a lazy-share pod adds, and why (the text of its `kb.dev/capabilities` annotation).
 pub const FUSE_CAPABILITIES: &str =
@@ -236,22 +250,35 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
         // The workers never talk to the API server.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        volumes: Some(vec![
-            Volume {
-                name: bin_volume.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-            Volume {
-                name: keys_volume.into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(spec.name()),
-                    default_mode: Some(0o400),
+        volumes: Some(
+            [
+                Volume {
+                    name: bin_volume.into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Default::default()
+                },
+                Volume {
+                    name: keys_volume.into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(spec.name()),
+                        default_mode: Some(0o400),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(spec.nfs.as_ref().map(|export| Volume {
+                name: NFS_VOLUME.into(),
+                nfs: Some(NFSVolumeSource {
+                    server: export.server.clone(),
+                    path: export.path.clone(),
+                    read_only: Some(false),
                 }),
                 ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         init_containers: Some(vec![Container {
             name: "kb-install".into(),
             image: Some(spec.agent_image.clone()),
@@ -294,10 +321,19 @@ fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
                 value: Some(spec.id.clone()),
                 ..Default::default()
             }]),
-            volume_mounts: Some(vec![
-                mount(bin_volume, AGENT_DIR, true),
-                mount(keys_volume, KEYS_DIR, true),
-            ]),
+            volume_mounts: Some(
+                [
+                    mount(bin_volume, AGENT_DIR, true),
+                    mount(keys_volume, KEYS_DIR, true),
+                ]
+                .into_iter()
+                .chain(
+                    spec.nfs
+                        .as_ref()
+                        .map(|_| mount(NFS_VOLUME, &spec.pwd, false)),
+                )
+                .collect(),
+            ),
             ..Default::default()
         }],
         ..Default::default()

@@ -17,6 +17,7 @@ fn spec() -> TaskSpec {
         mem: "1Gi".into(),
         mem_limit: true,
         fuse: false,
+        nfs: None,
         max_runtime_secs: Some(3600),
         orphan_timeout_secs: None,
         total_jobs: None,
@@ -232,6 +233,7 @@ fn lazy_share_pods_ask_for_dev_fuse_and_exactly_sys_admin_and_say_why() {
 
     let job = build_job(&TaskSpec {
         fuse: true,
+        nfs: None,
         ..spec()
     });
     let template = job.spec.unwrap().template;
@@ -243,4 +245,46 @@ fn lazy_share_pods_ask_for_dev_fuse_and_exactly_sys_admin_and_say_why() {
     assert_eq!(security.capabilities.unwrap().add.unwrap(), ["SYS_ADMIN"]);
     let limits = main.resources.clone().unwrap().limits.unwrap();
     assert_eq!(limits["kb.dev/fuse"].0, "1");
+}
+
+#[test]
+fn nfs_share_pods_mount_the_export_at_the_users_path_and_add_nothing() {
+    let spec = TaskSpec {
+        nfs: Some(NfsExport {
+            server: "10.0.0.5".into(),
+            path: "/kb/t1-0123".into(),
+        }),
+        ..spec()
+    };
+    let template = build_job(&spec).spec.unwrap().template;
+    assert!(template.metadata.unwrap().annotations.is_none());
+    let pod = template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == NFS_VOLUME)
+        .unwrap();
+    let nfs = volume.nfs.unwrap();
+    assert_eq!(
+        (nfs.server.as_str(), nfs.path.as_str()),
+        ("10.0.0.5", "/kb/t1-0123")
+    );
+    assert_eq!(nfs.read_only, Some(false));
+    let main = &pod.containers[0];
+    let mount = main
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == NFS_VOLUME)
+        .unwrap();
+    assert_eq!(mount.mount_path, spec.pwd);
+    assert_eq!(mount.read_only, Some(false));
+    assert!(main.security_context.is_none());
+    assert!(
+        main.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_none_or(|l| !l.contains_key("kb.dev/fuse"))
+    );
 }

@@ -54,6 +54,31 @@ pub struct PodSource {
 /// server unreachable at the time, say).
 const BACKSTOP_MARGIN: Duration = Duration::from_secs(30);
 
+/// How long the pods may fail to mount an NFS lazy share (the kubelet retries) before the run is given up.
+const NFS_MOUNT_GRACE: Duration = Duration::from_secs(10);
+
+/// What to do when the nodes cannot mount the lazy share over NFS.
+const NFS_MOUNT_HINT: &str = "the nodes cannot mount NFS from the share server: use --lazy-mount fuse (the kb-fuse \
+     device plugin from `kb cluster-setup` hands pods /dev/fuse), or --share eager";
+
+/// The kubelet's message when it failed to mount the lazy share's NFS volume in one of task `id`'s pods.
+fn share_mount_failure(event: &k8s_openapi::api::core::v1::Event, id: &str) -> Option<String> {
+    let pod = event.involved_object.name.as_deref()?;
+    let message = event.message.as_deref()?;
+    let ours = pod.starts_with(&format!("kb-{id}-"))
+        && event.reason.as_deref() == Some("FailedMount")
+        && message.contains(&format!("volume \"{}\"", super::resources::NFS_VOLUME));
+    // The kubelet's first line and the mount command's own words; the command line and paths in between are
+    // in `kubectl describe pod`.
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let output = lines
+        .find_map(|l| l.strip_prefix("Output:"))
+        .map(|o| format!("; {}", o.trim()))
+        .unwrap_or_default();
+    ours.then(|| format!("pod `{pod}`: {first}{output}"))
+}
+
 /// What to do when `--max-runtime` stopped a run.
 const MAX_RUNTIME_HINT: &str = "give the task more time (`--max-runtime`)";
 
@@ -115,10 +140,45 @@ impl PodSource {
             }
         };
         let mut lazy_ended = pin!(lazy_ended);
+        // A kubelet NFS volume that cannot be mounted keeps the pods in ContainerCreating: its events say why.
+        let nfs = matches!(&self.share, Some(crate::share::PodShare::Lazy(share)) if share.mount() == crate::config::LazyMount::Nfs);
+        let events_api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        let mut mount_events = pin!(
+            watcher::watcher(
+                events_api,
+                watcher::Config::default().fields("reason=FailedMount")
+            )
+            .default_backoff()
+        );
+        let mut mount_failure: Option<String> = None;
+        let mount_grace = tokio::time::sleep(Duration::ZERO);
+        let mut mount_grace = pin!(mount_grace);
         loop {
             let actions = tokio::select! {
                 () = cancel.cancelled() => break,
                 (reason, hint) = &mut lazy_ended => {
+                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
+                    break;
+                }
+                Some(item) = mount_events.next(), if nfs => {
+                    if let Ok(Event::Apply(event) | Event::InitApply(event)) = item
+                        && let Some(failure) = share_mount_failure(&event, &self.task_id)
+                    {
+                        if mount_failure.is_none() {
+                            mount_grace.as_mut().reset(tokio::time::Instant::now() + NFS_MOUNT_GRACE);
+                        }
+                        tracing::info!("{failure}");
+                        mount_failure = Some(failure);
+                    }
+                    Vec::new()
+                }
+                () = &mut mount_grace, if mount_failure.is_some() && tracker.joined() == 0 => {
+                    let reason = format!(
+                        "the pods of {task} cannot mount the working directory over NFS ({})",
+                        mount_failure.take().unwrap_or_default()
+                    );
+                    let hint = NFS_MOUNT_HINT.to_string();
                     let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
                     break;
                 }
@@ -305,5 +365,52 @@ impl Outage {
                 reconnect_limit().as_secs()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Event, ObjectReference};
+
+    fn event(pod: &str, reason: &str, message: &str) -> Event {
+        Event {
+            involved_object: ObjectReference {
+                name: Some(pod.into()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_tasks_share_volume_failing_to_mount_counts() {
+        let kubelet = "MountVolume.SetUp failed for volume \"kb-share\" : mount failed: exit status 32\n\
+                       Mounting command: mount\nMounting arguments: -t nfs 10.0.0.5:/kb/t-x /var/lib/kubelet/x\n\
+                       Output: mount: /var/lib/kubelet/x: unknown filesystem type 'nfs'.\n";
+        assert_eq!(
+            share_mount_failure(&event("kb-abc-x1", "FailedMount", kubelet), "abc").as_deref(),
+            Some(
+                "pod `kb-abc-x1`: MountVolume.SetUp failed for volume \"kb-share\" : mount failed: exit status 32; \
+                 mount: /var/lib/kubelet/x: unknown filesystem type 'nfs'."
+            )
+        );
+        // Another task's pod, another volume (the Secret arrives a moment after the Job), another reason.
+        assert_eq!(
+            share_mount_failure(&event("kb-abd-x1", "FailedMount", kubelet), "abc"),
+            None
+        );
+        let secret =
+            "MountVolume.SetUp failed for volume \"kb-keys\" : secret \"kb-abc\" not found";
+        assert_eq!(
+            share_mount_failure(&event("kb-abc-x1", "FailedMount", secret), "abc"),
+            None
+        );
+        assert_eq!(
+            share_mount_failure(&event("kb-abc-x1", "Pulled", kubelet), "abc"),
+            None
+        );
     }
 }

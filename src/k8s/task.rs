@@ -17,14 +17,14 @@ use super::keys::{TaskKeys, build_task_keys};
 use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
-    TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
+    NfsExport, TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
 };
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
 use super::worker::AgentAccess;
 use crate::cli::PodOpts;
 use crate::cli::pods::PodShapeOpts;
-use crate::config::Share;
+use crate::config::{LazyMount, Share};
 use crate::share::PodShare;
 use crate::worker::WorkerSource;
 
@@ -193,9 +193,12 @@ impl PodTask {
                 .await
                 .map_err(|e| Error::Share(Box::new(e)))?,
         };
-        if server.is_some() && mode == Share::Lazy {
-            check_fuse(&kube).await?;
-        }
+        let lazy_mount = match (&server, mode) {
+            (Some(_), Share::Lazy) => {
+                Some(choose_lazy_mount(&kube, request.shape.lazy_mount).await?)
+            }
+            _ => None,
+        };
         if server.is_none() && mode == Share::Syncback {
             return Err(Error::Share(Box::new(
                 crate::share::client::Error::Server {
@@ -227,8 +230,45 @@ impl PodTask {
             None
         };
         let keys = build_task_keys()?;
+        let id = new_task_id();
+        // An NFS volume names the task's export in the pod template, so the lazy share starts before the Job.
+        let mut nfs_share = None;
+        if let (Some(address), Some(LazyMount::Nfs)) = (&server, lazy_mount) {
+            let started = async {
+                let share = crate::share::lazy_task::LazyShare::start(
+                    &kube,
+                    address.clone(),
+                    &workdir,
+                    &id,
+                    LazyMount::Nfs,
+                )
+                .await?;
+                let Some(path) = share.nfs_export().map(str::to_string) else {
+                    return Err(crate::share::client::Error::Server {
+                        namespace: kube.namespace.clone(),
+                        action: "export the lazy share over NFS".into(),
+                        reason: "it does not (it was deployed by an older kb); apply `kb cluster-setup` again, \
+                                 or use --lazy-mount fuse"
+                            .into(),
+                    });
+                };
+                let server = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(ip, _)| ip)
+                    .to_string();
+                Ok((share, NfsExport { server, path }))
+            };
+            match started.await {
+                Ok(started) => nfs_share = Some(started),
+                Err(err) => {
+                    // `lazy-allow` may have let the task's keys in before the failure.
+                    crate::share::client::drop_task(&kube, &id).await;
+                    return Err(Error::Share(Box::new(err)));
+                }
+            }
+        }
         let spec = TaskSpec {
-            id: new_task_id(),
+            id,
             origin: origin(),
             pwd: workdir.display().to_string(),
             command: request.command.to_string(),
@@ -245,7 +285,8 @@ impl PodTask {
             ),
             orphan_timeout_secs: request.lifetime.orphan_timeout.map(|d| d.as_secs().max(1)),
             total_jobs: None,
-            fuse: mode == Share::Lazy && server.is_some(),
+            fuse: lazy_mount == Some(LazyMount::Fuse),
+            nfs: nfs_share.as_ref().map(|(_, export)| export.clone()),
         };
         let key_dir = write_client_key(&spec.id, &keys)?;
         let ssh = crate::ssh::ClientConfig {
@@ -261,9 +302,15 @@ impl PodTask {
             kube: kube.clone(),
             ssh,
         };
-        let share = match archive {
-            Some(archive) => PodShare::Copy(Arc::new(archive)),
-            None => PodShare::Copy(Arc::new(DirArchive {
+        let share = match (archive, nfs_share) {
+            (_, Some((lazy, _))) => {
+                eprintln!(
+                    "kb: share: lazy, served from here while the run lasts, an NFS volume in the pods"
+                );
+                PodShare::Lazy(Arc::new(lazy))
+            }
+            (Some(archive), None) => PodShare::Copy(Arc::new(archive)),
+            (None, None) => PodShare::Copy(Arc::new(DirArchive {
                 dir: workdir.clone(),
                 tar: Default::default(),
             })),
@@ -294,18 +341,24 @@ impl PodTask {
                 return Err(err);
             }
         }
-        // The upload runs while the pods are scheduled and pull their images.
-        if let (Some(address), Share::Lazy) = (&server, mode) {
+        if let PodShare::Lazy(_) = task.share {
+            return Ok(task);
+        }
+        // The upload (or the FUSE share's start) runs while the pods are scheduled and pull their images.
+        if let (Some(address), Some(LazyMount::Fuse)) = (&server, lazy_mount) {
             match crate::share::lazy_task::LazyShare::start(
                 &task.kube,
                 address.clone(),
                 &task.workdir,
                 &task.spec.id,
+                LazyMount::Fuse,
             )
             .await
             {
                 Ok(share) => {
-                    eprintln!("kb: share: lazy, served from here while the run lasts");
+                    eprintln!(
+                        "kb: share: lazy, served from here while the run lasts, a FUSE mount in the pods"
+                    );
                     task.share = PodShare::Lazy(Arc::new(share));
                     return Ok(task);
                 }
@@ -685,6 +738,7 @@ fn spec_from_job(job: &Job, id: &str, lifetime: Lifetime) -> TaskSpec {
         max_runtime_secs: spec.and_then(|s| s.active_deadline_seconds),
         // A coordinator's task never uses the lazy share.
         fuse: false,
+        nfs: None,
         orphan_timeout_secs: lifetime.orphan_timeout.map(|d| d.as_secs()),
         total_jobs: None,
     }
@@ -737,34 +791,62 @@ async fn check_nodes(kube: &Kube, shape: &Shape) -> Result<()> {
 
 /// For the lazy share: whether some node hands pods `/dev/fuse` (the `kb-fuse` device plugin of `kb cluster-setup`
 /// advertises `kb.dev/fuse`). Unknown (no right to list nodes) counts as yes: the pods then say it themselves.
-async fn check_fuse(kube: &Kube) -> Result<()> {
+/// How the pods will mount the lazy share: what was asked (`--lazy-mount`, kb.toml), else what the cluster
+/// offers. FUSE when a node offers `kb.dev/fuse` (kb-fuse runs there, and kb's own deadline rule holds end to end),
+/// else an NFS volume (whether the nodes can mount it only a mount shows: a pod that cannot is reported as such).
+async fn choose_lazy_mount(kube: &Kube, asked: Option<LazyMount>) -> Result<LazyMount> {
+    let offered = fuse_offered(kube).await?;
+    match decide_lazy_mount(asked, offered) {
+        Some(LazyMount::Nfs) if asked.is_none() => {
+            eprintln!(
+                "kb: note: no node offers `{}` for a FUSE mount: the lazy share is an NFS volume in the pods \
+                 (--lazy-mount nfs)",
+                crate::deviceplugin::FUSE_RESOURCE
+            );
+            Ok(LazyMount::Nfs)
+        }
+        Some(mount) => Ok(mount),
+        None => Err(Error::Share(Box::new(
+            crate::share::client::Error::Server {
+                namespace: kube.namespace.clone(),
+                action: "serve the lazy share with FUSE".into(),
+                reason: format!(
+                    "no node offers `{}` (the kb-fuse device plugin that hands pods /dev/fuse is not running); \
+                     apply `kb cluster-setup` again, or use --lazy-mount nfs or --share eager",
+                    crate::deviceplugin::FUSE_RESOURCE
+                ),
+            },
+        ))),
+    }
+}
+
+/// The rule of [`choose_lazy_mount`], given whether a node offers `kb.dev/fuse` (`None`: not known, this user may
+/// not list nodes; kb-fuse is then taken to be there, as `kb cluster-setup` deploys it). `None` when FUSE was
+/// asked for and no node offers it.
+fn decide_lazy_mount(asked: Option<LazyMount>, fuse_offered: Option<bool>) -> Option<LazyMount> {
+    match (asked, fuse_offered) {
+        (Some(LazyMount::Fuse), Some(false)) => None,
+        (Some(mount), _) => Some(mount),
+        (None, Some(false)) => Some(LazyMount::Nfs),
+        (None, _) => Some(LazyMount::Fuse),
+    }
+}
+
+/// Whether a node offers `kb.dev/fuse`; `None` when this user may not list nodes.
+async fn fuse_offered(kube: &Kube) -> Result<Option<bool>> {
     let nodes: Api<Node> = Api::all(kube.client.clone());
     let list = match nodes.list(&ListParams::default()).await {
         Ok(list) => list,
-        Err(kube::Error::Api(status)) if status.code == 403 => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 403 => return Ok(None),
         Err(err) => return Err(classify(kube, "list the nodes", err)),
     };
-    let offered = list.items.iter().any(|node| {
+    Ok(Some(list.items.iter().any(|node| {
         node.status
             .as_ref()
             .and_then(|s| s.allocatable.as_ref())
             .and_then(|a| a.get(crate::deviceplugin::FUSE_RESOURCE))
             .is_some_and(|q| q.0 != "0")
-    });
-    if offered {
-        return Ok(());
-    }
-    Err(Error::Share(Box::new(
-        crate::share::client::Error::Server {
-            namespace: kube.namespace.clone(),
-            action: "serve the lazy share".into(),
-            reason: format!(
-                "no node offers `{}` (the kb-fuse device plugin that hands pods /dev/fuse is not running); use \
-             --share eager, or apply `kb cluster-setup` again",
-                crate::deviceplugin::FUSE_RESOURCE
-            ),
-        },
-    )))
+    })))
 }
 
 fn start_timeout() -> Duration {
@@ -833,6 +915,20 @@ fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lazy_mount_is_what_was_asked_else_what_the_cluster_offers() {
+        use LazyMount::{Fuse, Nfs};
+        // Asked: taken, unless FUSE is asked where no node offers it.
+        assert_eq!(decide_lazy_mount(Some(Nfs), Some(true)), Some(Nfs));
+        assert_eq!(decide_lazy_mount(Some(Fuse), Some(true)), Some(Fuse));
+        assert_eq!(decide_lazy_mount(Some(Fuse), Some(false)), None);
+        assert_eq!(decide_lazy_mount(Some(Fuse), None), Some(Fuse));
+        // Not asked: FUSE where kb-fuse offers it, NFS where nothing does.
+        assert_eq!(decide_lazy_mount(None, Some(true)), Some(Fuse));
+        assert_eq!(decide_lazy_mount(None, Some(false)), Some(Nfs));
+        assert_eq!(decide_lazy_mount(None, None), Some(Fuse));
+    }
 
     #[test]
     fn task_ids_are_dns_friendly() {

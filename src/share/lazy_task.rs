@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::client::{Error, Input, SERVER_POD, SERVER_PORT, server_exec};
+use crate::config::LazyMount;
 use crate::k8s::Kube;
 use crate::ssh::{ClientConfig, Connection};
 
@@ -27,6 +28,10 @@ pub struct LazyShare {
     /// The server's address for pods (`IP:PORT`).
     address: String,
     host_public: String,
+    /// The task's NFS export on the share server (`/kb/<task>-<token>`), if the server exports NFS.
+    nfs_export: Option<String>,
+    /// How the pods mount the share.
+    mount: LazyMount,
     pod_key: String,
     /// The client's connection to the server; its channel carries the SFTP session.
     _conn: Connection,
@@ -58,7 +63,13 @@ fn failed(kube: &Kube, action: &str, reason: impl std::fmt::Display) -> Error {
 
 impl LazyShare {
     /// Lets the task in on the server at `address` and starts serving `dir`.
-    pub async fn start(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<LazyShare> {
+    pub async fn start(
+        kube: &Kube,
+        address: String,
+        dir: &Path,
+        task: &str,
+        mount: LazyMount,
+    ) -> Result<LazyShare> {
         let (client, pod) = (crate::k8s::keys::generate(), crate::k8s::keys::generate());
         let encode = |key: &russh::keys::PrivateKey| {
             key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
@@ -87,7 +98,14 @@ impl LazyShare {
             "let the task's keys in",
         )
         .await?;
-        let host_public = String::from_utf8_lossy(&reply).trim().to_string();
+        // The host key, then (from a server that exports NFS) the task's export path.
+        let reply = String::from_utf8_lossy(&reply);
+        let mut lines = reply.lines().map(str::trim);
+        let host_public = lines.next().unwrap_or_default().to_string();
+        let nfs_export = lines
+            .next()
+            .filter(|l| l.starts_with("/kb/"))
+            .map(str::to_string);
         if !host_public.starts_with("ssh-") {
             return Err(failed(
                 kube,
@@ -145,6 +163,8 @@ impl LazyShare {
             dir: dir.to_owned(),
             address,
             host_public,
+            nfs_export,
+            mount,
             pod_key,
             _conn: conn,
             _forward: forward,
@@ -153,6 +173,16 @@ impl LazyShare {
             server,
             kube: kube.clone(),
         })
+    }
+
+    /// How the pods mount the share.
+    pub fn mount(&self) -> LazyMount {
+        self.mount
+    }
+
+    /// The task's NFS export path on the share server, if it exports NFS (a server from an older kb does not).
+    pub fn nfs_export(&self) -> Option<&str> {
+        self.nfs_export.as_deref()
     }
 
     /// Waits until this client no longer serves its files, and says why, for the run to stop: the pods' reads of
@@ -200,6 +230,15 @@ impl LazyShare {
         }
         let q = crate::template::quote;
         let dir = self.dir.display().to_string();
+        if self.mount == LazyMount::Nfs {
+            // The kubelet mounted the volume before the container started; kb only checks that it is there.
+            let script = format!(
+                "m={mounted}; grep -qF \" $m nfs\" /proc/mounts || {{ echo no NFS mount at {dir} >&2; exit 1; }}",
+                mounted = q(&mounts_escape(&dir)),
+                dir = q(&dir),
+            );
+            return self.run_in_pod(conn, pod, &script, b"").await;
+        }
         let key = format!("/tmp/kb-lazy-{}.key", self.task);
         let log = format!("/tmp/kb-lazy-{}.log", self.task);
         // The mount runs in a session of its own, so that it outlives this command; the key file only the pod's
@@ -217,14 +256,26 @@ impl LazyShare {
             log = q(&log),
             mounted = q(&mounts_escape(&dir)),
         );
-        let (code, _, stderr) = conn
-            .run_collect(&script, self.pod_key.as_bytes())
+        self.run_in_pod(conn, pod, &script, self.pod_key.as_bytes())
             .await
-            .map_err(|reason| Error::Pod {
-                pod: pod.into(),
-                action: "mount the lazy share".into(),
-                reason,
-            })?;
+    }
+
+    /// Runs `script` in the pod behind `conn` with `stdin`; its stderr is the error when it fails.
+    async fn run_in_pod(
+        &self,
+        conn: &Connection,
+        pod: &str,
+        script: &str,
+        stdin: &[u8],
+    ) -> Result<()> {
+        let (code, _, stderr) =
+            conn.run_collect(script, stdin)
+                .await
+                .map_err(|reason| Error::Pod {
+                    pod: pod.into(),
+                    action: "mount the lazy share".into(),
+                    reason,
+                })?;
         if code != 0 {
             return Err(Error::Pod {
                 pod: pod.into(),
