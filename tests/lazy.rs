@@ -7,6 +7,8 @@
     reason = "the helpers of a test panic on failure, as its assertions do"
 )]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -581,19 +583,6 @@ fn two_mounts_through_the_relay_share_the_laptop_s_files_and_fail_with_it() {
     }
 }
 
-/// An ed25519 key pair made with ssh-keygen: (private key path, public key line).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let public = fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_string())
-}
-
 /// The whole data path of the lazy share except Kubernetes: the share server (`kb share server`, kb's agent with
 /// the store's forced-command keys) on loopback; the laptop's `sftp-serve` reaching it with the task's client key
 /// (`kb share connect`, forced to `lazy-host`); a mount reaching it with the task's pod key (forced to
@@ -633,9 +622,9 @@ fn the_lazy_share_over_ssh_through_the_share_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let host_key = fs::read_to_string(store.join("host_key.pub")).unwrap();
-    let (client_key, client_pub) = keygen(dir.path(), "client");
-    let (pod_key, pod_pub) = keygen(dir.path(), "pod");
-    let (other_key, other_pub) = keygen(dir.path(), "other");
+    let (client_key, client_pub) = support::key_pair(dir.path(), "client");
+    let (pod_key, pod_pub) = support::key_pair(dir.path(), "pod");
+    let (other_key, other_pub) = support::key_pair(dir.path(), "other");
     for (task, client, pod) in [
         ("t1", &client_pub, &pod_pub),
         ("t2", &other_pub, &other_pub),

@@ -10,6 +10,8 @@
     reason = "the helpers of a test panic on failure, as its assertions do"
 )]
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,19 +27,6 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut data = vec![0; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
     data
-}
-
-/// An ed25519 key pair made with ssh-keygen: (private key path, public key line).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let public = fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_string())
 }
 
 fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -193,9 +182,9 @@ impl Fixture {
         let (server, address, nfs_port) = share_server(dir.path(), "127.0.0.1:0");
         let nfs_port = nfs_port.unwrap();
         let host_key = fs::read_to_string(store.join("host_key.pub")).unwrap();
-        let (client_key, client_pub) = keygen(dir.path(), "client");
-        let (_, pod_pub) = keygen(dir.path(), "pod");
-        let (_, other_pub) = keygen(dir.path(), "other");
+        let (client_key, client_pub) = support::key_pair(dir.path(), "client");
+        let (_, pod_pub) = support::key_pair(dir.path(), "pod");
+        let (_, other_pub) = support::key_pair(dir.path(), "other");
         let allow = |task: &str, client: &str, pod: &str| -> Vec<String> {
             let out = Command::new(KB)
                 .args(["share", "lazy-allow", "--task", task])

@@ -44,7 +44,16 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
     }
     let found = finish_tasks(&kube, &ids).await?;
     // The share server forgets the tasks too: their trees, and the keys a lazy share let in.
-    if !found.is_empty() && matches!(crate::share::client::find_server(&kube).await, Ok(Some(_))) {
+    // (Its pod looked up once, without waiting for it to be Ready: a server that is not there has nothing.)
+    let server = async {
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(kube.client.clone(), &kube.namespace);
+        matches!(
+            pods.get_opt(crate::share::client::SERVER_POD).await,
+            Ok(Some(_))
+        )
+    };
+    if !found.is_empty() && server.await {
         for id in &found {
             crate::share::client::drop_task(&kube, id).await;
         }

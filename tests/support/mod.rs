@@ -354,3 +354,11 @@ fn wait_listening(child: &mut Child, port: u16, log: &Path) -> Result<(), String
     let _ = child.kill();
     Err(format!("sshd did not listen on port {port} within 10 s"))
 }
+
+/// An ed25519 key pair made with ssh-keygen: (private key path, public key line).
+pub fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    keygen(&path);
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
