@@ -14,7 +14,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use russh_sftp::extensions::{FSYNC, FsyncExtension};
@@ -40,12 +41,13 @@ enum Open {
     Dir(Vec<File>, usize),
 }
 
-/// The SFTP handler for one client.
-#[derive(Debug)]
+/// The SFTP handler for one client. Clones share the root and the open handles: `serve_sftp` runs several, so
+/// that one slow request (a cold read on the laptop) does not hold up the others.
+#[derive(Debug, Clone)]
 pub struct SftpServer {
     root: Arc<Root>,
-    handles: HashMap<String, Open>,
-    next: u64,
+    handles: Arc<Mutex<HashMap<String, Open>>>,
+    next: Arc<AtomicU64>,
 }
 
 impl SftpServer {
@@ -53,20 +55,26 @@ impl SftpServer {
     pub fn new(root: &Path) -> io::Result<SftpServer> {
         Ok(SftpServer {
             root: Arc::new(Root::open(root)?),
-            handles: HashMap::new(),
-            next: 0,
+            handles: Arc::default(),
+            next: Arc::default(),
         })
     }
 
+    /// The open handles (never held across an await).
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn insert(&mut self, open: Open) -> String {
-        self.next += 1;
-        let handle = self.next.to_string();
-        self.handles.insert(handle.clone(), open);
+        let handle = (self.next.fetch_add(1, Ordering::Relaxed) + 1).to_string();
+        self.handles().insert(handle.clone(), open);
         handle
     }
 
     fn file(&self, handle: &str) -> Result<Arc<std::fs::File>, StatusReply> {
-        match self.handles.get(handle) {
+        match self.handles().get(handle) {
             Some(Open::File(file)) => Ok(file.clone()),
             _ => Err(status(io::Error::from_raw_os_error(libc::EBADF))),
         }
@@ -127,7 +135,7 @@ impl Handler for SftpServer {
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
-        match self.handles.remove(&handle) {
+        match self.handles().remove(&handle) {
             Some(_) => Ok(ok(id)),
             None => Err(status(io::Error::from_raw_os_error(libc::EBADF))),
         }
@@ -232,7 +240,8 @@ impl Handler for SftpServer {
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
-        let Some(Open::Dir(entries, sent)) = self.handles.get_mut(&handle) else {
+        let mut handles = self.handles();
+        let Some(Open::Dir(entries, sent)) = handles.get_mut(&handle) else {
             return Err(status(io::Error::from_raw_os_error(libc::EBADF)));
         };
         if *sent >= entries.len() {
