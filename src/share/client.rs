@@ -326,8 +326,15 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         let patched = match incremental {
             Some((base, delta)) => {
                 missing.retain(|hash| new_contents.contains(hash));
-                put_contents(kube, &manifest, dir, &missing, None, &mut stats).await?;
-                patch(kube, &base.hash, &manifest_hash, delta, &mut stats).await
+                // The manifest is rebuilt from the base, not from the contents: both at once, one round trip.
+                let mut patch_stats = UploadStats::default();
+                let (put, patched) = tokio::join!(
+                    put_contents(kube, &manifest, dir, &missing, None, &mut stats),
+                    patch(kube, &base.hash, &manifest_hash, delta, &mut patch_stats),
+                );
+                put?;
+                stats.sent_meta += patch_stats.sent_meta;
+                patched
             }
             None => false,
         };
@@ -367,21 +374,25 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             source: std::io::Error::other(e),
         })?
         .to_string();
-    let reply = server_exec(
-        kube,
-        &[
-            "commit",
-            "--task",
-            task,
-            "--key",
-            &keys.client_public,
-            "--manifest",
-            &manifest_hash,
-        ],
-        Input::Bytes(Vec::new()),
-        "record the task's files",
-    )
-    .await?;
+    let commit = [
+        "commit",
+        "--task",
+        task,
+        "--key",
+        &keys.client_public,
+        "--manifest",
+        &manifest_hash,
+    ];
+    let (reply, server_uid) = tokio::join!(
+        server_exec(
+            kube,
+            &commit,
+            Input::Bytes(Vec::new()),
+            "record the task's files",
+        ),
+        server_pod_uid(kube),
+    );
+    let reply = reply?;
     let host_public = String::from_utf8_lossy(&reply).trim().to_string();
     if !host_public.starts_with("ssh-") {
         return Err(Error::Server {
@@ -401,7 +412,6 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             },
         );
     }
-    let server_uid = server_pod_uid(kube).await;
     Ok(ServerShare {
         kube: kube.clone(),
         server_uid,

@@ -135,6 +135,7 @@ pub fn scan(dir: &Path, ignore_rules: bool) -> std::io::Result<Manifest> {
         walker.filter_entry(|e| e.file_name() != ".git");
     }
     let mut manifest = Manifest::default();
+    let mut files = Vec::new();
     for item in walker.build() {
         let item = item.map_err(std::io::Error::other)?;
         let Some(relative) = relative(dir, item.path()) else {
@@ -153,18 +154,59 @@ pub fn scan(dir: &Path, ignore_rules: bool) -> std::io::Result<Manifest> {
                 mode: meta.permissions().mode() & 0o7777,
             }
         } else if kind.is_file() {
-            Entry::File {
-                hash: hash_file(item.path())?,
-                size: meta.len(),
-                mode: meta.permissions().mode() & 0o7777,
-            }
+            // Hashed below, on every core.
+            files.push((relative, item.into_path(), meta));
+            continue;
         } else {
             // Sockets, FIFOs and devices are not shared.
             continue;
         };
         manifest.entries.insert(relative, entry);
     }
+    for (relative, entry) in hash_files(files)? {
+        manifest.entries.insert(relative, entry);
+    }
     Ok(manifest)
+}
+
+/// Hashes `files` (relative name, path, metadata) on as many threads as there are cores.
+fn hash_files(
+    files: Vec<(String, PathBuf, std::fs::Metadata)>,
+) -> std::io::Result<Vec<(String, Entry)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(relative, path, meta)| {
+                            Ok((
+                                relative.clone(),
+                                Entry::File {
+                                    hash: hash_file(path)?,
+                                    size: meta.len(),
+                                    mode: meta.permissions().mode() & 0o7777,
+                                },
+                            ))
+                        })
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut entries = Vec::with_capacity(files.len());
+        for worker in workers {
+            entries.extend(
+                worker
+                    .join()
+                    .map_err(|_| std::io::Error::other("a hashing thread panicked"))??,
+            );
+        }
+        Ok(entries)
+    })
 }
 
 /// `path` relative to `dir` with `/` separators; `None` for `dir` itself.
