@@ -1,7 +1,7 @@
 //! Options that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`) and the cluster and namespace
 //! every Kubernetes command talks to.
 
-use crate::k8s::{Lifetime, LifetimeFallback, Target};
+use crate::k8s::{PodShape, Target};
 
 /// The size and images of a task's pods (`kb parallel --pods`, `kb shell`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -39,13 +39,18 @@ pub struct PodShapeOpts {
 }
 
 impl PodShapeOpts {
-    /// `--orphan-timeout` and `--max-runtime`: the flags, else `fallback` (a project config), else kb's defaults.
-    pub fn lifetime(&self, fallback: LifetimeFallback) -> crate::k8s::Result<Lifetime> {
-        Lifetime::resolve(
-            self.orphan_timeout.as_deref(),
-            self.max_runtime.as_deref(),
-            fallback,
-        )
+    /// The shape as plain data for the layers below the command line.
+    pub fn to_shape(&self) -> PodShape {
+        PodShape {
+            cpu: self.cpu.clone(),
+            mem: self.mem.clone(),
+            image: self.image.clone(),
+            agent_image: self.agent_image.clone(),
+            max_runtime: self.max_runtime.clone(),
+            orphan_timeout: self.orphan_timeout.clone(),
+            share: self.share,
+            lazy_mount: self.lazy_mount,
+        }
     }
 }
 
@@ -70,6 +75,23 @@ pub struct PodOpts {
 }
 
 impl PodOpts {
+    /// The task of `kb parallel --pods N` running `command`, as plain data for the backend.
+    pub fn task_request<'a>(
+        &self,
+        command: &'a str,
+        lifetime: crate::k8s::Lifetime,
+    ) -> crate::k8s::TaskRequest<'a> {
+        crate::k8s::TaskRequest {
+            target: self.target(),
+            shape: self.shape.to_shape(),
+            pods: self.pods.unwrap_or(1),
+            slots: self.procs_per_pod,
+            kind: "parallel",
+            command,
+            lifetime,
+        }
+    }
+
     /// The cluster and namespace chosen.
     pub fn target(&self) -> Target {
         Target {

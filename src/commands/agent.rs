@@ -1,23 +1,27 @@
 //! `kb agent`: serve SSH until stopped, or until nobody has been connected for `--orphan-timeout`.
 
 use crate::cli::AgentOpts;
-use crate::error::Result;
+use crate::commands::error::Result;
 use crate::ssh::AgentEnd;
-
-/// The exit status of an agent that ended itself because its client was gone (the Job's pod failure policy fails
-/// the whole task on it).
-pub const ORPHANED_EXIT: u8 = 75;
 
 /// Runs kb's agent.
 pub async fn exec(opts: AgentOpts) -> Result<u8> {
-    match crate::ssh::serve_agent(&opts).await? {
+    let config = crate::ssh::AgentConfig {
+        listen: opts.listen,
+        host_key: opts.host_key,
+        authorized_key: opts.authorized_key,
+        authorized_keys: opts.authorized_keys,
+        print_address: opts.print_address,
+        orphan_timeout: opts.orphan_timeout.map(std::time::Duration::from_secs),
+    };
+    match crate::ssh::serve_agent(&config).await? {
         AgentEnd::Stopped => Ok(crate::error::exit::SUCCESS),
         AgentEnd::Orphaned => {
             eprintln!(
                 "kb agent: no client connected for {} s: the task is orphaned, ending this pod",
-                opts.orphan_timeout.unwrap_or_default()
+                config.orphan_timeout.unwrap_or_default().as_secs()
             );
-            Ok(ORPHANED_EXIT)
+            Ok(crate::error::exit::ORPHANED)
         }
     }
 }

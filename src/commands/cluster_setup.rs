@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use crate::cli::cluster_setup::ClusterSetupOpts;
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::k8s::manifests::{build_all, render};
 
 /// Runs `kb cluster-setup`.

@@ -8,7 +8,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::k8s::coordinator::{ARGS, EXIT_STATUS, RUN_DIR};
 
 /// Runs `kb coordinate`.

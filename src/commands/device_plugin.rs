@@ -4,8 +4,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::device_plugin::DevicePluginOpts;
+use crate::commands::error::{Error, Result};
 use crate::deviceplugin::{Placement, Plugin};
-use crate::error::{Error, Result};
 
 /// Runs `kb device-plugin`.
 pub async fn exec(opts: DevicePluginOpts) -> Result<u8> {

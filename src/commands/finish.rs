@@ -2,7 +2,7 @@
 //! `--orphaned` removes exactly the tasks `kb status` shows as ORPHANED (this machine's, or everyone's with `-A`).
 
 use crate::cli::finish::FinishOpts;
-use crate::error::Result;
+use crate::commands::error::Result;
 use crate::k8s::client::{FINISH_RIGHTS, STATUS_RIGHTS, connect};
 use crate::k8s::status::{TaskRow, list_tasks};
 use crate::k8s::task::finish_tasks;
@@ -55,7 +55,7 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
     };
     if !found.is_empty() && server.await {
         for id in &found {
-            crate::share::client::drop_task(&kube, id).await;
+            crate::k8s::share::server::drop_task(&kube, id).await;
         }
     }
     for id in &ids {

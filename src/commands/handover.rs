@@ -2,7 +2,7 @@
 //! (`kb coordinate`) and return. See docs/architecture.md, "`--async`".
 
 use crate::cli::ParallelOpts;
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::input::Inputs;
 use crate::k8s::coordinator::{Handover, RUN_DIR, column_key};
 
@@ -12,6 +12,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     let lifetime = opts
         .pods
         .shape
+        .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
     let (words, sources) = crate::input::split_command(&opts.command);
     let spec = super::parallel::input_spec(&opts, sources);
@@ -26,7 +27,8 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
     })??;
     let mut pods = opts.pods.clone();
     pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
-    let task = crate::k8s::PodTask::create(&pods, &opts.command.join(" "), lifetime).await?;
+    let command_line = opts.command.join(" ");
+    let task = crate::k8s::PodTask::create_with(pods.task_request(&command_line, lifetime)).await?;
     let announcement = task.announcement();
     let handover = Handover {
         args: build_coordinator_args(&opts, &words, task.slots(), columns(&records).len()),

@@ -10,7 +10,7 @@ use kube::api::{Api, LogParams};
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::logs::LogsOpts;
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::k8s::client::{LOGS_RIGHTS, classify, connect};
 use crate::k8s::coordinator::{COORDINATOR, coordinator_name, recorded_exit};
 

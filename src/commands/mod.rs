@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cluster_setup;
 pub mod coordinate;
 pub mod device_plugin;
+pub mod error;
 pub mod finish;
 pub mod handover;
 pub mod logs;
@@ -14,7 +15,7 @@ pub mod shell;
 pub mod status;
 
 use crate::cli::{Cli, Command};
-use crate::error::Result;
+use crate::commands::error::Result;
 
 /// Fills what the command line left unsaid from the project's `kb.toml` (found from the working directory up):
 /// the image, the share method, the namespace and the task limits. Flags and their environment variables win.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::ParallelOpts;
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::input::{InputSpec, Inputs, Source};
 use crate::output::printer::{Mode, Printer};
 use crate::output::progress::Progress;
@@ -50,6 +50,7 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     let lifetime = opts
         .pods
         .shape
+        .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
     let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
         (Some(path), true) => Some(crate::joblog::read_resume(
@@ -149,7 +150,7 @@ async fn create_pod_task(
     // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
     let mut pods = opts.pods.clone();
     pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
-    let create = crate::k8s::PodTask::create(&pods, &command_line, lifetime);
+    let create = crate::k8s::PodTask::create_with(pods.task_request(&command_line, lifetime));
     tokio::pin!(create);
     let mut interrupted = false;
     let task = loop {

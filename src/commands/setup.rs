@@ -34,9 +34,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::setup::SetupOpts;
+use crate::commands::error::{Error, Result};
 use crate::config::{self, ProjectConfig, Share, UserConfig};
 use crate::docker::{self, call};
-use crate::error::{Error, Result};
 use crate::k8s::resources::{AGENT_IMAGE_BUSYBOX, AGENT_IMAGE_KB};
 
 /// The base image when neither the flag nor the project says.

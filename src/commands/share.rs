@@ -7,7 +7,7 @@ use std::process::Stdio;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::share::{MountOpts, ShareOpts, ShareRequest};
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::share::manifest::Manifest;
 use crate::share::store::Store;
 
@@ -31,7 +31,7 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         } => {
             let opened = Store::open(&store.store).map_err(io("open the store"))?;
             let nfs = crate::share::nfs::serve(opened.clone(), &nfs_listen, nfs_deadline);
-            let agent = crate::cli::AgentOpts {
+            let agent = crate::ssh::AgentConfig {
                 listen,
                 host_key: store.store.join("host_key"),
                 authorized_key: None,

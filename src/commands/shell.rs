@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::shell::ShellOpts;
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::k8s::ready::await_ready_pod;
 use crate::k8s::worker::connect_agent;
 use crate::k8s::{PodTask, TaskRequest};
@@ -21,10 +21,11 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
     let command = opts.command.join(" ");
     let lifetime = opts
         .shape
+        .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
     let request = TaskRequest {
         target: opts.kube.target(),
-        shape: &opts.shape,
+        shape: opts.shape.to_shape(),
         pods: 1,
         slots: Some(1),
         kind: "shell",

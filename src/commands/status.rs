@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use crate::cli::status::{OutputFormat, StatusOpts};
-use crate::error::{Error, Result};
+use crate::commands::error::{Error, Result};
 use crate::k8s::client::{STATUS_RIGHTS, connect};
 use crate::k8s::status::{list_tasks, render_table};
 

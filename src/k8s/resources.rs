@@ -367,8 +367,8 @@ pub fn build_agent_command(orphan_timeout_secs: Option<u64>) -> Vec<String> {
     ]
 }
 
-/// The exit status of an agent whose client was gone for `--orphan-timeout` (`kb agent`'s `ORPHANED_EXIT`).
-pub const ORPHANED_EXIT: i32 = crate::commands::agent::ORPHANED_EXIT as i32;
+/// The exit status of an agent whose client was gone for `--orphan-timeout` (`error::exit::ORPHANED`).
+pub const ORPHANED_EXIT: i32 = crate::error::exit::ORPHANED as i32;
 
 /// Pods that were stopped (evicted, preempted, deleted) are replaced without counting toward `backoffLimit`;
 /// agents that crash count; an agent that ended because its client was gone fails the whole Job, which stops

@@ -41,7 +41,7 @@ pub struct PodSource {
     /// Where jobs run in the pods.
     pub workdir: Option<PathBuf>,
     /// How each pod gets the working directory.
-    pub share: Option<crate::share::PodShare>,
+    pub share: Option<crate::k8s::share::PodShare>,
     /// How long to wait for the first pod before giving up.
     pub start_timeout: Duration,
     /// What each pod asks for, for messages (`100m cpu, 128Mi memory`).
@@ -130,7 +130,7 @@ impl PodSource {
         let task = format!("task {}", self.task_id);
         // A lazy share that ends (its server restarted, its connection dropped) stops the run.
         let lazy_share = match &self.share {
-            Some(crate::share::PodShare::Lazy(share)) => Some(share.clone()),
+            Some(crate::k8s::share::PodShare::Lazy(share)) => Some(share.clone()),
             _ => None,
         };
         let lazy_ended = async move {
@@ -141,7 +141,7 @@ impl PodSource {
         };
         let mut lazy_ended = pin!(lazy_ended);
         // A kubelet NFS volume that cannot be mounted keeps the pods in ContainerCreating: its events say why.
-        let nfs = matches!(&self.share, Some(crate::share::PodShare::Lazy(share)) if share.mount() == crate::config::LazyMount::Nfs);
+        let nfs = matches!(&self.share, Some(crate::k8s::share::PodShare::Lazy(share)) if share.mount() == crate::config::LazyMount::Nfs);
         let events_api: Api<k8s_openapi::api::core::v1::Event> =
             Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
         let mut mount_events = pin!(

@@ -22,10 +22,8 @@ use super::resources::{
 use super::source::PodSource;
 use super::upload::{DirArchive, build_archive, copy_limit};
 use super::worker::AgentAccess;
-use crate::cli::PodOpts;
-use crate::cli::pods::PodShapeOpts;
 use crate::config::{LazyMount, Share};
-use crate::share::PodShare;
+use crate::k8s::share::PodShare;
 use crate::worker::WorkerSource;
 
 /// The image jobs run in when neither `--image` nor `KB_IMAGE` says.
@@ -37,13 +35,45 @@ pub const DEFAULT_MEM: &str = "128Mi";
 /// How long to wait for the first pod; `KB_START_TIMEOUT` (seconds) changes it.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The size and images of a task's pods as the user asked (flags, then `kb.toml`); `None` takes kb's default.
+#[derive(Debug, Clone, Default)]
+pub struct PodShape {
+    /// CPU each pod asks for, as a Kubernetes quantity.
+    pub cpu: Option<String>,
+    /// Memory each pod asks for and may use.
+    pub mem: Option<String>,
+    /// The image the jobs run in.
+    pub image: Option<String>,
+    /// The image holding kb's static agent.
+    pub agent_image: Option<String>,
+    /// `--max-runtime`, unparsed.
+    pub max_runtime: Option<String>,
+    /// `--orphan-timeout`, unparsed.
+    pub orphan_timeout: Option<String>,
+    /// How the pods see the working directory.
+    pub share: Option<Share>,
+    /// How pods mount a lazy share.
+    pub lazy_mount: Option<crate::config::LazyMount>,
+}
+
+impl PodShape {
+    /// `--orphan-timeout` and `--max-runtime`: as given, else `fallback` (a project config), else kb's defaults.
+    pub fn lifetime(&self, fallback: super::LifetimeFallback) -> Result<Lifetime> {
+        Lifetime::resolve(
+            self.orphan_timeout.as_deref(),
+            self.max_runtime.as_deref(),
+            fallback,
+        )
+    }
+}
+
 /// What a task is for.
 #[derive(Debug, Clone)]
 pub struct TaskRequest<'a> {
     /// The cluster and namespace.
     pub target: Target,
     /// The size and images of the pods.
-    pub shape: &'a PodShapeOpts,
+    pub shape: PodShape,
     /// How many pods.
     pub pods: usize,
     /// Job slots per pod, when given.
@@ -64,7 +94,7 @@ pub struct PodTask {
     access: AgentAccess,
     key_dir: PathBuf,
     workdir: PathBuf,
-    share: crate::share::PodShare,
+    share: crate::k8s::share::PodShare,
     /// Whether files the jobs write come back after the run.
     syncback: bool,
     progress: ProgressHandle,
@@ -77,20 +107,6 @@ pub struct PodTask {
 }
 
 impl PodTask {
-    /// Creates the task of `kb parallel --pods N`: checks first, then creates the Job and the Secret.
-    pub async fn create(opts: &PodOpts, command_line: &str, lifetime: Lifetime) -> Result<PodTask> {
-        let request = TaskRequest {
-            target: opts.target(),
-            shape: &opts.shape,
-            pods: opts.pods.unwrap_or(1),
-            slots: opts.procs_per_pod,
-            kind: "parallel",
-            command: command_line,
-            lifetime,
-        };
-        Self::create_with(request).await
-    }
-
     /// Attaches to task `id`, which a client created and handed over (`kb coordinate`, inside the cluster): reads
     /// its Job, takes the keys and the working directory from the run Secret, and renews its heartbeat.
     pub async fn attach(
@@ -130,7 +146,7 @@ impl PodTask {
                         action: "read the share reference".into(),
                         source: e.into(),
                     })?;
-                PodShare::Server(Arc::new(crate::share::client::ServerShare::from_ref(
+                PodShare::Server(Arc::new(crate::k8s::share::server::ServerShare::from_ref(
                     tree,
                     kube.clone(),
                 )))
@@ -171,7 +187,7 @@ impl PodTask {
 
     /// Creates a task; nothing is left in the cluster when it fails.
     pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
-        let shape = check_shape(request.shape)?;
+        let shape = check_shape(&request.shape)?;
         if request.pods == 0 {
             return Err(Error::BadQuantity {
                 what: "pod count",
@@ -189,7 +205,7 @@ impl PodTask {
         // Before anything is created: the share server is there when the share needs it.
         let server = match mode {
             Share::None => None,
-            _ => crate::share::client::find_server(&kube)
+            _ => crate::k8s::share::server::find_server(&kube)
                 .await
                 .map_err(|e| Error::Share(Box::new(e)))?,
         };
@@ -235,7 +251,7 @@ impl PodTask {
         let mut nfs_share = None;
         if let (Some(address), Some(LazyMount::Nfs)) = (&server, lazy_mount) {
             let started = async {
-                let share = crate::share::lazy_task::LazyShare::start(
+                let share = crate::k8s::share::lazy::LazyShare::start(
                     &kube,
                     address.clone(),
                     &workdir,
@@ -262,7 +278,7 @@ impl PodTask {
                 Ok(started) => nfs_share = Some(started),
                 Err(err) => {
                     // `lazy-allow` may have let the task's keys in before the failure.
-                    crate::share::client::drop_task(&kube, &id).await;
+                    crate::k8s::share::server::drop_task(&kube, &id).await;
                     return Err(Error::Share(Box::new(err)));
                 }
             }
@@ -346,7 +362,7 @@ impl PodTask {
         }
         // The upload (or the FUSE share's start) runs while the pods are scheduled and pull their images.
         if let (Some(address), Some(LazyMount::Fuse)) = (&server, lazy_mount) {
-            match crate::share::lazy_task::LazyShare::start(
+            match crate::k8s::share::lazy::LazyShare::start(
                 &task.kube,
                 address.clone(),
                 &task.workdir,
@@ -364,7 +380,7 @@ impl PodTask {
                 }
                 Err(err) => {
                     // `lazy-allow` may have let the task's keys in before the failure.
-                    crate::share::client::drop_task(&task.kube, &task.spec.id).await;
+                    crate::k8s::share::server::drop_task(&task.kube, &task.spec.id).await;
                     let _ = task.finish().await;
                     return Err(Error::Share(Box::new(err)));
                 }
@@ -372,8 +388,13 @@ impl PodTask {
         }
         if let Some(address) = server {
             let started = std::time::Instant::now();
-            match crate::share::client::upload(&task.kube, address, &task.workdir, &task.spec.id)
-                .await
+            match crate::k8s::share::server::upload(
+                &task.kube,
+                address,
+                &task.workdir,
+                &task.spec.id,
+            )
+            .await
             {
                 Ok(share) => {
                     eprintln!(
@@ -470,7 +491,7 @@ impl PodTask {
     }
 
     /// How the pods get the working directory.
-    pub fn share(&self) -> &crate::share::PodShare {
+    pub fn share(&self) -> &crate::k8s::share::PodShare {
         &self.share
     }
 
@@ -482,7 +503,7 @@ impl PodTask {
     /// With `--share syncback`: brings back what the jobs wrote, from every pod still connected, and reports it on
     /// stderr. Conflicts (a file changed here and by a job) keep both versions.
     pub async fn syncback(&self) {
-        let crate::share::PodShare::Server(share) = &self.share else {
+        let crate::k8s::share::PodShare::Server(share) = &self.share else {
             return;
         };
         if !self.syncback {
@@ -543,8 +564,10 @@ impl PodTask {
             return Ok(());
         }
         let _ = std::fs::remove_dir_all(&self.key_dir);
-        if let crate::share::PodShare::Server(_) | crate::share::PodShare::Lazy(_) = &self.share {
-            crate::share::client::drop_task(&self.kube, &self.spec.id).await;
+        if let crate::k8s::share::PodShare::Server(_) | crate::k8s::share::PodShare::Lazy(_) =
+            &self.share
+        {
+            crate::k8s::share::server::drop_task(&self.kube, &self.spec.id).await;
         }
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
     }
@@ -755,7 +778,7 @@ struct Shape {
     agent_image: String,
 }
 
-fn check_shape(opts: &PodShapeOpts) -> Result<Shape> {
+fn check_shape(opts: &PodShape) -> Result<Shape> {
     let cpu = opts.cpu.clone().unwrap_or_else(|| DEFAULT_CPU.into());
     let mem = opts.mem.clone().unwrap_or_else(|| DEFAULT_MEM.into());
     Ok(Shape {
@@ -945,17 +968,17 @@ mod tests {
 
     #[test]
     fn shape_defaults_and_errors() {
-        let shape = check_shape(&PodShapeOpts::default()).unwrap();
+        let shape = check_shape(&PodShape::default()).unwrap();
         assert_eq!(
             (shape.cpu.as_str(), shape.mem.as_str(), shape.mem_limit),
             ("100m", "128Mi", false)
         );
-        let bad = PodShapeOpts {
+        let bad = PodShape {
             mem: Some("1x".into()),
             ..Default::default()
         };
         assert!(check_shape(&bad).is_err());
-        let given = PodShapeOpts {
+        let given = PodShape {
             mem: Some("1Gi".into()),
             ..Default::default()
         };

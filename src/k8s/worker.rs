@@ -125,7 +125,7 @@ pub async fn join_pod(
     pod: &str,
     slots: usize,
     workdir: Option<PathBuf>,
-    share: Option<crate::share::PodShare>,
+    share: Option<crate::k8s::share::PodShare>,
 ) -> Result<PodWorker> {
     let (conn, forward) = connect_agent(access, pod).await?;
     if let Some(share) = &share

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use super::error::{Error, Result};
 use super::job::{self, Control, JobSpec, PtySpec};
 use super::liveness::{ConnectionGuard, Liveness};
 use super::reaper::{self, Reaper};
-use crate::cli::AgentOpts;
 
 /// Why the agent stopped serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +32,25 @@ pub enum AgentEnd {
     Orphaned,
 }
 
+/// What `kb agent` serves: plain data, so the agent does not depend on the command line's types.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Address to listen on (`ADDR:PORT`).
+    pub listen: String,
+    /// The host's private key (OpenSSH format).
+    pub host_key: PathBuf,
+    /// The one public key allowed to log in, or `authorized_keys`.
+    pub authorized_key: Option<PathBuf>,
+    /// An `authorized_keys` file read at every login (lines may carry `command="..."`).
+    pub authorized_keys: Option<PathBuf>,
+    /// Print the bound address on stdout once listening.
+    pub print_address: bool,
+    /// End with [`AgentEnd::Orphaned`] once no logged-in client has been connected for this long.
+    pub orphan_timeout: Option<Duration>,
+}
+
 /// Runs kb's agent (the SSH server of every pod) until the process gets SIGTERM or SIGINT; then kills every job.
-pub async fn serve_agent(opts: &AgentOpts) -> Result<AgentEnd> {
+pub async fn serve_agent(opts: &AgentConfig) -> Result<AgentEnd> {
     let host_key =
         russh::keys::load_secret_key(&opts.host_key, None).map_err(|source| Error::AgentKey {
             what: "host key",
@@ -81,7 +97,7 @@ pub async fn serve_agent(opts: &AgentOpts) -> Result<AgentEnd> {
         tasks: tasks.clone(),
         liveness: liveness.clone(),
     };
-    let orphan_timeout = opts.orphan_timeout.map(Duration::from_secs);
+    let orphan_timeout = opts.orphan_timeout;
     let result = tokio::select! {
         result = server.run_on_socket(config, &listener) => result.map(|()| AgentEnd::Stopped).map_err(listen_error),
         () = reaper.run() => Ok(AgentEnd::Stopped),

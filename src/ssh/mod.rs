@@ -17,7 +17,7 @@ mod login;
 mod pty;
 mod reaper;
 
-pub use agent::{AgentEnd, serve_agent};
+pub use agent::{AgentConfig, AgentEnd, serve_agent};
 pub use client::{ClientConfig, Connection};
 pub use error::{Error, ExecError, Result};
 pub use exec::guard_command;

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
-use super::client::{Error, Input, SERVER_POD, SERVER_PORT, server_exec};
+use super::server::{Input, server_exec};
 use crate::config::LazyMount;
 use crate::k8s::Kube;
+use crate::share::client::{Error, SERVER_POD, SERVER_PORT};
 use crate::ssh::{ClientConfig, Connection};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -152,12 +153,12 @@ impl LazyShare {
         let root = dir.to_owned();
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(async move {
-            if let Err(err) = super::lazy::serve_sftp(channel.into_stream(), &root).await {
+            if let Err(err) = crate::share::lazy::serve_sftp(channel.into_stream(), &root).await {
                 tracing::debug!("lazy share: serving ended: {err}");
             }
             let _ = ended_tx.send(true);
         });
-        let server = super::client::server_identity(kube).await;
+        let server = super::server::server_identity(kube).await;
         Ok(LazyShare {
             task: task.to_string(),
             dir: dir.to_owned(),
@@ -191,7 +192,7 @@ impl LazyShare {
         let mut ended = self.ended.clone();
         let _ = ended.wait_for(|ended| *ended).await;
         let namespace = &self.kube.namespace;
-        let now = super::client::server_identity(&self.kube).await;
+        let now = super::server::server_identity(&self.kube).await;
         let hint = format!(
             "run again once `kubectl -n {namespace} get pod {SERVER_POD}` shows it Ready; jobs that ended before \
              are in the output (and in --joblog, for --resume)"
