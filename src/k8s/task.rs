@@ -1,6 +1,8 @@
 //! A task's life in the cluster: check the request, create the Job and its Secret, hand out the pods as workers,
 //! and delete everything (by label, idempotently) at the end, on Ctrl-C, or from `kb finish`.
 
+mod create;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +12,17 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
-use super::client::{self, Kube, RUN_RIGHTS, Target, classify};
+use super::client::{self, Kube, Target, classify};
 use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::keys::{TaskKeys, build_task_keys};
 use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
-    NfsExport, TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
+    TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
 };
 use super::source::PodSource;
-use super::upload::{DirArchive, build_archive, copy_limit};
+use super::upload::DirArchive;
 use super::worker::AgentAccess;
 use crate::config::{LazyMount, Share};
 use crate::k8s::share::PodShare;
@@ -95,6 +97,8 @@ pub struct PodTask {
     key_dir: PathBuf,
     workdir: PathBuf,
     share: crate::k8s::share::PodShare,
+    /// The share server may hold the task's keys or tree: `finish` tells it to forget the task.
+    share_on_server: bool,
     /// Whether files the jobs write come back after the run.
     syncback: bool,
     progress: ProgressHandle,
@@ -176,6 +180,7 @@ impl PodTask {
             access,
             key_dir: PathBuf::new(),
             share,
+            share_on_server: false,
             syncback: false,
             progress,
             heartbeat,
@@ -183,234 +188,6 @@ impl PodTask {
             job: Some(job),
             attached: true,
         })
-    }
-
-    /// Creates a task; nothing is left in the cluster when it fails.
-    pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
-        let shape = check_shape(&request.shape)?;
-        if request.pods == 0 {
-            return Err(Error::BadQuantity {
-                what: "pod count",
-                value: "0".into(),
-                reason: "give at least 1".into(),
-            });
-        }
-        let workdir = std::env::current_dir().map_err(|source| Error::Io {
-            action: "find the working directory".into(),
-            source,
-        })?;
-        let mode = request.shape.share.unwrap_or(Share::Eager);
-        let kube = client::connect(&request.target, RUN_RIGHTS).await?;
-        check_nodes(&kube, &shape).await?;
-        // Before anything is created: the share server is there when the share needs it.
-        let server = match mode {
-            Share::None => None,
-            _ => crate::k8s::share::server::find_server(&kube)
-                .await
-                .map_err(|e| Error::Share(Box::new(e)))?,
-        };
-        let lazy_mount = match (&server, mode) {
-            (Some(_), Share::Lazy) => {
-                Some(choose_lazy_mount(&kube, request.shape.lazy_mount).await?)
-            }
-            _ => None,
-        };
-        if server.is_none() && mode == Share::Syncback {
-            return Err(Error::Share(Box::new(
-                crate::share::client::Error::Server {
-                    namespace: kube.namespace.clone(),
-                    action: "be found".into(),
-                    reason: "syncback needs it, and it is not deployed".into(),
-                },
-            )));
-        }
-        let archive = if server.is_none() {
-            let cap = if mode == Share::None { 0 } else { copy_limit() };
-            if mode != Share::None {
-                eprintln!(
-                    "kb: note: no share server in namespace `{}` (`kb cluster-setup` deploys it); the working \
-                     directory is copied into each pod instead",
-                    kube.namespace
-                );
-            }
-            let dir = workdir.clone();
-            Some(
-                tokio::task::spawn_blocking(move || build_archive(&dir, cap))
-                    .await
-                    .map_err(|e| Error::Io {
-                        action: "pack the working directory".into(),
-                        source: e.into(),
-                    })??,
-            )
-        } else {
-            None
-        };
-        let keys = build_task_keys()?;
-        let id = new_task_id();
-        // An NFS volume names the task's export in the pod template, so the lazy share starts before the Job.
-        let mut nfs_share = None;
-        if let (Some(address), Some(LazyMount::Nfs)) = (&server, lazy_mount) {
-            let started = async {
-                let share = crate::k8s::share::lazy::LazyShare::start(
-                    &kube,
-                    address.clone(),
-                    &workdir,
-                    &id,
-                    LazyMount::Nfs,
-                )
-                .await?;
-                let Some(path) = share.nfs_export().map(str::to_string) else {
-                    return Err(crate::share::client::Error::Server {
-                        namespace: kube.namespace.clone(),
-                        action: "export the lazy share over NFS".into(),
-                        reason: "it does not (it was deployed by an older kb); apply `kb cluster-setup` again, \
-                                 or use --lazy-mount fuse"
-                            .into(),
-                    });
-                };
-                let server = address
-                    .rsplit_once(':')
-                    .map_or(address.as_str(), |(ip, _)| ip)
-                    .to_string();
-                Ok((share, NfsExport { server, path }))
-            };
-            match started.await {
-                Ok(started) => nfs_share = Some(started),
-                Err(err) => {
-                    // `lazy-allow` may have let the task's keys in before the failure.
-                    crate::k8s::share::server::drop_task(&kube, &id).await;
-                    return Err(Error::Share(Box::new(err)));
-                }
-            }
-        }
-        let spec = TaskSpec {
-            id,
-            origin: origin(),
-            pwd: workdir.display().to_string(),
-            command: request.command.to_string(),
-            created: k8s_openapi::jiff::Timestamp::now().to_string(),
-            kind: request.kind,
-            image: shape.image,
-            agent_image: shape.agent_image,
-            pods: i32::try_from(request.pods).unwrap_or(i32::MAX),
-            cpu: shape.cpu,
-            mem: shape.mem,
-            mem_limit: shape.mem_limit,
-            max_runtime_secs: Some(
-                i64::try_from(request.lifetime.max_runtime.as_secs().max(1)).unwrap_or(i64::MAX),
-            ),
-            orphan_timeout_secs: request.lifetime.orphan_timeout.map(|d| d.as_secs().max(1)),
-            total_jobs: None,
-            fuse: lazy_mount == Some(LazyMount::Fuse),
-            nfs: nfs_share.as_ref().map(|(_, export)| export.clone()),
-        };
-        let key_dir = write_client_key(&spec.id, &keys)?;
-        let ssh = crate::ssh::ClientConfig {
-            identities: vec![key_dir.join("id_ed25519")],
-            pinned_host_keys: vec![keys.host_public.clone()],
-            ..Default::default()
-        };
-        let slots = request
-            .slots
-            .unwrap_or(shape.cpu_cores.ceil().max(1.0) as usize)
-            .max(1);
-        let access = AgentAccess {
-            kube: kube.clone(),
-            ssh,
-        };
-        let share = match (archive, nfs_share) {
-            (_, Some((lazy, _))) => {
-                eprintln!(
-                    "kb: share: lazy, served from here while the run lasts, an NFS volume in the pods"
-                );
-                PodShare::Lazy(Arc::new(lazy))
-            }
-            (Some(archive), None) => PodShare::Copy(Arc::new(archive)),
-            (None, None) => PodShare::Copy(Arc::new(DirArchive {
-                dir: workdir.clone(),
-                tar: Default::default(),
-            })),
-        };
-        let (progress, heartbeat) = (ProgressHandle::default(), None);
-        let mut task = PodTask {
-            kube,
-            spec,
-            slots,
-            access,
-            key_dir,
-            workdir,
-            share,
-            syncback: mode == Share::Syncback,
-            progress,
-            heartbeat,
-            lifetime: request.lifetime,
-            job: None,
-            attached: false,
-        };
-        match task.apply(&keys).await {
-            Ok(job) => {
-                task.start_heartbeat(&job).await;
-                task.job = Some(job);
-            }
-            Err(err) => {
-                let _ = task.finish().await;
-                return Err(err);
-            }
-        }
-        if let PodShare::Lazy(_) = task.share {
-            return Ok(task);
-        }
-        // The upload (or the FUSE share's start) runs while the pods are scheduled and pull their images.
-        if let (Some(address), Some(LazyMount::Fuse)) = (&server, lazy_mount) {
-            match crate::k8s::share::lazy::LazyShare::start(
-                &task.kube,
-                address.clone(),
-                &task.workdir,
-                &task.spec.id,
-                LazyMount::Fuse,
-            )
-            .await
-            {
-                Ok(share) => {
-                    eprintln!(
-                        "kb: share: lazy, served from here while the run lasts, a FUSE mount in the pods"
-                    );
-                    task.share = PodShare::Lazy(Arc::new(share));
-                    return Ok(task);
-                }
-                Err(err) => {
-                    // `lazy-allow` may have let the task's keys in before the failure.
-                    crate::k8s::share::server::drop_task(&task.kube, &task.spec.id).await;
-                    let _ = task.finish().await;
-                    return Err(Error::Share(Box::new(err)));
-                }
-            }
-        }
-        if let Some(address) = server {
-            let started = std::time::Instant::now();
-            match crate::k8s::share::server::upload(
-                &task.kube,
-                address,
-                &task.workdir,
-                &task.spec.id,
-            )
-            .await
-            {
-                Ok(share) => {
-                    eprintln!(
-                        "kb: share: {} in {:.2} s",
-                        share.stats,
-                        started.elapsed().as_secs_f64()
-                    );
-                    task.share = PodShare::Server(Arc::new(share));
-                }
-                Err(err) => {
-                    let _ = task.finish().await;
-                    return Err(Error::Share(Box::new(err)));
-                }
-            }
-        }
-        Ok(task)
     }
 
     /// Creates the Lease and starts renewing it; a cluster that refuses the Lease gets a task without heartbeat.
@@ -564,9 +341,7 @@ impl PodTask {
             return Ok(());
         }
         let _ = std::fs::remove_dir_all(&self.key_dir);
-        if let crate::k8s::share::PodShare::Server(_) | crate::k8s::share::PodShare::Lazy(_) =
-            &self.share
-        {
+        if self.share_on_server {
             crate::k8s::share::server::drop_task(&self.kube, &self.spec.id).await;
         }
         finish_task(&self.kube, &self.spec.id).await.map(|_| ())
@@ -904,6 +679,12 @@ pub fn origin() -> String {
 }
 
 /// Writes the client key where only this user can read it, for the SSH client, which reads keys from files.
+/// Where the task's client key is kept on this machine, readable only by the user.
+fn key_dir(id: &str) -> PathBuf {
+    let uid = nix::unistd::getuid();
+    std::env::temp_dir().join(format!("kb-{uid}")).join(id)
+}
+
 fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -911,8 +692,7 @@ fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
         let action = action.to_string();
         move |source| Error::Io { action, source }
     };
-    let uid = nix::unistd::getuid();
-    let dir = std::env::temp_dir().join(format!("kb-{uid}")).join(id);
+    let dir = key_dir(id);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
