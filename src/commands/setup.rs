@@ -791,7 +791,8 @@ impl Session {
         };
         self.run_to_end(install, body).await?;
         // 2. The agent in the new image, with fresh keys, on a free loopback port of this machine.
-        let keys = crate::k8s::keys::build_task_keys()?;
+        let keys = crate::ssh::task_keys::build_task_keys()
+            .map_err(|source| crate::k8s::Error::Keys { source })?;
         let keys_dir = self.dir.path().join("keys");
         let io = |source| Error::Io {
             action: "write the check's keys".into(),

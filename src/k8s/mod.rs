@@ -8,7 +8,6 @@ pub mod coordinator;
 pub mod error;
 pub mod fuse_plugin;
 pub mod heartbeat;
-pub mod keys;
 pub mod lifetime;
 pub mod manifests;
 pub mod pod_state;

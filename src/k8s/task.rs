@@ -15,7 +15,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use super::client::{self, Kube, Target, classify};
 use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
-use super::keys::{TaskKeys, build_task_keys};
 use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
 use super::resources::{
@@ -26,6 +25,7 @@ use super::upload::DirArchive;
 use super::worker::AgentAccess;
 use crate::config::{LazyMount, Share};
 use crate::k8s::share::PodShare;
+use crate::ssh::task_keys::{TaskKeys, build_task_keys};
 use crate::worker::WorkerSource;
 
 /// The image jobs run in when neither `--image` nor `KB_IMAGE` says.

@@ -16,6 +16,7 @@ mod liveness;
 mod login;
 mod pty;
 mod reaper;
+pub mod task_keys;
 
 pub use agent::{AgentConfig, AgentEnd, serve_agent};
 pub use client::{ClientConfig, Connection};

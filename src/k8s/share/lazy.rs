@@ -71,7 +71,10 @@ impl LazyShare {
         task: &str,
         mount: LazyMount,
     ) -> Result<LazyShare> {
-        let (client, pod) = (crate::k8s::keys::generate(), crate::k8s::keys::generate());
+        let (client, pod) = (
+            crate::ssh::task_keys::generate(),
+            crate::ssh::task_keys::generate(),
+        );
         let encode = |key: &russh::keys::PrivateKey| {
             key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
                 .map(|k| k.to_string())

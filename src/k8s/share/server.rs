@@ -228,7 +228,7 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
     }
 
     // Commit the manifest with a fresh key for the task's pods.
-    let keys = crate::k8s::keys::build_task_keys().map_err(|e| Error::Io {
+    let keys = crate::ssh::task_keys::build_task_keys().map_err(|e| Error::Io {
         action: "make the pod key".into(),
         source: std::io::Error::other(e.to_string()),
     })?;

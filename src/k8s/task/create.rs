@@ -14,12 +14,12 @@ use crate::config::{LazyMount, Share};
 use crate::k8s::client::{self, Kube, RUN_RIGHTS};
 use crate::k8s::error::{Error, Result};
 use crate::k8s::heartbeat::ProgressHandle;
-use crate::k8s::keys::TaskKeys;
 use crate::k8s::resources::{NfsExport, TaskSpec};
 use crate::k8s::share::PodShare;
 use crate::k8s::share::lazy::LazyShare;
 use crate::k8s::upload::{DirArchive, build_archive, copy_limit};
 use crate::k8s::worker::AgentAccess;
+use crate::ssh::task_keys::TaskKeys;
 
 /// What the checks found, before anything exists in the cluster.
 struct Checked {
@@ -38,7 +38,7 @@ impl PodTask {
     /// Creates a task; nothing is left in the cluster when it fails.
     pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
         let checked = preflight(&request).await?;
-        let keys = build_task_keys()?;
+        let keys = build_task_keys().map_err(|source| Error::Keys { source })?;
         let (mut task, checked) = plan(&request, checked, &keys)?;
         match task.apply_all(&keys, checked).await {
             Ok(()) => Ok(task),

@@ -4,8 +4,6 @@
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::{LineEnding, PrivateKey};
 
-use super::error::{Error, Result};
-
 /// The keys of one task.
 #[derive(Clone)]
 pub struct TaskKeys {
@@ -34,14 +32,13 @@ pub fn generate() -> PrivateKey {
 }
 
 /// Generates both keys of a task.
-pub fn build_task_keys() -> Result<TaskKeys> {
+pub fn build_task_keys() -> Result<TaskKeys, russh::keys::ssh_key::Error> {
     let client = generate();
     let host = generate();
-    let encode = |source| Error::Keys { source };
     Ok(TaskKeys {
-        host_private: host.to_openssh(LineEnding::LF).map_err(encode)?.to_string(),
-        host_public: host.public_key().to_openssh().map_err(encode)?,
-        client_public: client.public_key().to_openssh().map_err(encode)?,
+        host_private: host.to_openssh(LineEnding::LF)?.to_string(),
+        host_public: host.public_key().to_openssh()?,
+        client_public: client.public_key().to_openssh()?,
         client,
     })
 }
