@@ -4,6 +4,7 @@
 //! subcommand each, `sched` owns a run (queue, slots, retries, halt, output order), workers run jobs (`sched::local`,
 //! `ssh`), and `template`, `input` and `joblog` implement GNU parallel's contract as pure code.
 
+pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;

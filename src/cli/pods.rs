@@ -75,20 +75,19 @@ pub struct PodOpts {
 }
 
 impl PodOpts {
-    /// The task of `kb parallel --pods N` running `command`, as plain data for the backend.
-    pub fn task_request<'a>(
+    /// The task of `--pods N` running `command` with `slots` per pod, as plain data for the backend.
+    pub fn request<'a>(
         &self,
+        kind: &'static str,
         command: &'a str,
-        lifetime: crate::k8s::Lifetime,
-    ) -> crate::k8s::TaskRequest<'a> {
-        crate::k8s::TaskRequest {
-            target: self.target(),
+        slots: Option<usize>,
+    ) -> crate::backend::Request<'a> {
+        crate::backend::Request {
             shape: self.shape.to_shape(),
-            pods: self.pods.unwrap_or(1),
-            slots: self.procs_per_pod,
-            kind: "parallel",
+            count: self.pods.unwrap_or(1),
+            slots,
+            kind,
             command,
-            lifetime,
         }
     }
 

@@ -28,6 +28,9 @@ pub enum Error {
     /// A Kubernetes failure: configuration, API server, permissions, or a task that cannot start.
     #[error(transparent)]
     K8s(#[from] crate::k8s::Error),
+    /// A task's backend (Kubernetes) could not create, reach or remove it.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::Error),
     /// The local Docker engine or a registry failed (`kb setup`).
     #[error(transparent)]
     Docker(#[from] crate::docker::Error),
@@ -87,6 +90,7 @@ impl Error {
             Error::Usage { hint, .. } => hint.iter().cloned().collect(),
             Error::Ssh(err) => err.hint().into_iter().collect(),
             Error::K8s(err) => err.hint().into_iter().collect(),
+            Error::Backend(err) => err.hint().into_iter().collect(),
             Error::Sched(err) => err.hint().into_iter().collect(),
             Error::Docker(err) => err.hint().into_iter().collect(),
             Error::Config(err) => err.hint().into_iter().collect(),

@@ -25,10 +25,23 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         action: "read the input".into(),
         source: std::io::Error::other(e),
     })??;
-    let mut pods = opts.pods.clone();
-    pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
     let command_line = opts.command.join(" ");
-    let task = crate::k8s::PodTask::create_with(pods.task_request(&command_line, lifetime)).await?;
+    let request = opts.pods.request(
+        "parallel",
+        &command_line,
+        opts.pods.procs_per_pod.or(opts.jobs),
+    );
+    // Handing a run over is the Kubernetes backend's own step: the coordinator runs in the cluster.
+    let task = crate::k8s::PodTask::create_with(crate::k8s::TaskRequest {
+        target: opts.pods.target(),
+        shape: request.shape,
+        pods: request.count,
+        slots: request.slots,
+        kind: request.kind,
+        command: request.command,
+        lifetime,
+    })
+    .await?;
     let announcement = task.announcement();
     let handover = Handover {
         args: build_coordinator_args(&opts, &words, task.slots(), columns(&records).len()),

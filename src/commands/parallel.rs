@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backend::{Kubernetes, Request, Task, TaskBackend};
 use crate::cli::ParallelOpts;
 use crate::commands::error::{Error, Result};
 use crate::input::{InputSpec, Inputs, Source};
@@ -106,22 +107,27 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
     let task = match opts.pods.pods {
-        Some(_) if let Some(id) = &attach => Some(
-            crate::k8s::PodTask::attach(
-                &opts.pods.target(),
-                id,
+        Some(_) => {
+            let backend = Kubernetes {
+                target: opts.pods.target(),
                 lifetime,
-                opts.pods.procs_per_pod.or(opts.jobs).unwrap_or(1),
-            )
-            .await?,
-        ),
-        Some(_) => Some(create_pod_task(&opts, lifetime, &mut signals).await?),
+            };
+            // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
+            let slots = opts.pods.procs_per_pod.or(opts.jobs);
+            Some(match &attach {
+                Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
+                None => {
+                    let command_line = opts.command.join(" ");
+                    let request = opts.pods.request("parallel", &command_line, slots);
+                    create_task(&backend, request, &mut signals).await?
+                }
+            })
+        }
         None => None,
     };
     if let Some(task) = &task {
-        workers.push(task.worker_source());
-        let progress = task.progress();
-        run.observer = Some(Box::new(move |done, total| progress.set(done, total)));
+        workers.push(task.workers());
+        run.observer = task.observer();
         eprintln!("{}", task.announcement());
     }
     let result = sched::run(run, inputs, workers, signals).await;
@@ -140,17 +146,13 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     Ok(result?)
 }
 
-/// Creates the pods' task; an interrupt during creation lets it complete, then removes it.
-async fn create_pod_task(
-    opts: &ParallelOpts,
-    lifetime: crate::k8s::Lifetime,
+/// Creates the task's workers; an interrupt during creation lets it complete, then removes it.
+async fn create_task(
+    backend: &dyn TaskBackend,
+    request: Request<'_>,
     signals: &mut crate::signal::SignalHandler,
-) -> Result<crate::k8s::PodTask> {
-    let command_line = opts.command.join(" ");
-    // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
-    let mut pods = opts.pods.clone();
-    pods.procs_per_pod = pods.procs_per_pod.or(opts.jobs);
-    let create = crate::k8s::PodTask::create_with(pods.task_request(&command_line, lifetime));
+) -> Result<Box<dyn Task>> {
+    let create = backend.create(request);
     tokio::pin!(create);
     let mut interrupted = false;
     let task = loop {

@@ -8,11 +8,9 @@ use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::backend::{Kubernetes, Request, Task, TaskBackend};
 use crate::cli::shell::ShellOpts;
 use crate::commands::error::{Error, Result};
-use crate::k8s::ready::await_ready_pod;
-use crate::k8s::worker::connect_agent;
-use crate::k8s::{PodTask, TaskRequest};
 use crate::ssh::Connection;
 
 /// Runs `kb shell`.
@@ -23,10 +21,13 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
         .shape
         .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
-    let request = TaskRequest {
+    let backend = Kubernetes {
         target: opts.kube.target(),
+        lifetime,
+    };
+    let request = Request {
         shape: opts.shape.to_shape(),
-        pods: 1,
+        count: 1,
         slots: Some(1),
         kind: "shell",
         command: if command.is_empty() {
@@ -34,12 +35,11 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
         } else {
             &command
         },
-        lifetime,
     };
-    let task = PodTask::create_with(request).await?;
+    let task = backend.create(request).await?;
     eprintln!("{}", task.announcement());
     let result = tokio::select! {
-        result = session(&task, &command) => result,
+        result = session(task.as_ref(), &command) => result,
         () = interrupted() => Err(Error::Interrupted),
     };
     let finished = task.finish().await;
@@ -69,15 +69,15 @@ pub(crate) async fn interrupted() {
     futures::future::select_all(waits).await;
 }
 
-async fn session(task: &PodTask, command: &str) -> Result<u8> {
-    let kube = &task.access().kube;
-    let pod = await_ready_pod(kube, task.id(), 1, crate::k8s::task::DEFAULT_START_TIMEOUT).await?;
-    let (conn, forward) = connect_agent(task.access(), &pod).await?;
-    let workdir = task.workdir().display().to_string();
-    task.share().prepare(&conn, &pod).await?;
-    let code = run_terminal(&conn, &build_remote_command(&workdir, command)).await;
-    conn.close().await;
-    forward.abort();
+async fn session(task: &dyn Task, command: &str) -> Result<u8> {
+    let terminal = task.terminal().await?;
+    let code = run_terminal(
+        &terminal.conn,
+        &build_remote_command(&terminal.workdir, command),
+    )
+    .await;
+    terminal.conn.close().await;
+    drop(terminal.guard);
     code
 }
 

@@ -316,6 +316,22 @@ impl PodTask {
         }
     }
 
+    /// Connects to the task's first Ready pod with the working directory in place (`kb shell`); returns the
+    /// connection, the pod and the port-forward it rides on.
+    pub async fn connect_first(
+        &self,
+    ) -> Result<(crate::ssh::Connection, String, kube::api::Portforwarder)> {
+        let pod =
+            super::ready::await_ready_pod(&self.kube, self.id(), 1, DEFAULT_START_TIMEOUT).await?;
+        let (conn, forward) = super::worker::connect_agent(&self.access, &pod).await?;
+        if let Err(err) = self.share.prepare(&conn, &pod).await {
+            conn.close().await;
+            forward.abort();
+            return Err(err);
+        }
+        Ok((conn, pod, forward))
+    }
+
     /// The task's pods as workers, announced as they become Ready.
     pub fn worker_source(&self) -> Box<dyn WorkerSource> {
         Box::new(PodSource {
