@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Options of `kb share`.
 #[derive(Debug, clap::Args)]
 pub struct ShareOpts {
+    /// The version of the laptop's request (`share::protocol::VERSION`); another version is refused.
+    #[arg(long = "protocol", value_name = "N")]
+    pub protocol: Option<u32>,
     /// The request.
     #[command(subcommand)]
     pub request: ShareRequest,

@@ -13,6 +13,7 @@ pub mod lazy;
 pub mod manifest;
 pub mod nfs;
 pub mod pod;
+pub mod protocol;
 pub mod relay;
 pub mod store;
 pub mod sync;

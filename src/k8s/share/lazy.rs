@@ -87,17 +87,14 @@ impl LazyShare {
         };
         let pod_key = encode(&pod)?;
         let client_key = encode(&client)?;
+        let (client_public, pod_public) = (public(&client)?, public(&pod)?);
         let reply = server_exec(
             kube,
-            &[
-                "lazy-allow",
-                "--task",
+            &crate::share::protocol::Request::LazyAllow {
                 task,
-                "--client-key",
-                &public(&client)?,
-                "--pod-key",
-                &public(&pod)?,
-            ],
+                client_key: &client_public,
+                pod_key: &pod_public,
+            },
             Input::Bytes(Vec::new()),
             "let the task's keys in",
         )

@@ -22,6 +22,7 @@ use crate::share::client::{
     TreeRef, UploadStats,
 };
 use crate::share::manifest::{Entry, Manifest, join_inside, scan};
+use crate::share::protocol::Request;
 use crate::share::store::{DEFAULT_STORE, END};
 use crate::share::sync::{SyncReport, apply};
 use crate::ssh::Connection;
@@ -240,15 +241,11 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             source: std::io::Error::other(e),
         })?
         .to_string();
-    let commit = [
-        "commit",
-        "--task",
+    let commit = Request::Commit {
         task,
-        "--key",
-        &keys.client_public,
-        "--manifest",
-        &manifest_hash,
-    ];
+        key: &keys.client_public,
+        manifest: &manifest_hash,
+    };
     let (reply, server_uid) = tokio::join!(
         server_exec(
             kube,
@@ -349,7 +346,13 @@ async fn put_contents(
     if sources.is_empty() {
         return Ok(());
     }
-    let reply = server_exec(kube, &["put"], Input::Blobs(sources), "store the files").await?;
+    let reply = server_exec(
+        kube,
+        &Request::Put,
+        Input::Blobs(sources),
+        "store the files",
+    )
+    .await?;
     tracing::debug!("share server: {}", String::from_utf8_lossy(&reply).trim());
     Ok(())
 }
@@ -370,7 +373,7 @@ async fn have<'a>(
     stats.sent_meta += ask.len() as u64;
     let answer = server_exec(
         kube,
-        &["have"],
+        &Request::Have,
         Input::Bytes(ask.into_bytes()),
         "list what it has",
     )
@@ -397,8 +400,8 @@ async fn patch(
     let mut input = format!("{}\n", json.len()).into_bytes();
     input.extend_from_slice(&json);
     stats.sent_meta += input.len() as u64;
-    let args = ["patch", "--base", base, "--manifest", manifest];
-    match server_exec(kube, &args, Input::Bytes(input), "apply the changes").await {
+    let request = Request::Patch { base, manifest };
+    match server_exec(kube, &request, Input::Bytes(input), "apply the changes").await {
         Ok(reply) => String::from_utf8_lossy(&reply).trim() == "patched",
         Err(err) => {
             tracing::debug!("share: {err}; sending the whole manifest");
@@ -451,7 +454,7 @@ fn frame_blobs(
 pub async fn drop_task(kube: &Kube, task: &str) {
     if let Err(err) = server_exec(
         kube,
-        &["drop", "--task", task],
+        &Request::Drop { task },
         Input::Bytes(Vec::new()),
         "forget the task",
     )
@@ -475,10 +478,10 @@ pub(crate) enum Source {
     Memory(Vec<u8>),
 }
 
-/// Runs `kb share ARGS --store ...` in the server's pod with `input` on stdin; returns its stdout.
+/// Runs `request` (`kb share --protocol N VERB ... --store ...`) in the server's pod with `input` on stdin; returns its stdout.
 pub(crate) async fn server_exec(
     kube: &Kube,
-    args: &[&str],
+    request: &Request<'_>,
     input: Input,
     action: &str,
 ) -> Result<Vec<u8>> {
@@ -488,9 +491,8 @@ pub(crate) async fn server_exec(
         reason,
     };
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
-    let mut command = vec![SERVER_KB, "share"];
-    command.extend_from_slice(args);
-    command.extend_from_slice(&["--store", DEFAULT_STORE]);
+    let mut command = vec![SERVER_KB.to_string()];
+    command.extend(request.argv(DEFAULT_STORE));
     // kube's default of 1 KiB per exec message makes 40,000 messages of 40 MB.
     let params = AttachParams::default()
         .container("server")
