@@ -1,6 +1,7 @@
 //! `kb share ...`: see [`crate::cli::share`].
 
 use std::io::Write;
+use std::path::Path;
 
 use std::process::Stdio;
 
@@ -13,10 +14,6 @@ use crate::share::store::Store;
 
 /// Runs one share request.
 pub async fn exec(opts: ShareOpts) -> Result<u8> {
-    let io = |action: &str| {
-        let action = action.to_string();
-        move |source| Error::Io { action, source }
-    };
     let stdin = || std::io::BufReader::new(std::io::stdin().lock());
     let stdout = || std::io::BufWriter::new(std::io::stdout().lock());
     crate::share::protocol::check_version(opts.protocol).map_err(|e| Error::Usage {
@@ -32,23 +29,7 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
             listen,
             nfs_listen,
             nfs_deadline,
-        } => {
-            let opened = Store::open(&store.store).map_err(io("open the store"))?;
-            let nfs = crate::share::nfs::serve(opened.clone(), &nfs_listen, nfs_deadline);
-            let agent = crate::ssh::AgentConfig {
-                listen,
-                host_key: store.store.join("host_key"),
-                authorized_key: None,
-                authorized_keys: Some(opened.authorized_keys()),
-                print_address: false,
-                orphan_timeout: None,
-            };
-            // NFS serves alongside the SSH side and ends with it; it never ends the server by itself.
-            tokio::select! {
-                end = crate::ssh::serve_agent(&agent) => { end?; }
-                () = nfs => {}
-            }
-        }
+        } => serve(&store.store, listen, &nfs_listen, nfs_deadline).await?,
         ShareRequest::Have(s) => Store::open(&s.store)
             .and_then(|st| st.have(stdin(), stdout()))
             .map_err(io("answer `have`"))?,
@@ -67,38 +48,7 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
             task,
             client_key,
             pod_key,
-        } => {
-            let exe = std::env::current_exe().map_err(io("find kb"))?;
-            let command = |request: &str| {
-                format!(
-                    "{} share {request} --store {} --task {}",
-                    crate::template::quote(&exe.display().to_string()),
-                    crate::template::quote(&store.store.display().to_string()),
-                    crate::template::quote(&task)
-                )
-            };
-            let opened = Store::open(&store.store).map_err(io("open the store"))?;
-            opened
-                .allow_lazy(
-                    &task,
-                    &[
-                        (client_key.as_str(), command("lazy-host")),
-                        (pod_key.as_str(), command("lazy-attach")),
-                    ],
-                )
-                .map_err(io("allow the task's lazy share"))?;
-            let token = opened
-                .allow_nfs(&task)
-                .map_err(io("make the task's NFS export"))?;
-            // The client pins the server's host key, as after `commit`; pods on nodes that mount NFS mount the
-            // export path.
-            let host = opened.host_public_key().map_err(io("read the host key"))?;
-            let export = crate::share::nfs::export_path(&task, &token);
-            let mut out = stdout();
-            writeln!(out, "{host}\n{export}")
-                .and_then(|()| out.flush())
-                .map_err(io("write the host key and the NFS export"))?;
-        }
+        } => lazy_allow(&store.store, &task, &client_key, &pod_key)?,
         ShareRequest::LazyHost { store, task } => {
             let store = Store::open(&store.store).map_err(io("open the store"))?;
             crate::share::relay::host(&store, &task)
@@ -116,18 +66,7 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
             task,
             key,
             manifest,
-        } => {
-            let exe = std::env::current_exe().map_err(io("find kb"))?;
-            let serve = format!(
-                "{} share serve --store {} --task {}",
-                crate::template::quote(&exe.display().to_string()),
-                crate::template::quote(&store.store.display().to_string()),
-                crate::template::quote(&task)
-            );
-            Store::open(&store.store)
-                .and_then(|st| st.commit(&task, &key, &manifest, &serve, stdout()))
-                .map_err(io("record the task"))?
-        }
+        } => commit(&store.store, &task, &key, &manifest)?,
         ShareRequest::Serve { store, task } => Store::open(&store.store)
             .and_then(|st| st.serve(&task, stdout()))
             .map_err(io("serve the task's tree"))?,
@@ -160,20 +99,94 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
                 .map_err(io(&format!("serve `{}` over SFTP", root.display())))?;
         }
         ShareRequest::Mount(opts) => return mount(opts).await,
-        ShareRequest::Changes { base, dir } => {
-            let base: Manifest = std::fs::read(&base)
-                .map_err(io("read the fetched manifest"))
-                .and_then(|b| {
-                    serde_json::from_slice(&b)
-                        .map_err(|e| io("parse the fetched manifest")(e.into()))
-                })?;
-            let mut out = stdout();
-            crate::share::pod::changes(&dir, &base, &mut out)
-                .map_err(io("list the changed files"))?;
-            out.flush().map_err(io("write the changed files"))?;
-        }
+        ShareRequest::Changes { base, dir } => changes(&base, &dir)?,
     }
     Ok(crate::error::exit::SUCCESS)
+}
+
+fn io(action: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let action = action.to_string();
+    move |source| Error::Io { action, source }
+}
+
+/// `kb share server`: kb's agent on the store's host key and `authorized_keys`, with the NFS server beside it.
+async fn serve(
+    store: &Path,
+    listen: String,
+    nfs_listen: &[String],
+    nfs_deadline: std::time::Duration,
+) -> Result<()> {
+    let opened = Store::open(store).map_err(io("open the store"))?;
+    let nfs = crate::share::nfs::serve(opened.clone(), nfs_listen, nfs_deadline);
+    let agent = crate::ssh::AgentConfig {
+        listen,
+        host_key: store.join("host_key"),
+        authorized_key: None,
+        authorized_keys: Some(opened.authorized_keys()),
+        print_address: false,
+        orphan_timeout: None,
+    };
+    // NFS serves alongside the SSH side and ends with it; it never ends the server by itself.
+    tokio::select! {
+        end = crate::ssh::serve_agent(&agent) => { end?; }
+        () = nfs => {}
+    }
+    Ok(())
+}
+
+/// The command line of this kb's share request `request` for `task` (a key's forced command).
+fn forced_command(store: &Path, request: &str, task: &str) -> Result<String> {
+    let exe = std::env::current_exe().map_err(io("find kb"))?;
+    Ok(format!(
+        "{} share {request} --store {} --task {}",
+        crate::template::quote(&exe.display().to_string()),
+        crate::template::quote(&store.display().to_string()),
+        crate::template::quote(task)
+    ))
+}
+
+/// `kb share lazy-allow`: the task's client key may host its lazy share and its pod key attach; answers the host
+/// key, then the task's NFS export path.
+fn lazy_allow(store: &Path, task: &str, client_key: &str, pod_key: &str) -> Result<()> {
+    let opened = Store::open(store).map_err(io("open the store"))?;
+    let commands = [
+        (client_key, forced_command(store, "lazy-host", task)?),
+        (pod_key, forced_command(store, "lazy-attach", task)?),
+    ];
+    opened
+        .allow_lazy(task, &commands)
+        .map_err(io("allow the task's lazy share"))?;
+    let token = opened
+        .allow_nfs(task)
+        .map_err(io("make the task's NFS export"))?;
+    // The client pins the server's host key, as after `commit`; pods on nodes that mount NFS mount the export path.
+    let host = opened.host_public_key().map_err(io("read the host key"))?;
+    let export = crate::share::nfs::export_path(task, &token);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "{host}\n{export}")
+        .and_then(|()| out.flush())
+        .map_err(io("write the host key and the NFS export"))
+}
+
+/// `kb share commit`: records the task's manifest and the key its pods fetch it with (held to `serve`).
+fn commit(store: &Path, task: &str, key: &str, manifest: &str) -> Result<()> {
+    let serve = forced_command(store, "serve", task)?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    Store::open(store)
+        .and_then(|st| st.commit(task, key, manifest, &serve, out))
+        .map_err(io("record the task"))
+}
+
+/// `kb share changes`, in a worker pod: a tar of the files that differ from the fetched tree, on stdout.
+fn changes(base: &Path, dir: &Path) -> Result<()> {
+    let base: Manifest = std::fs::read(base)
+        .map_err(io("read the fetched manifest"))
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| io("parse the fetched manifest")(e.into()))
+        })?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    crate::share::pod::changes(dir, &base, &mut out).map_err(io("list the changed files"))?;
+    out.flush().map_err(io("write the changed files"))
 }
 
 /// `kb share mount`: exit 0 when stopped with the share alive, 1 when the share was lost or unmounted from outside.

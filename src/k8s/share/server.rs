@@ -108,6 +108,68 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
 
 /// Uploads `dir` for `task` to the server at `address` and commits it; returns the share.
 pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<ServerShare> {
+    let clock = std::time::Instant::now();
+    let scanned = scan_tree(dir).await?;
+    let mut stats = scanned.stats();
+    // What the server had from this directory last time, when it still has it: then only the changes go.
+    let cache = crate::share::delta::cache_dir();
+    let cached = cache
+        .as_deref()
+        .and_then(|cache| crate::share::delta::load_base(cache, &kube.namespace, dir));
+    send_tree(kube, dir, &scanned, cached, &mut stats, clock).await?;
+    let committed = commit(kube, task, &scanned.hash).await?;
+    if let Some(cache) = &cache {
+        crate::share::delta::save_base(
+            cache,
+            &crate::share::delta::Base {
+                namespace: kube.namespace.clone(),
+                dir: dir.to_owned(),
+                hash: scanned.hash.clone(),
+                manifest: scanned.manifest.clone(),
+            },
+        );
+    }
+    Ok(ServerShare {
+        kube: kube.clone(),
+        server_uid: committed.server_uid,
+        dir: dir.to_owned(),
+        task: task.to_string(),
+        manifest: scanned.manifest,
+        pod_key: committed.pod_key,
+        host_public: committed.host_public,
+        address,
+        stats,
+        joined: Mutex::new(Vec::new()),
+    })
+}
+
+/// The working directory as a manifest, which is stored as a blob too: a tree the server has seen is committed
+/// by one hash.
+struct Scanned {
+    manifest: Manifest,
+    /// The manifest's JSON and its SHA-256.
+    json: Vec<u8>,
+    hash: String,
+}
+
+impl Scanned {
+    fn stats(&self) -> UploadStats {
+        UploadStats {
+            files: self
+                .manifest
+                .entries
+                .values()
+                .filter(|e| matches!(e, Entry::File { .. }))
+                .count() as u64,
+            bytes: self.manifest.bytes(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Scans `dir` (honouring `.gitignore` and `.kbignore`) on a blocking thread; refuses a tree the store would
+/// have to collect at once.
+async fn scan_tree(dir: &Path) -> Result<Scanned> {
     let root = dir.to_owned();
     let clock = std::time::Instant::now();
     let manifest = tokio::task::spawn_blocking(move || scan(&root, true))
@@ -120,8 +182,7 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             action: format!("scan the working directory `{}`", dir.display()),
             source,
         })?;
-    let blobs = manifest.blobs();
-    let shared: u64 = blobs.values().sum();
+    let shared: u64 = manifest.blobs().values().sum();
     if shared > crate::share::store::COLLECT_ABOVE {
         return Err(Error::TooBig {
             bytes: shared,
@@ -133,41 +194,44 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         manifest.entries.len(),
         clock.elapsed()
     );
-    let mut stats = UploadStats {
-        files: manifest
-            .entries
-            .values()
-            .filter(|e| matches!(e, Entry::File { .. }))
-            .count() as u64,
-        bytes: manifest.bytes(),
-        ..Default::default()
-    };
-
-    // The manifest is stored as a blob too: a tree the server has seen is committed by one hash.
     let json = serde_json::to_vec(&manifest).map_err(|e| Error::Io {
         action: "encode the manifest".into(),
         source: e.into(),
     })?;
-    let manifest_hash =
-        crate::share::manifest::hash_reader(&json[..]).map_err(|source| Error::Io {
-            action: "hash the manifest".into(),
-            source,
-        })?;
-    // What the server had from this directory last time, when it still has it: then only the changes go.
-    let cache = crate::share::delta::cache_dir();
-    let cached = cache
-        .as_deref()
-        .and_then(|cache| crate::share::delta::load_base(cache, &kube.namespace, dir));
+    let hash = crate::share::manifest::hash_reader(&json[..]).map_err(|source| Error::Io {
+        action: "hash the manifest".into(),
+        source,
+    })?;
+    Ok(Scanned {
+        manifest,
+        json,
+        hash,
+    })
+}
+
+/// Sends what the server lacks of the scanned tree: nothing when it has the manifest; the new contents and a
+/// patch of `cached` (the last tree sent from here) when it still has that; else every missing content and the
+/// whole manifest.
+async fn send_tree(
+    kube: &Kube,
+    dir: &Path,
+    scanned: &Scanned,
+    cached: Option<crate::share::delta::Base>,
+    stats: &mut UploadStats,
+    clock: std::time::Instant,
+) -> Result<()> {
+    let (manifest, manifest_hash) = (&scanned.manifest, &scanned.hash);
+    let blobs = manifest.blobs();
     let unchanged = cached
         .as_ref()
-        .is_some_and(|base| base.hash == manifest_hash);
-    let base = cached.filter(|base| base.hash != manifest_hash);
+        .is_some_and(|base| &base.hash == manifest_hash);
+    let base = cached.filter(|base| &base.hash != manifest_hash);
     // Nothing sent from here before: most likely the server lacks the tree, so every content is asked about at
     // once rather than in a second round trip.
     let ask_all = base.is_none() && !unchanged;
     let delta = base
         .as_ref()
-        .map(|base| crate::share::delta::Delta::between(&base.manifest, &manifest));
+        .map(|base| crate::share::delta::Delta::between(&base.manifest, manifest));
     let new_contents = match (&base, &delta) {
         (Some(base), Some(delta)) => delta.new_contents(&base.manifest),
         _ => Default::default(),
@@ -177,8 +241,8 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         .chain(base.as_ref().map(|base| base.hash.as_str()))
         .chain(new_contents.iter().map(String::as_str))
         .chain(blobs.keys().map(String::as_str).filter(|_| ask_all));
-    let mut missing = have(kube, asked, &mut stats).await?;
-    let known = !missing.contains(&manifest_hash);
+    let mut missing = have(kube, asked, stats).await?;
+    let known = !missing.contains(manifest_hash);
     let incremental = match (&base, &delta) {
         (Some(base), Some(delta)) if !missing.contains(&base.hash) => Some((base, delta)),
         _ => None,
@@ -188,47 +252,49 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
         incremental.is_some(),
         clock.elapsed()
     );
-
-    if !known {
-        let patched = match incremental {
-            Some((base, delta)) => {
-                missing.retain(|hash| new_contents.contains(hash));
-                // The manifest is rebuilt from the base, not from the contents: both at once, one round trip.
-                let mut patch_stats = UploadStats::default();
-                let (put, patched) = tokio::join!(
-                    put_contents(kube, &manifest, dir, &missing, None, &mut stats),
-                    patch(kube, &base.hash, &manifest_hash, delta, &mut patch_stats),
-                );
-                put?;
-                stats.sent_meta += patch_stats.sent_meta;
-                patched
-            }
-            None => false,
-        };
-        if !patched && ask_all {
-            put_contents(
-                kube,
-                &manifest,
-                dir,
-                &missing,
-                Some((manifest_hash.clone(), json)),
-                &mut stats,
-            )
-            .await?;
-        } else if !patched {
-            // The whole list of contents, and the whole manifest.
-            let missing = have(kube, blobs.keys().map(String::as_str), &mut stats).await?;
-            tracing::debug!(
-                "share: {} contents missing, at {:?}",
-                missing.len(),
-                clock.elapsed()
-            );
-            let json = (manifest_hash.clone(), json);
-            put_contents(kube, &manifest, dir, &missing, Some(json), &mut stats).await?;
-        }
+    if known {
+        return Ok(());
     }
+    let patched = match incremental {
+        Some((base, delta)) => {
+            missing.retain(|hash| new_contents.contains(hash));
+            // The manifest is rebuilt from the base, not from the contents: both at once, one round trip.
+            let mut patch_stats = UploadStats::default();
+            let (put, patched) = tokio::join!(
+                put_contents(kube, manifest, dir, &missing, None, stats),
+                patch(kube, &base.hash, manifest_hash, delta, &mut patch_stats),
+            );
+            put?;
+            stats.sent_meta += patch_stats.sent_meta;
+            patched
+        }
+        None => false,
+    };
+    let whole = Some((manifest_hash.clone(), scanned.json.clone()));
+    if !patched && ask_all {
+        put_contents(kube, manifest, dir, &missing, whole, stats).await?;
+    } else if !patched {
+        // The whole list of contents, and the whole manifest.
+        let missing = have(kube, blobs.keys().map(String::as_str), stats).await?;
+        tracing::debug!(
+            "share: {} contents missing, at {:?}",
+            missing.len(),
+            clock.elapsed()
+        );
+        put_contents(kube, manifest, dir, &missing, whole, stats).await?;
+    }
+    Ok(())
+}
 
-    // Commit the manifest with a fresh key for the task's pods.
+/// What committing a task's tree gave: the pods' private key, the server's host key, the server pod's UID.
+struct Committed {
+    pod_key: String,
+    host_public: String,
+    server_uid: Option<String>,
+}
+
+/// Commits the manifest `manifest_hash` for `task` with a fresh key for the task's pods.
+async fn commit(kube: &Kube, task: &str, manifest_hash: &str) -> Result<Committed> {
     let keys = crate::ssh::task_keys::build_task_keys().map_err(|e| Error::Io {
         action: "make the pod key".into(),
         source: std::io::Error::other(e.to_string()),
@@ -244,7 +310,7 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
     let commit = Request::Commit {
         task,
         key: &keys.client_public,
-        manifest: &manifest_hash,
+        manifest: manifest_hash,
     };
     let (reply, server_uid) = tokio::join!(
         server_exec(
@@ -264,28 +330,10 @@ pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Res
             reason: format!("unexpected answer `{host_public}`"),
         });
     }
-    if let Some(cache) = &cache {
-        crate::share::delta::save_base(
-            cache,
-            &crate::share::delta::Base {
-                namespace: kube.namespace.clone(),
-                dir: dir.to_owned(),
-                hash: manifest_hash.clone(),
-                manifest: manifest.clone(),
-            },
-        );
-    }
-    Ok(ServerShare {
-        kube: kube.clone(),
-        server_uid,
-        dir: dir.to_owned(),
-        task: task.to_string(),
-        manifest,
+    Ok(Committed {
         pod_key,
         host_public,
-        address,
-        stats,
-        joined: Mutex::new(Vec::new()),
+        server_uid,
     })
 }
 
