@@ -26,7 +26,7 @@ pub mod worker;
 /// Runs a parsed command line and returns the process exit status.
 pub async fn run(cli: cli::Cli) -> u8 {
     let subcommand = cli.command.name();
-    match commands::dispatch(cli).await {
+    match cli::dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
             err.render(&mut std::io::stderr());

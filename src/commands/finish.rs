@@ -1,11 +1,28 @@
 //! `kb finish`: stop and remove tasks and everything they own, in one go; a task already gone is not an error.
 //! `--orphaned` removes exactly the tasks `kb status` shows as ORPHANED (this machine's, or everyone's with `-A`).
 
-use crate::cli::finish::FinishOpts;
 use crate::commands::error::Result;
+use crate::commands::options::KubeOpts;
 use crate::k8s::client::{FINISH_RIGHTS, STATUS_RIGHTS, connect};
 use crate::k8s::status::{TaskRow, list_tasks};
 use crate::k8s::task::finish_tasks;
+
+/// Options of `kb finish`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FinishOpts {
+    /// The ids of the tasks to stop and remove (as `kb status` shows them).
+    #[arg(value_name = "ID", required_unless_present = "orphaned")]
+    pub ids: Vec<String>,
+    /// Also remove every task `kb status` shows as ORPHANED (its client stopped renewing its heartbeat).
+    #[arg(long)]
+    pub orphaned: bool,
+    /// With `--orphaned`: every machine's orphaned tasks, not only this one's.
+    #[arg(short = 'A', long = "all", requires = "orphaned")]
+    pub all: bool,
+    /// Cluster and namespace.
+    #[command(flatten)]
+    pub kube: KubeOpts,
+}
 
 /// Runs `kb finish`.
 pub async fn exec(opts: FinishOpts) -> Result<u8> {

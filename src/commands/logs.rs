@@ -9,10 +9,24 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::logs::LogsOpts;
 use crate::commands::error::{Error, Result};
+use crate::commands::options::KubeOpts;
 use crate::k8s::client::{LOGS_RIGHTS, classify, connect};
 use crate::k8s::coordinator::{COORDINATOR, coordinator_name, recorded_exit};
+
+/// Options of `kb logs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogsOpts {
+    /// The id of an `--async` task (as `kb status` shows it).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Follow the output until the task ends, then exit with its exit status.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Cluster and namespace.
+    #[command(flatten)]
+    pub kube: KubeOpts,
+}
 
 /// Runs `kb logs`.
 pub async fn exec(opts: LogsOpts) -> Result<u8> {

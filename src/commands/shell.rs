@@ -9,13 +9,31 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backend::{Kubernetes, Request, Task, TaskBackend};
-use crate::cli::shell::ShellOpts;
 use crate::commands::error::{Error, Result};
+use crate::commands::options::{KubeOpts, PodShapeOpts};
 use crate::ssh::Connection;
+
+/// Options of `kb shell`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShellOpts {
+    /// Size and images of the pod.
+    #[command(flatten)]
+    pub shape: PodShapeOpts,
+    /// Cluster and namespace.
+    #[command(flatten)]
+    pub kube: KubeOpts,
+    /// A command to run instead of an interactive shell (still on a terminal).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
 
 /// Runs `kb shell`.
 pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
-    super::project_defaults(&mut opts.shape, &mut opts.kube.namespace)?;
+    crate::commands::options::project_defaults(&mut opts.shape, &mut opts.kube.namespace)?;
     let command = opts.command.join(" ");
     let lifetime = opts
         .shape

@@ -1,6 +1,6 @@
 //! The laptop's requests to the share server, in one typed place both ends use: the laptop turns a [`Request`]
 //! into the argv of `kb share` run in the server's pod ([`Request::argv`]); the server parses that argv with the
-//! same names (`cli::share`) and first checks [`VERSION`], so a server from another kb says so instead of
+//! same names (`commands::internal::share`) and first checks [`VERSION`], so a server from another kb says so instead of
 //! misreading a request. What each request reads on stdin and writes on stdout is documented on its variant.
 
 /// The version of the requests below; the server refuses any other. Raise it when a request changes.

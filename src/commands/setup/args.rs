@@ -34,5 +34,5 @@ pub struct SetupOpts {
     pub yes: bool,
     /// The cluster and namespace tasks of this project use (recorded in kb.toml).
     #[command(flatten)]
-    pub kube: super::pods::KubeOpts,
+    pub kube: crate::commands::options::KubeOpts,
 }

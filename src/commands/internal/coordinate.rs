@@ -7,8 +7,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::cli::{Cli, Command};
 use crate::commands::error::{Error, Result};
+use crate::commands::parallel::ParallelLine;
 use crate::k8s::coordinator::{ARGS, EXIT_STATUS, RUN_DIR};
 
 /// Runs `kb coordinate`.
@@ -25,11 +25,8 @@ pub async fn exec() -> Result<u8> {
         source,
     })?;
     let args: Vec<&str> = text.split('\0').collect();
-    let opts = match Cli::try_parse_from(&args) {
-        Ok(Cli {
-            command: Command::Parallel(opts),
-            ..
-        }) => opts,
+    let opts = match ParallelLine::try_parse_from(&args) {
+        Ok(ParallelLine::Parallel(opts)) => opts,
         _ => {
             return Err(Error::usage(
                 format!("`{path}` holds no `kb parallel` command line"),
@@ -38,7 +35,7 @@ pub async fn exec() -> Result<u8> {
         }
     };
     let target = opts.pods.target();
-    let status = match super::parallel::exec_with(*opts, Some(id.clone())).await {
+    let status = match crate::commands::parallel::exec_with(*opts, Some(id.clone())).await {
         Ok(status) => status,
         Err(err) => {
             err.render(&mut std::io::stderr());

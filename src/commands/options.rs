@@ -1,4 +1,4 @@
-//! Options that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`) and the cluster and namespace
+//! Options shared by several commands: those that choose Kubernetes pods as workers (`kb parallel --pods`, `kb shell`) and the cluster and namespace
 //! every Kubernetes command talks to.
 
 use crate::k8s::{PodShape, Target};
@@ -119,4 +119,24 @@ impl KubeOpts {
             namespace: self.namespace.clone(),
         }
     }
+}
+
+/// Fills what the command line left unsaid from the project's `kb.toml` (found from the working directory up):
+/// the image, the share method, the namespace and the task limits. Flags and their environment variables win.
+pub fn project_defaults(
+    shape: &mut PodShapeOpts,
+    namespace: &mut Option<String>,
+) -> crate::commands::error::Result<()> {
+    let Some(found) = crate::config::current_project()? else {
+        return Ok(());
+    };
+    let config = found.config;
+    tracing::info!("using {}", found.path.display());
+    shape.image = shape.image.take().or(config.image);
+    shape.share = shape.share.or(config.share);
+    shape.lazy_mount = shape.lazy_mount.or(config.lazy_mount);
+    shape.orphan_timeout = shape.orphan_timeout.take().or(config.orphan_timeout);
+    shape.max_runtime = shape.max_runtime.take().or(config.max_runtime);
+    *namespace = namespace.take().or(config.namespace);
+    Ok(())
 }

@@ -33,7 +33,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::setup::SetupOpts;
+use super::args::SetupOpts;
 use crate::commands::error::{Error, Result};
 use crate::config::{self, ProjectConfig, Share, UserConfig};
 use crate::docker::{self, call};

@@ -1,8 +1,8 @@
 //! `kb parallel --pods N --async`: read the whole input, create the task, hand the run over to a coordinator pod
 //! (`kb coordinate`) and return. See docs/architecture.md, "`--async`".
 
-use crate::cli::ParallelOpts;
 use crate::commands::error::{Error, Result};
+use crate::commands::parallel::ParallelOpts;
 use crate::input::Inputs;
 use crate::k8s::coordinator::{Handover, RUN_DIR, column_key};
 
@@ -15,7 +15,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
     let (words, sources) = crate::input::split_command(&opts.command);
-    let spec = super::parallel::input_spec(&opts, sources);
+    let spec = super::run::input_spec(&opts, sources);
     // The whole input is read before anything is created: the client may go away right after.
     let records = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<String>>> {
         Ok(Inputs::open(spec)?.collect::<Result<_, _>>()?)
@@ -176,7 +176,9 @@ mod tests {
     #[test]
     fn coordinator_args_parse_as_kb_parallel() {
         use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from([
+
+        use crate::commands::parallel::ParallelLine;
+        let ParallelLine::Parallel(opts) = ParallelLine::try_parse_from([
             "kb",
             "parallel",
             "--pods",
@@ -194,15 +196,9 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let crate::cli::Command::Parallel(opts) = cli.command else {
-            panic!()
-        };
         let (words, _) = crate::input::split_command(&opts.command);
         let args = build_coordinator_args(&opts, &words, 3, 2);
-        let again = crate::cli::Cli::try_parse_from(&args).unwrap();
-        let crate::cli::Command::Parallel(run) = again.command else {
-            panic!()
-        };
+        let ParallelLine::Parallel(run) = ParallelLine::try_parse_from(&args).unwrap();
         assert!(!run.r#async && run.keep_order && run.null);
         assert_eq!((run.pods.pods, run.pods.procs_per_pod), (Some(2), Some(3)));
         assert_eq!(run.halt.as_deref(), Some("now,fail=1"));

@@ -98,7 +98,7 @@ pub struct ParallelOpts {
     pub local_procs: Option<usize>,
     /// Kubernetes pods as workers.
     #[command(flatten)]
-    pub pods: crate::cli::PodOpts,
+    pub pods: crate::commands::options::PodOpts,
     /// With --pods: hand the run over to a coordinator pod and return once the task has started; `kb logs ID -f`
     /// follows it, `kb status` shows its exit status, `kb finish ID` removes it.
     #[arg(long = "async", requires = "pods")]
@@ -109,4 +109,12 @@ pub struct ParallelOpts {
     /// The command, its arguments, then input sources: `::: args`, `:::+ args` (linked), `:::: files`.
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// A whole `kb parallel ...` command line, as a coordinator reads one back from its task (`kb coordinate`).
+#[derive(Debug, clap::Parser)]
+#[command(name = "kb")]
+pub enum ParallelLine {
+    /// `kb parallel`.
+    Parallel(Box<ParallelOpts>),
 }

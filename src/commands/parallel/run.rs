@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backend::{Kubernetes, Request, Task, TaskBackend};
-use crate::cli::ParallelOpts;
 use crate::commands::error::{Error, Result};
+use crate::commands::parallel::ParallelOpts;
 use crate::input::{InputSpec, Inputs, Source};
 use crate::output::printer::{Mode, Printer};
 use crate::output::progress::Progress;
@@ -28,7 +28,7 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     if attach.is_none() && opts.pods.pods.is_some() {
         // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
         let pods = &mut opts.pods;
-        super::project_defaults(&mut pods.shape, &mut pods.namespace)?;
+        crate::commands::options::project_defaults(&mut pods.shape, &mut pods.namespace)?;
     }
     if opts.r#async && !opts.dry_run {
         return super::handover::exec(opts).await;

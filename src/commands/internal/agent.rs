@@ -1,5 +1,7 @@
-//! `kb agent`: options of kb's SSH server.
+//! `kb agent`: serve SSH until stopped, or until nobody has been connected for `--orphan-timeout`.
 
+use crate::commands::error::Result;
+use crate::ssh::AgentEnd;
 use std::path::PathBuf;
 
 /// Options of `kb agent`.
@@ -26,4 +28,26 @@ pub struct AgentOpts {
     /// is gone ends itself. Without it the agent serves until stopped.
     #[arg(long = "orphan-timeout", value_name = "SECONDS")]
     pub orphan_timeout: Option<u64>,
+}
+
+/// Runs kb's agent.
+pub async fn exec(opts: AgentOpts) -> Result<u8> {
+    let config = crate::ssh::AgentConfig {
+        listen: opts.listen,
+        host_key: opts.host_key,
+        authorized_key: opts.authorized_key,
+        authorized_keys: opts.authorized_keys,
+        print_address: opts.print_address,
+        orphan_timeout: opts.orphan_timeout.map(std::time::Duration::from_secs),
+    };
+    match crate::ssh::serve_agent(&config).await? {
+        AgentEnd::Stopped => Ok(crate::error::exit::SUCCESS),
+        AgentEnd::Orphaned => {
+            eprintln!(
+                "kb agent: no client connected for {} s: the task is orphaned, ending this pod",
+                config.orphan_timeout.unwrap_or_default().as_secs()
+            );
+            Ok(crate::error::exit::ORPHANED)
+        }
+    }
 }

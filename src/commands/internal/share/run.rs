@@ -1,4 +1,4 @@
-//! `kb share ...`: see [`crate::cli::share`].
+//! `kb share ...`: see `args`.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::share::{MountOpts, ShareOpts, ShareRequest};
+use super::args::{MountOpts, ShareOpts, ShareRequest};
 use crate::commands::error::{Error, Result};
 use crate::share::manifest::Manifest;
 use crate::share::store::Store;
@@ -247,54 +247,4 @@ async fn mount(opts: MountOpts) -> Result<u8> {
             crate::error::exit::FAILURE
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use crate::cli::share::ShareRequest;
-    use crate::cli::{Cli, Command};
-    use crate::share::protocol::{Request, VERSION};
-
-    /// The server's parse of what the laptop sends.
-    fn parse(request: &Request<'_>) -> (Option<u32>, ShareRequest) {
-        let argv = std::iter::once("kb".to_string()).chain(request.argv("/s"));
-        match Cli::try_parse_from(argv).map(|cli| cli.command) {
-            Ok(Command::Share(opts)) => (opts.protocol, opts.request),
-            other => panic!("`{request:?}` does not parse as a share request: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_request_parses_on_the_server_as_sent() {
-        let (version, parsed) = parse(&Request::Have);
-        assert_eq!(version, Some(VERSION));
-        assert!(matches!(parsed, ShareRequest::Have(s) if s.store.to_str() == Some("/s")));
-        assert!(matches!(parse(&Request::Put).1, ShareRequest::Put(_)));
-        let patch = Request::Patch {
-            base: "b",
-            manifest: "m",
-        };
-        assert!(matches!(parse(&patch).1,
-            ShareRequest::Patch { base, manifest, .. } if base == "b" && manifest == "m"));
-        let commit = Request::Commit {
-            task: "t",
-            key: "ssh-ed25519 AAAA x",
-            manifest: "m",
-        };
-        assert!(matches!(parse(&commit).1,
-            ShareRequest::Commit { task, key, manifest, .. }
-                if task == "t" && key == "ssh-ed25519 AAAA x" && manifest == "m"));
-        assert!(matches!(parse(&Request::Drop { task: "t" }).1,
-            ShareRequest::Drop { task, .. } if task == "t"));
-        let allow = Request::LazyAllow {
-            task: "t",
-            client_key: "c",
-            pod_key: "p",
-        };
-        assert!(matches!(parse(&allow).1,
-            ShareRequest::LazyAllow { task, client_key, pod_key, .. }
-                if task == "t" && client_key == "c" && pod_key == "p"));
-    }
 }

@@ -1,0 +1,9 @@
+//! `kb parallel`: `args` (its options), `run` (build the input, the template and the workers, then hand them to
+//! the scheduler), `handover` (`--async`: hand the run to a coordinator pod).
+
+mod args;
+mod handover;
+mod run;
+
+pub use args::{AFTER_HELP, ParallelLine, ParallelOpts};
+pub use run::{exec, exec_with};

@@ -1,0 +1,7 @@
+//! `kb setup`: `args` (its options) and `run` (choose the share, a shell in a local container, commit and push).
+
+mod args;
+mod run;
+
+pub use args::SetupOpts;
+pub use run::exec;
