@@ -16,46 +16,35 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::container::LogOutput;
-use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    RemoveVolumeOptionsBuilder, ResizeContainerTTYOptionsBuilder, TagImageOptionsBuilder,
-    WaitContainerOptionsBuilder,
-};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::signal::unix::{SignalKind, signal};
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 
 use super::args::SetupOpts;
+use super::session::Session;
 use crate::commands::error::{Error, Result};
 use crate::config::{self, ProjectConfig, Share, UserConfig};
-use crate::docker::{self, call};
-use crate::k8s::resources::{AGENT_IMAGE_BUSYBOX, AGENT_IMAGE_KB};
+use crate::docker::{self};
 
 /// The base image when neither the flag nor the project says.
 pub const DEFAULT_BASE_IMAGE: &str = "debian:bookworm";
 /// The label on everything `kb setup` creates in Docker.
-const SETUP_LABEL: &str = "kb.dev/setup";
+pub(super) const SETUP_LABEL: &str = "kb.dev/setup";
 /// Where kb's rc file and the environment records are mounted in the container.
-const SESSION_DIR: &str = "/run/kb-setup";
+pub(super) const SESSION_DIR: &str = "/run/kb-setup";
 /// How long the agent in the new image has to answer.
-const AGENT_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const AGENT_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Variables a shell sets by itself, never kept in the image.
-const SHELL_OWN: &[&str] = &[
+pub(super) const SHELL_OWN: &[&str] = &[
     "PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES", "HOSTNAME", "ENV", "BASH_ENV",
     "PS1", "PS2",
 ];
 
 /// The shell started in the container: `$1` is the project directory, `$2` is `tty` or `pipe`.
-const START_SCRIPT: &str = r#"cd "$1" 2>/dev/null || cd /
+pub(super) const START_SCRIPT: &str = r#"cd "$1" 2>/dev/null || cd /
 env -0 > /run/kb-setup/env.start 2>/dev/null
 if [ "$2" = tty ]; then
   echo "kb setup: install what the jobs need; export variables they need; exit (or Ctrl-D) when done." >&2
@@ -67,7 +56,7 @@ eval "$(cat)"
 "#;
 
 /// Sourced by the user's shell: records its environment when it exits.
-const RC_FILE: &str = r#"unset ENV BASH_ENV
+pub(super) const RC_FILE: &str = r#"unset ENV BASH_ENV
 trap 'env -0 > /run/kb-setup/env.end 2>/dev/null' EXIT
 if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
 case "$-" in *i*) PS1="(kb setup) ${PS1:-\$ }" ;; esac
@@ -160,14 +149,14 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
 
 /// What the user chose.
 #[derive(Debug, Clone)]
-struct Answers {
-    share: Share,
-    base_image: String,
-    prefix: String,
-    namespace: String,
+pub(super) struct Answers {
+    pub(super) share: Share,
+    pub(super) base_image: String,
+    pub(super) prefix: String,
+    pub(super) namespace: String,
 }
 
-fn read_project(dir: &Path) -> Result<Option<ProjectConfig>> {
+pub(super) fn read_project(dir: &Path) -> Result<Option<ProjectConfig>> {
     let path = dir.join(config::PROJECT_FILE);
     if !path.is_file() {
         return Ok(None);
@@ -175,7 +164,7 @@ fn read_project(dir: &Path) -> Result<Option<ProjectConfig>> {
     Ok(config::find_project(dir)?.map(|found| found.config))
 }
 
-fn ask_all(
+pub(super) fn ask_all(
     opts: &SetupOpts,
     existing: &Option<ProjectConfig>,
     user: &UserConfig,
@@ -232,7 +221,7 @@ fn ask_all(
     })
 }
 
-fn ask_share(default: Share) -> Result<Share> {
+pub(super) fn ask_share(default: Share) -> Result<Share> {
     eprintln!(
         "How should the pods see this directory?\n  \
          lazy      files are read from this machine when a job opens them (not in this version yet: uploads as \
@@ -257,7 +246,7 @@ fn ask_share(default: Share) -> Result<Share> {
 }
 
 /// The flag's value, else the answer to `question` (empty takes `default`), else `default` with `--yes`.
-fn answer(
+pub(super) fn answer(
     ask: bool,
     flag: Option<String>,
     question: &str,
@@ -288,7 +277,7 @@ fn answer(
     }
 }
 
-fn prompt(text: &str) -> Result<String> {
+pub(super) fn prompt(text: &str) -> Result<String> {
     let mut err = std::io::stderr();
     let _ = write!(err, "{text}");
     let _ = err.flush();
@@ -307,7 +296,7 @@ fn prompt(text: &str) -> Result<String> {
 }
 
 /// `registry[/path]` with a trailing `/` (or `-`) so that `kb-<project>` can follow.
-fn normalize_prefix(prefix: &str) -> Result<String> {
+pub(super) fn normalize_prefix(prefix: &str) -> Result<String> {
     let prefix = prefix.trim();
     if prefix.is_empty() || prefix.contains(char::is_whitespace) || prefix.contains('@') {
         return Err(Error::usage(
@@ -323,7 +312,7 @@ fn normalize_prefix(prefix: &str) -> Result<String> {
 }
 
 /// The project's name as it may appear in an image name: lowercase letters, digits and single dashes.
-fn project_name(dir: &Path) -> String {
+pub(super) fn project_name(dir: &Path) -> String {
     let raw = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -345,7 +334,7 @@ fn project_name(dir: &Path) -> String {
 }
 
 /// Who the shell runs as: `None` for the image's user (root in most), else `uid:gid`.
-fn run_as(choice: Option<&str>) -> Result<Option<String>> {
+pub(super) fn run_as(choice: Option<&str>) -> Result<Option<String>> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     match choice.unwrap_or("me") {
@@ -367,7 +356,7 @@ fn run_as(choice: Option<&str>) -> Result<Option<String>> {
 }
 
 /// This machine's name, for container names.
-fn host_tag() -> String {
+pub(super) fn host_tag() -> String {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -390,7 +379,7 @@ fn host_tag() -> String {
 }
 
 /// Removes containers a `kb setup` on this machine left when it was killed outright (its PID is gone).
-async fn remove_stale_containers(docker: &Docker) {
+pub(super) async fn remove_stale_containers(docker: &Docker) {
     let mut filters = std::collections::HashMap::new();
     filters.insert("label".to_string(), vec![SETUP_LABEL.to_string()]);
     let options = ListContainersOptionsBuilder::default()
@@ -428,577 +417,8 @@ async fn remove_stale_containers(docker: &Docker) {
     }
 }
 
-/// One setup session: the container, its files, and what was made.
-struct Session {
-    docker: Docker,
-    project_dir: PathBuf,
-    answers: Answers,
-    user: Option<String>,
-    terminal: bool,
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl Session {
-    fn new(
-        docker: &Docker,
-        project_dir: &Path,
-        answers: &Answers,
-        user: Option<String>,
-        terminal: bool,
-    ) -> Result<Session> {
-        let io = |action: &str| {
-            let action = action.to_string();
-            move |source| Error::Io { action, source }
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("kb-setup-")
-            .tempdir()
-            .map_err(io("create a temporary directory"))?;
-        // The container's user may be anyone: it must read the rc file and write the environment records.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .map_err(io("set up the temporary directory"))?;
-        std::fs::write(dir.path().join("rc"), RC_FILE).map_err(io("write the shell's rc file"))?;
-        let pid = std::process::id();
-        Ok(Session {
-            docker: docker.clone(),
-            project_dir: project_dir.to_owned(),
-            answers: answers.clone(),
-            user,
-            terminal,
-            dir,
-            name: format!("kb-setup-{}-{pid}", host_tag()),
-        })
-    }
-
-    /// The whole session; `None` when the user said it does not work.
-    async fn run(&self, agent_image: &str, yes: bool) -> Result<Option<String>> {
-        let base = self
-            .docker
-            .inspect_image(&self.answers.base_image)
-            .await
-            .map_err(call(format!("inspect `{}`", self.answers.base_image)))?;
-        self.create().await?;
-        let status = self.shell().await?;
-        if status != 0 {
-            eprintln!("kb setup: the shell exited with status {status}");
-        }
-        let kept = self.exported_variables();
-        if !kept.is_empty() {
-            let names: Vec<&str> = kept.keys().map(String::as_str).collect();
-            eprintln!("kb setup: keeping exported variables: {}", names.join(", "));
-        }
-        let image = self.commit(&base, &kept).await?;
-        let checked = self.check_agent(&image, agent_image).await;
-        if let Err(err) = &checked {
-            eprintln!("kb setup: kb's agent does not run in the new image:");
-            err.render(&mut std::io::stderr());
-        } else {
-            eprintln!("kb setup: kb's agent runs jobs in the new image");
-        }
-        let works = if yes {
-            checked.is_ok()
-        } else {
-            ask_yes_no("Does it work? [y/n] ")?
-        };
-        if !works {
-            let _ = self
-                .docker
-                .remove_image(
-                    &image,
-                    Some(RemoveImageOptionsBuilder::default().force(true).build()),
-                    None,
-                )
-                .await;
-            checked?;
-            return Ok(None);
-        }
-        docker::push(&self.docker, &image).await?;
-        Ok(Some(image))
-    }
-
-    async fn create(&self) -> Result<()> {
-        let project = self.project_dir.display().to_string();
-        let mode = if self.terminal { "tty" } else { "pipe" };
-        let mut labels = std::collections::HashMap::new();
-        labels.insert(SETUP_LABEL.to_string(), "1".to_string());
-        let body = ContainerCreateBody {
-            image: Some(self.answers.base_image.clone()),
-            entrypoint: Some(vec!["/bin/sh".into()]),
-            cmd: Some(vec![
-                "-c".into(),
-                START_SCRIPT.into(),
-                "kb-setup".into(),
-                project.clone(),
-                mode.into(),
-            ]),
-            user: self.user.clone(),
-            tty: Some(self.terminal),
-            open_stdin: Some(true),
-            stdin_once: Some(true),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{project}:{project}"),
-                    "/:/mnt".into(),
-                    format!("{}:{SESSION_DIR}", self.dir.path().display()),
-                ]),
-                network_mode: Some("host".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&self.name)
-            .build();
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(call("create the setup container"))?;
-        Ok(())
-    }
-
-    /// Attaches this terminal (or stdin and stdout) to the container until its shell exits; returns the status.
-    async fn shell(&self) -> Result<i64> {
-        let options = AttachContainerOptionsBuilder::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .build();
-        let attached = self
-            .docker
-            .attach_container(&self.name, Some(options))
-            .await
-            .map_err(call("attach to the setup container"))?;
-        self.docker
-            .start_container(&self.name, None)
-            .await
-            .map_err(call("start the setup container"))?;
-        let mut output = attached.output;
-        let mut input = attached.input;
-        let _raw = if self.terminal {
-            self.resize().await;
-            crate::commands::shell::RawMode::enter()
-        } else {
-            None
-        };
-        let mut winch = signal(SignalKind::window_change()).ok();
-        let mut stdin = StdinPump::start();
-        let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
-        let mut stdin_open = true;
-        loop {
-            tokio::select! {
-                read = stdin.chunks.recv(), if stdin_open => match read {
-                    None => {
-                        stdin_open = false;
-                        let _ = input.shutdown().await;
-                    }
-                    Some(chunk) => {
-                        if input.write_all(&chunk).await.is_err() {
-                            stdin_open = false;
-                        }
-                        let _ = input.flush().await;
-                    }
-                },
-                _ = async { winch.as_mut().expect("checked").recv().await }, if winch.is_some() && self.terminal => {
-                    self.resize().await;
-                }
-                chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdErr { message })) => {
-                        let _ = stderr.write_all(&message).await;
-                        let _ = stderr.flush().await;
-                    }
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                        let _ = stdout.write_all(&message).await;
-                        let _ = stdout.flush().await;
-                    }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
-                    Some(Err(err)) => {
-                        tracing::debug!("attach stream: {err}");
-                        break;
-                    }
-                    None => break,
-                },
-            }
-        }
-        let mut wait = self.docker.wait_container(
-            &self.name,
-            Some(WaitContainerOptionsBuilder::default().build()),
-        );
-        match wait.next().await {
-            Some(Ok(response)) => Ok(response.status_code),
-            // bollard reports a non-zero exit as an error carrying the code.
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(err)) => Err(call("wait for the setup shell")(err).into()),
-            None => Ok(0),
-        }
-    }
-
-    async fn resize(&self) {
-        let (cols, rows) = crate::commands::shell::window_size();
-        let options = ResizeContainerTTYOptionsBuilder::default()
-            .w(cols as i32)
-            .h(rows as i32)
-            .build();
-        let _ = self.docker.resize_container_tty(&self.name, options).await;
-    }
-
-    /// Variables the user's shell exported (new or changed since it started), minus the shell's own.
-    fn exported_variables(&self) -> BTreeMap<String, String> {
-        let read = |name: &str| std::fs::read(self.dir.path().join(name)).ok();
-        match (read("env.start"), read("env.end")) {
-            (Some(start), Some(end)) => exported_diff(&start, &end),
-            (_, None) => {
-                eprintln!(
-                    "kb setup: the shell's environment could not be read at its exit (no `env` in the image, or \
-                     the shell was killed); exported variables are not kept"
-                );
-                BTreeMap::new()
-            }
-            (None, Some(end)) => exported_diff(&[], &end),
-        }
-    }
-
-    /// Commits the container with the base image's command and the kept variables; returns the tagged name.
-    async fn commit(
-        &self,
-        base: &bollard::models::ImageInspect,
-        kept: &BTreeMap<String, String>,
-    ) -> Result<String> {
-        let base_config = base.config.clone().unwrap_or_default();
-        let mut env: Vec<String> = base_config.env.clone().unwrap_or_default();
-        for (key, value) in kept {
-            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
-            env.push(format!("{key}={value}"));
-        }
-        let cmd = base_config
-            .cmd
-            .clone()
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into()]);
-        // Docker fills what the commit leaves unset from the container's config (our shell, our user): set each.
-        let config = ContainerConfig {
-            env: Some(env),
-            cmd: Some(cmd),
-            entrypoint: Some(base_config.entrypoint.clone().unwrap_or_default()),
-            user: Some(
-                base_config
-                    .user
-                    .clone()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| "0".into()),
-            ),
-            working_dir: Some(
-                base_config
-                    .working_dir
-                    .clone()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into()),
-            ),
-            ..Default::default()
-        };
-        let options = CommitContainerOptionsBuilder::default()
-            .container(&self.name)
-            .comment("made by kb setup")
-            .pause(true)
-            .build();
-        eprintln!("kb setup: committing the container");
-        let id = self
-            .docker
-            .commit_container(options, config)
-            .await
-            .map_err(call("commit the setup container"))?
-            .id;
-        let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
-        let repo = format!(
-            "{}kb-{}-{short}",
-            self.answers.prefix,
-            project_name(&self.project_dir)
-        );
-        self.docker
-            .tag_image(
-                &id,
-                Some(
-                    TagImageOptionsBuilder::default()
-                        .repo(&repo)
-                        .tag("latest")
-                        .build(),
-                ),
-            )
-            .await
-            .map_err(call(format!("tag the image as `{repo}`")))?;
-        Ok(repo)
-    }
-
-    /// Starts kb's agent in `image` the way a pod does (copied from the agent image) and runs a command through
-    /// it over SSH.
-    async fn check_agent(&self, image: &str, agent_image: &str) -> Result<()> {
-        let volume = format!("{}-agent", self.name);
-        let install = format!("{}-install", self.name);
-        let check = format!("{}-check", self.name);
-        let result = self
-            .run_agent_check(image, agent_image, &volume, &install, &check)
-            .await;
-        for name in [&install, &check] {
-            let _ = self
-                .docker
-                .remove_container(
-                    name,
-                    Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-                )
-                .await;
-        }
-        let _ = self
-            .docker
-            .remove_volume(
-                &volume,
-                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-            )
-            .await;
-        result
-    }
-
-    async fn run_agent_check(
-        &self,
-        image: &str,
-        agent_image: &str,
-        volume: &str,
-        install: &str,
-        check: &str,
-    ) -> Result<()> {
-        let mut labels = std::collections::HashMap::new();
-        labels.insert(SETUP_LABEL.to_string(), "1".to_string());
-        // 1. The agent image's kb and busybox into a volume, as the pod's init container does.
-        let body = ContainerCreateBody {
-            image: Some(agent_image.into()),
-            entrypoint: Some(vec![AGENT_IMAGE_BUSYBOX.into()]),
-            cmd: Some(vec![
-                "cp".into(),
-                AGENT_IMAGE_KB.into(),
-                AGENT_IMAGE_BUSYBOX.into(),
-                "/kb-install/".into(),
-            ]),
-            labels: Some(labels.clone()),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{volume}:/kb-install")]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        self.run_to_end(install, body).await?;
-        // 2. The agent in the new image, with fresh keys, on a free loopback port of this machine.
-        let keys = crate::ssh::task_keys::build_task_keys()
-            .map_err(|source| crate::k8s::Error::Keys { source })?;
-        let keys_dir = self.dir.path().join("keys");
-        let io = |source| Error::Io {
-            action: "write the check's keys".into(),
-            source,
-        };
-        std::fs::create_dir_all(&keys_dir).map_err(io)?;
-        std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
-        let client_key = keys_dir.join("client");
-        let client_text = keys
-            .client
-            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-            .map_err(|e| io(std::io::Error::other(e)))?;
-        std::fs::write(&client_key, client_text.as_bytes()).map_err(io)?;
-        std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        // The image's user, whoever it is, reads these two (as it reads a pod's Secret volume).
-        let host_key = keys_dir.join("host_key");
-        std::fs::write(&host_key, &keys.host_private).map_err(io)?;
-        std::fs::set_permissions(&host_key, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-        std::fs::write(keys_dir.join("authorized_key"), &keys.client_public).map_err(io)?;
-        let port = free_port().map_err(io)?;
-        let body = ContainerCreateBody {
-            image: Some(image.into()),
-            entrypoint: Some(vec!["/kb/kb".into()]),
-            cmd: Some(vec![
-                "agent".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--host-key".into(),
-                "/etc/kb/host_key".into(),
-                "--authorized-key".into(),
-                "/etc/kb/authorized_key".into(),
-            ]),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{volume}:/kb:ro"),
-                    format!("{}:/etc/kb:ro", keys_dir.display()),
-                ]),
-                network_mode: Some("host".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        self.docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(check).build()),
-                body,
-            )
-            .await
-            .map_err(call("create the agent check container"))?;
-        self.docker
-            .start_container(check, None)
-            .await
-            .map_err(call("start kb's agent in the new image"))?;
-        let config = crate::ssh::ClientConfig {
-            identities: vec![client_key],
-            pinned_host_keys: vec![keys.host_public.clone()],
-            known_hosts: Vec::new(),
-        };
-        let login = crate::ssh::SshLogin::parse(&format!("127.0.0.1:{port}"))?;
-        let deadline = tokio::time::Instant::now() + AGENT_CHECK_TIMEOUT;
-        let conn = loop {
-            match crate::ssh::Connection::connect(&login, &config).await {
-                Ok(conn) => break conn,
-                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let (_signals_tx, signals) = tokio::sync::mpsc::unbounded_channel();
-        let run = conn.exec("echo kb-agent-ok", tx, signals);
-        let collect = async {
-            let mut out = Vec::new();
-            while let Some((_, chunk)) = rx.recv().await {
-                out.extend_from_slice(&chunk);
-            }
-            out
-        };
-        let (exit, out) = tokio::join!(run, collect);
-        conn.close().await;
-        let exit = exit.map_err(|e| Error::Io {
-            action: "run a command through kb's agent in the new image".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        if exit.success() && out == b"kb-agent-ok\n" {
-            Ok(())
-        } else {
-            Err(Error::Io {
-                action: "run a command through kb's agent in the new image".into(),
-                source: std::io::Error::other(format!(
-                    "it ended with {exit:?} and printed {:?}; the image needs a working /bin/sh",
-                    String::from_utf8_lossy(&out)
-                )),
-            })
-        }
-    }
-
-    /// Creates, starts and waits for a container; fails unless it exits 0.
-    async fn run_to_end(&self, name: &str, body: ContainerCreateBody) -> Result<()> {
-        self.docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(name).build()),
-                body,
-            )
-            .await
-            .map_err(call("create a container from the agent image"))?;
-        self.docker
-            .start_container(name, None)
-            .await
-            .map_err(call("start a container from the agent image"))?;
-        let mut wait = self
-            .docker
-            .wait_container(name, Some(WaitContainerOptionsBuilder::default().build()));
-        match wait.next().await {
-            Some(Ok(r)) if r.status_code == 0 => Ok(()),
-            Some(Ok(r)) => Err(Error::Io {
-                action: "copy kb's agent out of the agent image".into(),
-                source: std::io::Error::other(format!("the copy exited with {}", r.status_code)),
-            }),
-            Some(Err(err)) => Err(call("copy kb's agent out of the agent image")(err).into()),
-            None => Ok(()),
-        }
-    }
-
-    /// Removes the container (whatever state it is in) and the temporary files.
-    async fn cleanup(self) {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        if let Err(err) = self
-            .docker
-            .remove_container(&self.name, Some(options))
-            .await
-            && !matches!(
-                err,
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404,
-                    ..
-                }
-            )
-        {
-            eprintln!(
-                "kb: warning: could not remove the container `{}`: {err}",
-                self.name
-            );
-        }
-    }
-}
-
-/// Reads stdin on a thread of its own that polls before each read and stops when dropped, so that nothing typed
-/// after the shell ends is swallowed: the "Does it work?" answer must reach the prompt, not a reader left blocked.
-struct StdinPump {
-    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl StdinPump {
-    fn start() -> StdinPump {
-        use std::sync::atomic::Ordering;
-        let (tx, chunks) = tokio::sync::mpsc::channel(16);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            use std::os::fd::AsFd;
-            let stdin = std::io::stdin();
-            let mut buf = vec![0u8; 16 * 1024];
-            while !stopped.load(Ordering::Relaxed) {
-                let mut fds = [nix::poll::PollFd::new(
-                    stdin.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u8)) {
-                    Ok(0) => continue,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(_) => break,
-                    Ok(_) => {}
-                }
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                match nix::unistd::read(stdin.as_fd(), &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
-                    Err(_) => break,
-                }
-            }
-        });
-        StdinPump { chunks, stop }
-    }
-}
-
-impl Drop for StdinPump {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// `10m`, `24h`, `90s`: the largest whole unit.
-fn short_duration(d: Duration) -> String {
+pub(super) fn short_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs.is_multiple_of(3600) && secs > 0 {
         format!("{}h", secs / 3600)
@@ -1009,12 +429,12 @@ fn short_duration(d: Duration) -> String {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
 
-fn ask_yes_no(question: &str) -> Result<bool> {
+pub(super) fn ask_yes_no(question: &str) -> Result<bool> {
     loop {
         let line = prompt(question)?.to_lowercase();
         match line.as_str() {
@@ -1027,7 +447,7 @@ fn ask_yes_no(question: &str) -> Result<bool> {
 
 /// The variables in `end` (NUL-separated `KEY=VALUE`) that are not in `start` with the same value, minus a shell's
 /// own.
-fn exported_diff(start: &[u8], end: &[u8]) -> BTreeMap<String, String> {
+pub(super) fn exported_diff(start: &[u8], end: &[u8]) -> BTreeMap<String, String> {
     let parse = |bytes: &[u8]| -> BTreeMap<String, String> {
         bytes
             .split(|b| *b == 0)
@@ -1052,7 +472,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exported_variables_are_the_new_and_changed_ones() {
+    pub(super) fn exported_variables_are_the_new_and_changed_ones() {
         let start = b"PATH=/bin\0HOME=/root\0KEEP=same\0";
         let end = b"PATH=/opt/x/bin:/bin\0HOME=/root\0KEEP=same\0NEW=a=b\nc\0PWD=/w\0SHLVL=2\0_=/usr/bin/env\0";
         let kept = exported_diff(start, end);
@@ -1066,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_and_project_names_make_valid_image_names() {
+    pub(super) fn prefixes_and_project_names_make_valid_image_names() {
         assert_eq!(
             normalize_prefix("127.0.0.1:5000").unwrap(),
             "127.0.0.1:5000/"
@@ -1087,14 +507,14 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_written_in_their_largest_unit() {
+    pub(super) fn limits_are_written_in_their_largest_unit() {
         assert_eq!(short_duration(Duration::from_secs(600)), "10m");
         assert_eq!(short_duration(Duration::from_secs(86400)), "24h");
         assert_eq!(short_duration(Duration::from_secs(90)), "90s");
     }
 
     #[test]
-    fn the_shell_user_is_me_root_or_numeric() {
+    pub(super) fn the_shell_user_is_me_root_or_numeric() {
         assert_eq!(run_as(Some("root")).unwrap(), Some("0:0".into()));
         assert_eq!(run_as(Some("1000:1000")).unwrap(), Some("1000:1000".into()));
         assert!(run_as(Some("alice")).is_err());
