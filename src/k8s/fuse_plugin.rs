@@ -13,14 +13,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, HostPathVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Container, EnvVar, HostPathVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, Toleration, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::resources::MANAGED_BY;
+use super::resources::{MANAGED_BY, locked_down, quantities};
 use crate::share::client::SERVER_KB;
 
 /// The DaemonSet's name.
@@ -124,27 +122,11 @@ fn build_pod_spec(namespace: &str, image: &str) -> PodSpec {
                 value: Some("kb=info".into()),
                 ..Default::default()
             }]),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_string(), Quantity("10m".into())),
-                    ("memory".to_string(), Quantity("16Mi".into())),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_string(),
-                    Quantity("64Mi".into()),
-                )])),
-                ..Default::default()
-            }),
-            security_context: Some(SecurityContext {
-                privileged: Some(false),
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..Default::default()
-            }),
+            resources: Some(quantities(
+                &[("cpu", "10m"), ("memory", "16Mi")],
+                &[("memory", "64Mi")],
+            )),
+            security_context: Some(locked_down()),
             volume_mounts: Some(vec![VolumeMount {
                 name: "device-plugins".into(),
                 mount_path: DEVICE_PLUGIN_DIR.into(),
@@ -191,13 +173,7 @@ mod tests {
             DEVICE_PLUGIN_DIR
         );
         let container = &pod.containers[0];
-        let security = container.security_context.clone().unwrap();
-        assert_eq!(security.privileged, Some(false));
-        assert_eq!(security.allow_privilege_escalation, Some(false));
-        assert_eq!(security.read_only_root_filesystem, Some(true));
-        let caps = security.capabilities.unwrap();
-        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(caps.add, None);
+        crate::k8s::resources::assert_locked_down(container);
         let command = container.command.clone().unwrap();
         assert_eq!(command[..2], [SERVER_KB, "device-plugin"]);
         assert_eq!(command.last().unwrap(), "kb-fuse-team.sock");

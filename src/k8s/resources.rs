@@ -406,6 +406,57 @@ fn build_pod_failure_policy() -> PodFailurePolicy {
     }
 }
 
+/// Requests and limits from `(resource, quantity)` pairs; no limits when `limits` is empty.
+pub fn quantities(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
+    let map = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(name, q)| (name.to_string(), Quantity(q.to_string())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(map(requests)),
+        limits: (!limits.is_empty()).then(|| map(limits)),
+        ..Default::default()
+    }
+}
+
+/// A container of kb's own (share server, device plugin) as the `restricted` Pod Security Standard asks: no
+/// privilege or escalation, a read-only root filesystem, every capability dropped.
+pub fn locked_down() -> SecurityContext {
+    SecurityContext {
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Asserts what [`locked_down`] promises, for the tests of the manifests that use it.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_locked_down(container: &Container) {
+    let security = container.security_context.clone().unwrap_or_default();
+    assert_eq!(security.privileged, Some(false), "{security:?}");
+    assert_eq!(
+        security.allow_privilege_escalation,
+        Some(false),
+        "{security:?}"
+    );
+    assert_eq!(
+        security.read_only_root_filesystem,
+        Some(true),
+        "{security:?}"
+    );
+    let caps = security.capabilities.unwrap_or_default();
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(caps.add, None);
+}
+
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: volume.into(),

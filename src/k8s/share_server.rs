@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service, ServicePort,
-    ServiceSpec, Sysctl, TCPSocketAction, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, Sysctl, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::resources::{locked_down, quantities};
 use crate::share::client::{SERVER_KB, SERVER_PORT, SERVER_SERVICE};
 use crate::share::store::DEFAULT_STORE;
 
@@ -120,23 +120,8 @@ pub fn build_statefulset(namespace: &str, image: &str) -> StatefulSet {
                             period_seconds: Some(2),
                             ..Default::default()
                         }),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(BTreeMap::from([
-                                ("cpu".to_string(), Quantity("100m".into())),
-                                ("memory".to_string(), Quantity("64Mi".into())),
-                            ])),
-                            ..Default::default()
-                        }),
-                        security_context: Some(SecurityContext {
-                            privileged: Some(false),
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".into()]),
-                                add: None,
-                            }),
-                            ..Default::default()
-                        }),
+                        resources: Some(quantities(&[("cpu", "100m"), ("memory", "64Mi")], &[])),
+                        security_context: Some(locked_down()),
                         volume_mounts: Some(vec![VolumeMount {
                             name: "store".into(),
                             mount_path: DEFAULT_STORE.into(),
@@ -209,12 +194,7 @@ mod tests {
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let container = &pod.containers[0];
-        let security = container.security_context.clone().unwrap();
-        assert_eq!(security.privileged, Some(false));
-        assert_eq!(security.allow_privilege_escalation, Some(false));
-        let caps = security.capabilities.unwrap();
-        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(caps.add, None);
+        crate::k8s::resources::assert_locked_down(container);
         assert_eq!(
             container.command.as_ref().unwrap()[..3],
             [SERVER_KB, "share", "server"]
