@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod container;
 pub mod deviceplugin;
 pub mod docker;
 pub mod error;

@@ -31,6 +31,9 @@ pub enum Error {
     /// The local Docker engine or a registry failed (`kb setup`).
     #[error(transparent)]
     Docker(#[from] crate::docker::Error),
+    /// A container task (`kb parallel --containers`) could not be created or removed.
+    #[error(transparent)]
+    Container(#[from] crate::container::Error),
     /// A configuration file could not be read or written.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
@@ -89,6 +92,7 @@ impl Error {
             Error::K8s(err) => err.hint().into_iter().collect(),
             Error::Sched(err) => err.hint().into_iter().collect(),
             Error::Docker(err) => err.hint().into_iter().collect(),
+            Error::Container(err) => err.hint().into_iter().collect(),
             Error::Config(err) => err.hint().into_iter().collect(),
             Error::DevicePlugin(err) => err.hint().into_iter().collect(),
             _ => Vec::new(),

@@ -24,7 +24,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 
 /// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
 pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
-    if attach.is_none() && opts.pods.pods.is_some() {
+    if attach.is_none() && (opts.pods.pods.is_some() || opts.containers.is_some()) {
         // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
         let pods = &mut opts.pods;
         super::project_defaults(&mut pods.shape, &mut pods.namespace)?;
@@ -118,6 +118,14 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
         Some(_) => Some(create_pod_task(&opts, lifetime, &mut signals).await?),
         None => None,
     };
+    let containers = match opts.containers {
+        Some(count) => Some(create_container_task(&opts, count, lifetime, &mut signals).await?),
+        None => None,
+    };
+    if let Some(task) = &containers {
+        workers.push(task.worker_source());
+        eprintln!("{}", task.announcement());
+    }
     if let Some(task) = &task {
         workers.push(task.worker_source());
         let progress = task.progress();
@@ -125,6 +133,9 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
         eprintln!("{}", task.announcement());
     }
     let result = sched::run(run, inputs, workers, signals).await;
+    if let Some(task) = containers {
+        finish_container_task(task).await;
+    }
     if let Some(task) = &task {
         task.syncback().await;
     }
@@ -167,6 +178,65 @@ async fn create_pod_task(
         return Err(Error::Interrupted);
     }
     Ok(task)
+}
+
+/// Creates the task of `--containers N` in the local Docker engine; an interrupt during creation lets it complete,
+/// then removes it.
+async fn create_container_task(
+    opts: &ParallelOpts,
+    count: usize,
+    lifetime: crate::k8s::Lifetime,
+    signals: &mut crate::signal::SignalHandler,
+) -> Result<crate::container::ContainerTask> {
+    let shape = &opts.pods.shape;
+    let quantity = |what, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| crate::k8s::quantity::parse(what, v))
+            .transpose()
+    };
+    let request = crate::container::Request {
+        count,
+        image: (shape.image.clone()).unwrap_or_else(|| crate::k8s::task::DEFAULT_IMAGE.into()),
+        cpu: quantity("cpu", &shape.cpu)?,
+        mem: quantity("memory", &shape.mem)?.map(|bytes| bytes as u64),
+        slots: opts.jobs,
+        orphan_timeout: lifetime.orphan_timeout,
+        workdir: std::env::current_dir().map_err(|source| Error::Io {
+            action: "find the working directory".into(),
+            source,
+        })?,
+        command: opts.command.join(" "),
+        agent_binary: opts.agent_binary.clone(),
+    };
+    let create = crate::container::ContainerTask::create(request);
+    tokio::pin!(create);
+    let mut interrupted = false;
+    let task = loop {
+        tokio::select! {
+            task = &mut create => break task?,
+            () = signals.recv(), if !interrupted => {
+                interrupted = true;
+                eprintln!("kb: interrupted: removing the containers being created");
+            }
+        }
+    };
+    if interrupted {
+        let _ = task.finish().await;
+        return Err(Error::Interrupted);
+    }
+    Ok(task)
+}
+
+/// Removes the containers of a `--containers` task, warning when some could not be.
+async fn finish_container_task(task: crate::container::ContainerTask) {
+    let id = task.id().to_string();
+    if let Err(err) = task.finish().await {
+        eprintln!(
+            "kb: warning: could not remove the containers of task {id}: {}",
+            crate::error::chain(&err)
+        );
+    }
 }
 
 pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
@@ -233,10 +303,11 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
         check_identities(&opts.identity)?;
         sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
     }
-    if sources.is_empty() && opts.pods.pods.is_none() {
+    if sources.is_empty() && opts.pods.pods.is_none() && opts.containers.is_none() {
         return Err(Error::usage(
             "no workers: say where the jobs run",
-            "give --pods N (Kubernetes), -S [user@]host (SSH hosts) or --local-procs N (this machine)",
+            "give --pods N (Kubernetes), --containers N (local Docker), -S [user@]host (SSH hosts) or \
+             --local-procs N (this machine)",
         ));
     }
     Ok(sources)
