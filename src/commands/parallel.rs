@@ -210,22 +210,34 @@ async fn create_container_task(
         agent_binary: opts.agent_binary.clone(),
     };
     let create = crate::container::ContainerTask::create(request);
-    tokio::pin!(create);
-    let mut interrupted = false;
-    let task = loop {
-        tokio::select! {
-            task = &mut create => break task?,
-            () = signals.recv(), if !interrupted => {
-                interrupted = true;
-                eprintln!("kb: interrupted: removing the containers being created");
-            }
-        }
-    };
+    let (task, interrupted) = create_through_interrupts(create, signals).await?;
     if interrupted {
         let _ = task.finish().await;
         return Err(Error::Interrupted);
     }
     Ok(task)
+}
+
+/// Runs a task's creation to its end even when interrupted meanwhile, so that what it made can be removed; returns
+/// the task and whether an interrupt came (the caller then removes it and ends with [`Error::Interrupted`]).
+async fn create_through_interrupts<T, E>(
+    create: impl std::future::Future<Output = std::result::Result<T, E>>,
+    signals: &mut crate::signal::SignalHandler,
+) -> Result<(T, bool)>
+where
+    Error: From<E>,
+{
+    tokio::pin!(create);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            task = &mut create => return Ok((task?, interrupted)),
+            () = signals.recv(), if !interrupted => {
+                interrupted = true;
+                eprintln!("kb: interrupted: removing the task being created");
+            }
+        }
+    }
 }
 
 /// Removes the containers of a `--containers` task, warning when some could not be.

@@ -174,17 +174,7 @@ impl WorkerSource for ContainerSource {
             for name in this.containers.clone() {
                 joining.spawn(this.clone().join_event(name));
             }
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => { joining.shutdown().await; break; }
-                    next = joining.join_next() => match next {
-                        Some(Ok(event)) => { let _ = events.send(event).await; }
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
-                }
-            }
-            let _ = events.send(WorkerEvent::Done).await;
+            crate::worker::announce(joining, &events, cancel).await;
         }
         .boxed()
     }
