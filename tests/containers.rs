@@ -266,17 +266,30 @@ impl Drop for Background {
     }
 }
 
-/// Waits until every file in `names` exists in `dir` (the jobs started).
+/// Starts `kb parallel --containers 2 -j 1 EXTRA` with two jobs that sleep a minute, and returns once both run,
+/// with the task's id and a guard that removes its containers.
 #[track_caller]
-fn wait_for_files(dir: &Path, names: &[&str]) {
+fn start_two_sleepers(dir: &Path, extra: &[&str]) -> (Background, String, TaskGuard) {
+    let mut args = vec!["--containers", "2", "-j", "1"];
+    args.extend(extra);
+    args.extend(["--", "touch started-{}; sleep 60", ":::", "1", "2"]);
+    let mut kb = Background::spawn(kb_parallel(dir, &args));
+    let id = kb.task_id();
+    let guard = TaskGuard(id.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !names.iter().all(|n| dir.join(n).exists()) {
+    while !["started-1", "started-2"]
+        .iter()
+        .all(|n| dir.join(n).exists())
+    {
         assert!(
             Instant::now() < deadline,
-            "jobs did not start: {names:?} missing in {dir:?}"
+            "the jobs did not start; stderr: {:?}",
+            kb.seen
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(task_containers(&id).len(), 2);
+    (kb, id, guard)
 }
 
 /// Jobs with output on both streams and two failures (3 and 6), in input order (`-k`).
@@ -451,24 +464,7 @@ fn bad_input_fails_before_any_container_exists() {
 fn an_interrupt_mid_run_removes_every_container() {
     docker_ready();
     let dir = workdir();
-    let mut kb = Background::spawn(kb_parallel(
-        dir.path(),
-        &[
-            "--containers",
-            "2",
-            "-j",
-            "1",
-            "--",
-            "touch started-{}; sleep 60",
-            ":::",
-            "1",
-            "2",
-        ],
-    ));
-    let id = kb.task_id();
-    let _guard = TaskGuard(id.clone());
-    wait_for_files(dir.path(), &["started-1", "started-2"]);
-    assert_eq!(task_containers(&id).len(), 2);
+    let (mut kb, id, _guard) = start_two_sleepers(dir.path(), &[]);
     kb.signal(nix::sys::signal::Signal::SIGINT);
     let status = kb.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "stderr: {:?}", kb.seen);
@@ -484,26 +480,16 @@ fn an_interrupt_mid_run_removes_every_container() {
 fn containers_of_a_killed_client_end_by_themselves() {
     docker_ready();
     let dir = workdir();
-    let mut kb = Background::spawn(kb_parallel(
-        dir.path(),
-        &[
-            "--containers",
-            "2",
-            "--orphan-timeout",
-            "2s",
-            "--",
-            "touch started-{}; sleep 60",
-            ":::",
-            "1",
-            "2",
-        ],
-    ));
-    let id = kb.task_id();
-    let _guard = TaskGuard(id.clone());
-    wait_for_files(dir.path(), &["started-1", "started-2"]);
+    let (mut kb, id, _guard) = start_two_sleepers(dir.path(), &["--orphan-timeout", "2s"]);
     kb.signal(nix::sys::signal::Signal::SIGKILL);
     kb.wait(Duration::from_secs(10));
     assert_eq!(task_containers(&id).len(), 2, "the containers went with kb");
+    // A client killed outright cannot delete its keys.
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir()
+            .join(format!("kb-{}", nix::unistd::getuid()))
+            .join(&id),
+    );
     // 2 s without a client, then the agent exits and Docker removes the container (auto_remove).
     let deadline = Instant::now() + Duration::from_secs(30);
     while !task_containers(&id).is_empty() {
