@@ -197,7 +197,10 @@ async fn create_container_task(
     };
     let request = crate::container::Request {
         count,
-        image: (shape.image.clone()).unwrap_or_else(|| crate::k8s::task::DEFAULT_IMAGE.into()),
+        image: shape
+            .image
+            .clone()
+            .unwrap_or_else(|| crate::k8s::task::DEFAULT_IMAGE.into()),
         cpu: quantity("cpu", &shape.cpu)?,
         mem: quantity("memory", &shape.mem)?.map(|bytes| bytes as u64),
         slots: opts.jobs,
