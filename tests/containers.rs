@@ -172,6 +172,31 @@ fn an_interrupt_mid_run_removes_every_container() {
 
 #[test]
 #[ignore = "needs docker"]
+fn an_interrupt_while_creating_removes_what_was_made() {
+    docker_ready();
+    let dir = workdir();
+    let mut kb = Background::spawn(kb_parallel(
+        dir.path(),
+        &["--containers", "4", "--", "sleep 60", ":::", "1"],
+    ));
+    // SIGINT as soon as the first container exists, while the others are being made or started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_in(dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no container was created");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kb.signal(nix::sys::signal::Signal::SIGINT);
+    let status = kb.wait(Duration::from_secs(30));
+    let left = containers_in(dir.path());
+    for id in &left {
+        let _ = docker(&["rm", "-f", id]);
+    }
+    assert_eq!(status.code(), Some(130), "stderr: {:?}", kb.seen);
+    assert!(left.is_empty(), "containers left after SIGINT: {left:?}");
+}
+
+#[test]
+#[ignore = "needs docker"]
 fn containers_of_a_killed_client_end_by_themselves() {
     docker_ready();
     let dir = workdir();

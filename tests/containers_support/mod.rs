@@ -142,7 +142,17 @@ pub fn task_id_in(line: &str) -> Option<String> {
 
 /// The containers of task `id`, running or not.
 pub fn task_containers(id: &str) -> Vec<String> {
-    let out = docker(&["ps", "-aq", "--filter", &format!("label=kb.dev/task={id}")]);
+    containers_labelled(&format!("kb.dev/task={id}"))
+}
+
+/// The containers, of any task, whose working directory is `dir` (label `kb.dev/pwd`).
+pub fn containers_in(dir: &Path) -> Vec<String> {
+    containers_labelled(&format!("kb.dev/pwd={}", dir.display()))
+}
+
+/// The ids of the containers with `label` (`KEY=VALUE`), running or not.
+fn containers_labelled(label: &str) -> Vec<String> {
+    let out = docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
     assert!(
         out.status.success(),
         "{}",
