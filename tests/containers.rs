@@ -55,7 +55,7 @@ fn output_and_exit_status_match_local_jobs() {
 fn jobs_run_in_two_containers_at_the_working_directory() {
     docker_ready();
     let dir = workdir();
-    let job = "sleep 1; test -f /.dockerenv && echo \"$(hostname) $(pwd)\"";
+    let job = "sleep 1; test -f /.dockerenv && echo \"$(hostname) $(pwd)\" {}";
     let run = Run::of(kb_parallel(
         dir.path(),
         &[
@@ -78,7 +78,8 @@ fn jobs_run_in_two_containers_at_the_working_directory() {
     let here = dir.path().display().to_string();
     let mut hosts = BTreeSet::new();
     for line in run.stdout().lines() {
-        let (host, pwd) = line.split_once(' ').unwrap();
+        let (host, rest) = line.split_once(' ').unwrap();
+        let (pwd, _seq) = rest.rsplit_once(' ').unwrap();
         assert_eq!(pwd, here, "{}", run.described);
         // Docker names a container's host after the first 12 hex digits of its id.
         assert!(

@@ -121,10 +121,16 @@ impl ContainerTask {
             ),
             None => "they do not end when this client is gone".into(),
         };
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         format!(
-            "kb: task {}: {} containers of `{}` in the local Docker engine, {} job slots each; {orphan} (change \
+            "kb: task {}: {} container{} of `{}` in the local Docker engine, {} job slot{} each; {orphan} (change \
              with --orphan-timeout)",
-            self.spec.id, self.spec.count, self.spec.image, self.slots
+            self.spec.id,
+            self.spec.count,
+            plural(self.spec.count),
+            self.spec.image,
+            self.slots,
+            plural(self.slots)
         )
     }
 
