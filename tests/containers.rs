@@ -157,6 +157,22 @@ fn bad_input_fails_before_any_container_exists() {
 
 #[test]
 #[ignore = "needs docker"]
+fn an_agent_that_cannot_start_is_reported_with_its_output() {
+    docker_ready();
+    let dir = workdir();
+    // A static binary that is not kb (busybox-static, which tests/cluster/up installs): the container prints
+    // busybox's complaint and ends at once.
+    let mut cmd = kb_parallel(dir.path(), &["--containers", "1", "--", "echo", ":::", "1"]);
+    cmd.env("KB_AGENT_BINARY", "/bin/busybox");
+    let run = Run::of(cmd);
+    let _guard = TaskGuard(run.task_id());
+    run.assert_status(255)
+        .assert_stderr_has("ended before kb's agent in it answered: kb: applet not found");
+    assert_no_containers(&run.task_id(), "after an agent that could not start");
+}
+
+#[test]
+#[ignore = "needs docker"]
 fn an_interrupt_mid_run_removes_every_container() {
     docker_ready();
     let dir = workdir();

@@ -75,9 +75,11 @@ impl ContainerSource {
 
     /// Connects to the agent of container `name` while following its output, which explains an early end.
     async fn join(&self, name: &str) -> Result<SshWorker> {
-        let ip = self.container_ip(name).await?;
         let mut tail = LogTail::follow(&self.docker, name);
-        let connect = self.await_agent(name, &ip);
+        let connect = async {
+            let ip = self.container_ip(name).await?;
+            self.await_agent(name, &ip).await
+        };
         tokio::pin!(connect);
         let result = loop {
             tokio::select! {
@@ -93,7 +95,7 @@ impl ContainerSource {
             }
             Err(err) => return Err(err),
         };
-        tracing::info!(container = name, ip, "container joined");
+        tracing::info!(container = name, "container joined");
         Ok(SshWorker::new(
             name.to_string(),
             conn,
@@ -134,13 +136,30 @@ impl ContainerSource {
         }
     }
 
-    /// The container's address on its (first) Docker network.
+    /// The container's address on its (first) Docker network; [`Error::Ended`] when it no longer runs (an agent
+    /// that fails at once can end, and take its address with it, before kb asks).
     async fn container_ip(&self, name: &str) -> Result<String> {
-        let found = self
-            .docker
-            .inspect_container(name, None)
-            .await
-            .map_err(crate::docker::call(format!("inspect container `{name}`")))?;
+        let ended = || Error::Ended {
+            name: name.to_string(),
+            logs: String::new(),
+        };
+        let found = match self.docker.inspect_container(name, None).await {
+            Ok(found) => found,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Err(ended()),
+            Err(err) => {
+                return Err(crate::docker::call(format!("inspect container `{name}`"))(err).into());
+            }
+        };
+        if !found
+            .state
+            .as_ref()
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+        {
+            return Err(ended());
+        }
         found
             .network_settings
             .and_then(|n| n.networks)
