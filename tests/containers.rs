@@ -176,7 +176,19 @@ fn an_agent_that_cannot_start_is_reported_with_its_output() {
 fn an_interrupt_mid_run_removes_every_container() {
     docker_ready();
     let dir = workdir();
-    let (mut kb, id, _guard) = start_two_sleepers(dir.path(), &[]);
+    let (mut kb, id, _guard) = start_two_sleepers(dir.path(), &["--cpu", "0.5", "--mem", "64Mi"]);
+    // While they run: the limits, the lifetime and the labels, as Docker sees them.
+    let format = "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.AutoRemove}} \
+                  {{index .Config.Labels \"kb.dev/managed-by\"}} {{index .Config.Labels \"kb.dev/origin\"}}";
+    let inspect = docker(&["inspect", "--format", format, &task_containers(&id)[0]]);
+    let seen = String::from_utf8_lossy(&inspect.stdout);
+    let fields: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(
+        fields[..4],
+        ["500000000", "67108864", "true", "kb"],
+        "{seen}"
+    );
+    assert!(fields[4].contains('@'), "origin is not user@host: {seen}");
     kb.signal(nix::sys::signal::Signal::SIGINT);
     let status = kb.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "stderr: {:?}", kb.seen);
