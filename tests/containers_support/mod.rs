@@ -13,8 +13,9 @@ pub fn test_image() -> String {
     std::env::var("KB_TEST_IMAGE").unwrap_or_else(|_| "127.0.0.1:5000/kb/debian:bookworm".into())
 }
 
-/// The static kb that runs as the agent: `KB_STATIC_BIN`, else what `scripts/build-static` prints (built once, in its
-/// own cached target directory).
+/// The static kb that runs as the agent: `KB_STATIC_BIN`, else what `scripts/build-static` prints. It inherits
+/// `CARGO_TARGET_DIR`, as `images/agent/build` does, so under `scripts/test` it finds the binary of the step "static
+/// kb for images" instead of building it again (without it: `$HOME/.cache/kb/target-static`).
 pub fn static_kb() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -22,7 +23,6 @@ pub fn static_kb() -> &'static Path {
             return PathBuf::from(path);
         }
         let mut build = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-static"));
-        build.env_remove("CARGO_TARGET_DIR");
         let output = build.output().expect("run scripts/build-static");
         assert!(output.status.success(), "{}", describe(&build, &output));
         PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
