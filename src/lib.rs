@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod container;
 pub mod deviceplugin;
 pub mod docker;
 pub mod error;

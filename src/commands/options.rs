@@ -75,16 +75,17 @@ pub struct PodOpts {
 }
 
 impl PodOpts {
-    /// The task of `--pods N` running `command` with `slots` per pod, as plain data for the backend.
+    /// The task of `count` workers running `command` with `slots` each, as plain data for the backend.
     pub fn request<'a>(
         &self,
         kind: &'static str,
         command: &'a str,
         slots: Option<usize>,
+        count: usize,
     ) -> crate::backend::Request<'a> {
         crate::backend::Request {
             shape: self.shape.to_shape(),
-            count: self.pods.unwrap_or(1),
+            count,
             slots,
             kind,
             command,

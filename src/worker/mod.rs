@@ -4,8 +4,11 @@
 //! Backends ([`WorkerSource`]) announce workers as they appear and disappear, so a run can start on the first pod
 //! that is Ready and go on when one is lost.
 
+mod announce;
 pub mod local;
 pub mod ssh;
+
+pub use announce::announce;
 
 use std::sync::Arc;
 

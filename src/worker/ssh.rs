@@ -142,17 +142,7 @@ impl WorkerSource for SshSource {
                     }
                 });
             }
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => { connecting.shutdown().await; break; }
-                    next = connecting.join_next() => match next {
-                        Some(Ok(event)) => { let _ = events.send(event).await; }
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
-                }
-            }
-            let _ = events.send(WorkerEvent::Done).await;
+            super::announce(connecting, &events, cancel).await;
         }
         .boxed()
     }

@@ -8,6 +8,7 @@ Examples:
   find . -name '*.txt' | kb parallel --local-procs 4 -- wc -l {}
   kb parallel -S 8/alice@node1,node2 -- gzip -9 {} ::: *.log
   kb parallel --local-procs 2 -k -- echo {1}-{2} ::: a b ::: 1 2
+  kb parallel --containers 2 --image debian:bookworm -- 'hostname; wc -l {}' ::: *.txt
 
 Exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than 100 failed; 255 any other error.";
 
@@ -96,6 +97,14 @@ pub struct ParallelOpts {
     /// Also run N jobs at a time on this machine.
     #[arg(long = "local-procs", value_name = "N")]
     pub local_procs: Option<usize>,
+    /// Run on N containers of the local Docker engine: the image, agent and semantics of --pods, with the
+    /// working directory mounted at its own path (--image, --cpu, --mem, --orphan-timeout apply).
+    #[arg(long, value_name = "N", conflicts_with = "pods")]
+    pub containers: Option<usize>,
+    /// With --containers: the static kb binary that runs as the agent in each container (`scripts/build-static`
+    /// builds one) [default: this kb, when it is static].
+    #[arg(long = "agent-binary", env = "KB_AGENT_BINARY", value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
     /// Kubernetes pods as workers.
     #[command(flatten)]
     pub pods: crate::commands::options::PodOpts,

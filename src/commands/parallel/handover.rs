@@ -26,10 +26,12 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         source: std::io::Error::other(e),
     })??;
     let command_line = opts.command.join(" ");
+    let slots = opts.pods.procs_per_pod.or(opts.jobs);
     let request = opts.pods.request(
         "parallel",
         &command_line,
-        opts.pods.procs_per_pod.or(opts.jobs),
+        slots,
+        opts.pods.pods.unwrap_or(1),
     );
     // Handing a run over is the Kubernetes backend's own step: the coordinator runs in the cluster.
     let task = crate::k8s::PodTask::create_with(crate::k8s::TaskRequest {

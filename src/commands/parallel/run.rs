@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backend::{Kubernetes, Request, Task, TaskBackend};
+use crate::backend::{Containers, Kubernetes, Request, Task, TaskBackend};
 use crate::commands::error::{Error, Result};
 use crate::commands::parallel::ParallelOpts;
 use crate::input::{InputSpec, Inputs, Source};
@@ -25,7 +25,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 
 /// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
 pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
-    if attach.is_none() && opts.pods.pods.is_some() {
+    if attach.is_none() && (opts.pods.pods.is_some() || opts.containers.is_some()) {
         // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
         let pods = &mut opts.pods;
         crate::commands::options::project_defaults(&mut pods.shape, &mut pods.namespace)?;
@@ -106,23 +106,16 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     let inputs = Inputs::open(spec)?;
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
-    let task = match opts.pods.pods {
-        Some(_) => {
-            let backend = Kubernetes {
-                target: opts.pods.target(),
-                lifetime,
-            };
-            // `-j` means job slots per worker, pods included, unless --procs-per-pod says otherwise.
-            let slots = opts.pods.procs_per_pod.or(opts.jobs);
-            Some(match &attach {
-                Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
-                None => {
-                    let command_line = opts.command.join(" ");
-                    let request = opts.pods.request("parallel", &command_line, slots);
-                    create_task(&backend, request, &mut signals).await?
-                }
-            })
-        }
+    let task = match backend(&opts, lifetime) {
+        Some((backend, slots)) => Some(match &attach {
+            Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
+            None => {
+                let command_line = opts.command.join(" ");
+                let count = opts.pods.pods.or(opts.containers).unwrap_or(1);
+                let request = opts.pods.request("parallel", &command_line, slots, count);
+                create_task(backend.as_ref(), request, &mut signals).await?
+            }
+        }),
         None => None,
     };
     if let Some(task) = &task {
@@ -144,6 +137,27 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
         }
     }
     Ok(result?)
+}
+
+/// The backend the options ask for (`--pods`, `--containers`) and the job slots per worker: `-j`, for pods unless
+/// `--procs-per-pod` says otherwise.
+fn backend(
+    opts: &ParallelOpts,
+    lifetime: crate::k8s::Lifetime,
+) -> Option<(Box<dyn TaskBackend>, Option<usize>)> {
+    if opts.pods.pods.is_some() {
+        let backend = Kubernetes {
+            target: opts.pods.target(),
+            lifetime,
+        };
+        return Some((Box::new(backend), opts.pods.procs_per_pod.or(opts.jobs)));
+    }
+    opts.containers?;
+    let backend = Containers {
+        agent_binary: opts.agent_binary.clone(),
+        orphan_timeout: lifetime.orphan_timeout,
+    };
+    Some((Box::new(backend), opts.jobs))
 }
 
 /// Creates the task's workers; an interrupt during creation lets it complete, then removes it.
@@ -235,10 +249,11 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
         check_identities(&opts.identity)?;
         sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
     }
-    if sources.is_empty() && opts.pods.pods.is_none() {
+    if sources.is_empty() && opts.pods.pods.is_none() && opts.containers.is_none() {
         return Err(Error::usage(
             "no workers: say where the jobs run",
-            "give --pods N (Kubernetes), -S [user@]host (SSH hosts) or --local-procs N (this machine)",
+            "give --pods N (Kubernetes), --containers N (local Docker), -S [user@]host (SSH hosts) or \
+             --local-procs N (this machine)",
         ));
     }
     Ok(sources)
