@@ -5,6 +5,7 @@
 //!   status, stdout and stderr on failure, and polling with a time limit.
 //! - [`ssh`]: real SSH servers (OpenSSH's sshd, `kb agent`) on 127.0.0.1 with throw-away keys.
 //! - [`cluster`]: a namespace of its own on the local cluster, `kb` aimed at it, and the check that nothing is left.
+//! - [`share`]: what `kb cluster-setup` deploys for the share tests, and pods to break under a run.
 //! - [`task`]: a kb task on the local cluster, seen through `kb status` and the Kubernetes API.
 //! - [`static_kb`]: the static kb and the agent image, built once per test run.
 
@@ -16,6 +17,7 @@
 
 pub mod cluster;
 pub mod process;
+pub mod share;
 pub mod ssh;
 pub mod static_kb;
 pub mod task;

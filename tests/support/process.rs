@@ -34,9 +34,30 @@ pub struct Run {
     pub stdout: String,
     /// Everything it wrote to stderr.
     pub stderr: String,
+    bytes: (Vec<u8>, Vec<u8>),
 }
 
 impl Run {
+    fn new(command: String, status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
+        Run {
+            command,
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            bytes: (stdout, stderr),
+        }
+    }
+
+    /// Stdout as it came, for comparisons that must see every byte.
+    pub fn stdout_bytes(&self) -> &[u8] {
+        &self.bytes.0
+    }
+
+    /// Stderr as it came.
+    pub fn stderr_bytes(&self) -> &[u8] {
+        &self.bytes.1
+    }
+
     /// The exit code; `None` when a signal ended it.
     pub fn code(&self) -> Option<i32> {
         self.status.code()
@@ -184,12 +205,7 @@ impl CommandExt for Command {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-        Run {
-            command,
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Run::new(command, output.status, output.stdout, output.stderr)
     }
 
     #[track_caller]
@@ -365,6 +381,17 @@ impl Running {
         self.finish()
     }
 
+    /// Waits up to `limit` for the process to end, kills it if it has not, and returns what it left either way
+    /// (for tools that may hang where the test only needs their output so far).
+    pub fn stop_after(mut self, limit: Duration) -> Run {
+        let deadline = Instant::now() + limit;
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        self.finish()
+    }
+
     /// Fails with the report of the process as it is now (still running).
     #[track_caller]
     pub fn fail_running(&self, why: impl fmt::Display) -> ! {
@@ -394,12 +421,15 @@ impl Running {
         while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        Run {
-            command: self.command.clone(),
+        let take = |buffer: &Mutex<Vec<u8>>| {
+            std::mem::take(&mut *buffer.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        Run::new(
+            self.command.clone(),
             status,
-            stdout: self.so_far(Pipe::Stdout),
-            stderr: self.so_far(Pipe::Stderr),
-        }
+            take(&self.stdout),
+            take(&self.stderr),
+        )
     }
 }
 
