@@ -1,16 +1,15 @@
 //! Runs on the cluster: the README's example against local `wc`, `kb shell` through a pseudo-terminal, and a pod
 //! deleted mid-run whose jobs still run once each.
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::support::cluster::{MANAGED, TestNs, name_of, shared};
 use crate::support::process::{CommandExt as _, wait_until};
+use crate::support::terminal::Terminal;
 
 fn sorted_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text
@@ -67,46 +66,14 @@ fn shell_through_a_pty_reports_the_exit_status_and_leaves_nothing() {
     let ns = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("marker.txt"), "kb-shell-marker\n").unwrap();
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut cmd = ns.kb(dir.path(), &["shell"]);
-    cmd.env("TERM", "dumb")
-        .stdin(slave(&pty.slave))
-        .stdout(slave(&pty.slave))
-        .stderr(slave(&pty.slave));
-    let mut child = cmd.spawn().unwrap();
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let mut reader = master.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut wait_for = |needle: &str, secs: u64| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !seen.contains(needle) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!("no `{needle}` within {secs} s; the terminal showed:\n{seen}"),
-            }
-        }
-    };
+    let mut term = Terminal::spawn(ns.kb(dir.path(), &["shell"]));
     // The working directory was copied in, and the shell starts in it.
-    master
-        .write_all(b"cat marker.txt; echo kb-$((6*7))\r")
-        .unwrap();
-    wait_for("kb-42", 120);
-    wait_for("kb-shell-marker", 5);
-    master.write_all(b"exit 3\r").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(3), "the terminal showed:\n{seen}");
+    term.send("cat marker.txt; echo kb-$((6*7))");
+    term.expect("kb-shell-marker", 120);
+    term.expect("kb-42", 5);
+    term.send("exit 3");
+    let (code, shown) = term.wait(60);
+    assert_eq!(code, Some(3), "the terminal showed:\n{shown}");
     ns.assert_clean();
 }
 

@@ -7,6 +7,7 @@
 //! - [`cluster`]: a namespace of its own on the local cluster, `kb` aimed at it, and the check that nothing is left.
 //! - [`share`]: what `kb cluster-setup` deploys for the share tests, and pods to break under a run.
 //! - [`task`]: a kb task on the local cluster, seen through `kb status` and the Kubernetes API.
+//! - [`terminal`]: a command on a pseudo-terminal of its own (`kb shell`, `kb setup`).
 //! - [`static_kb`]: the static kb and the agent image, built once per test run.
 
 #![allow(
@@ -21,6 +22,7 @@ pub mod share;
 pub mod ssh;
 pub mod static_kb;
 pub mod task;
+pub mod terminal;
 
 pub use process::{CommandExt, Pipe, Run, Running, kb_command, wait_until};
 pub use ssh::{Agent, Keys, SshServer, Sshd, key_pair};
