@@ -4,6 +4,7 @@
 use kb::model::JobExit;
 use kb::ssh::{ClientConfig, Connection, Error, SshLogin};
 
+use crate::support::process::CommandExt as _;
 use crate::support::ssh::exec;
 use crate::support::{Agent, Sshd};
 use crate::{both, config, connect, login};
@@ -85,13 +86,12 @@ async fn wrong_or_unknown_host_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashed_known_hosts_entry_is_accepted() {
     let server = Sshd::start();
-    let status = std::process::Command::new("ssh-keygen")
+    std::process::Command::new("ssh-keygen")
         .arg("-H")
         .arg("-f")
         .arg(&server.known_hosts)
-        .output()
-        .unwrap();
-    assert!(status.status.success());
+        .run()
+        .assert_success();
     let text = std::fs::read_to_string(&server.known_hosts).unwrap();
     assert!(text.starts_with("|1|"), "{text}");
     let conn = connect(&server).await;
