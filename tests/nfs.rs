@@ -225,12 +225,12 @@ impl Fixture {
     }
 
     /// The names `nfs-ls` lists at `path`, or its failed output.
-    fn ls(&self, path: &str) -> Result<Vec<String>, Run> {
+    fn ls(&self, path: &str) -> Result<Vec<String>, Box<Run>> {
         let mut command = libnfs("nfs-ls");
         command.arg(self.url(path));
         let (out, _) = run(command, Duration::from_secs(20));
         if !out.status.success() {
-            return Err(out);
+            return Err(Box::new(out));
         }
         let mut names: Vec<String> = out
             .stdout
