@@ -3,6 +3,7 @@
 //!
 //! - [`process`]: the harness: run or start a command, `#[track_caller]` assertions that print the command, its
 //!   status, stdout and stderr on failure, and polling with a time limit.
+//! - [`running`]: a started command (`Running`): its output as it comes, signals, a wait with a time limit.
 //! - [`ssh`]: real SSH servers (OpenSSH's sshd, `kb agent`) on 127.0.0.1 with throw-away keys.
 //! - [`cluster`]: a namespace of its own on the local cluster, `kb` aimed at it, and the check that nothing is left.
 //! - [`share`]: what `kb cluster-setup` deploys for the share tests, and pods to break under a run.
@@ -18,6 +19,7 @@
 
 pub mod cluster;
 pub mod process;
+pub mod running;
 pub mod share;
 pub mod ssh;
 pub mod static_kb;
