@@ -1,29 +1,25 @@
-//! kb's agent in its own image (busybox-static + the static kb binary, no glibc), built and run with the real
-//! Docker engine, driven through kb's SSH client.
+//! kb's agent in its own image (busybox-static + the static kb binary, no glibc), run with the real Docker engine,
+//! driven through kb's SSH client. The image is the one `scripts/test` built and pushed (`KB_AGENT_IMAGE`); run
+//! alone, the test builds it from the cached static kb (see `support::static_kb`).
 // A test that cannot go on fails at once, with the value that stopped it.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kb::model::{JobExit, Stream};
+use kb::model::JobExit;
 use kb::ssh::{ClientConfig, Connection, SshLogin};
-use tokio::sync::mpsc;
+use support::process::{CommandExt as _, Run};
+use support::ssh::exec;
+use support::static_kb::local_agent_image;
 
+/// The tag the test builds when `scripts/test` has not built the image.
 const TAG: &str = "kb-agent-test:latest";
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker: install docker.io")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+fn docker(args: &[&str]) -> Run {
+    Command::new("docker").args(args).run()
 }
 
 /// Removes the container when the test ends, however it ends.
@@ -36,41 +32,19 @@ impl Drop for Container {
 }
 
 async fn run(conn: &Connection, command: &str) -> (String, String, JobExit) {
-    let (tx, mut rx) = mpsc::channel::<(Stream, Bytes)>(64);
-    let (_signals_tx, signals) = mpsc::unbounded_channel();
-    let collect = async {
-        let (mut out, mut err) = (String::new(), String::new());
-        while let Some((stream, data)) = rx.recv().await {
-            let text = String::from_utf8_lossy(&data);
-            match stream {
-                Stream::Stdout => out.push_str(&text),
-                Stream::Stderr => err.push_str(&text),
-            }
-        }
-        (out, err)
-    };
-    let (exit, (out, err)) = tokio::join!(conn.exec(command, tx, signals), collect);
-    (out, err, exit.expect("command ran"))
+    let exec = exec(conn, command).await;
+    (exec.stdout, exec.stderr, exec.exit.expect("command ran"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
 async fn agent_runs_jobs_in_an_image_without_glibc() {
     let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
-    assert!(
+    info.check(
         info.status.success(),
-        "docker is not running: start dockerd (tests/cluster/up does): {}",
-        String::from_utf8_lossy(&info.stderr)
+        "docker is not running: start dockerd (tests/cluster/up does)",
     );
-    let build = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/agent/build"))
-        .arg(TAG)
-        .output()
-        .expect("run images/agent/build");
-    assert!(
-        build.status.success(),
-        "images/agent/build failed: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let image = local_agent_image(TAG);
 
     // No glibc in the image: no loader, no libc.so.
     let probe = docker(&[
@@ -78,16 +52,15 @@ async fn agent_runs_jobs_in_an_image_without_glibc() {
         "--rm",
         "--entrypoint",
         "/bin/sh",
-        TAG,
+        &image,
         "-c",
         "ls /lib* /usr/lib* 2>/dev/null | wc -l",
     ]);
-    assert!(
-        probe.status.success(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
+    probe.assert_success();
+    probe.check(
+        probe.stdout.trim() == "0",
+        "the image has library directories",
     );
-    assert_eq!(stdout(&probe), "0", "the image has library directories");
 
     // Keys made on the host, mounted read-only; the host key is pinned by the client.
     let keys = support::Keys::new();
@@ -101,7 +74,7 @@ async fn agent_runs_jobs_in_an_image_without_glibc() {
         "127.0.0.1::2222",
         "-v",
         &format!("{dir}:/keys:ro"),
-        TAG,
+        &image,
         "--listen",
         "0.0.0.0:2222",
         "--host-key",
@@ -109,13 +82,9 @@ async fn agent_runs_jobs_in_an_image_without_glibc() {
         "--authorized-key",
         "/keys/client_key.pub",
     ]);
-    assert!(
-        run_out.status.success(),
-        "docker run failed: {}",
-        String::from_utf8_lossy(&run_out.stderr)
-    );
-    let container = Container(stdout(&run_out));
-    let port = stdout(&docker(&["port", &container.0, "2222/tcp"]));
+    run_out.assert_success();
+    let container = Container(run_out.stdout.trim().to_owned());
+    let port = docker(&["port", &container.0, "2222/tcp"]).stdout;
     let port: u16 = port
         .lines()
         .next()
@@ -137,11 +106,9 @@ async fn agent_runs_jobs_in_an_image_without_glibc() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             Err(err) => {
-                let logs = docker(&["logs", &container.0]);
-                panic!(
-                    "cannot reach the agent in the container: {err}; logs: {}",
-                    String::from_utf8_lossy(&logs.stderr)
-                );
+                docker(&["logs", &container.0]).fail(format_args!(
+                    "cannot reach the agent in the container: {err}"
+                ));
             }
         }
     };

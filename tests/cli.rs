@@ -3,31 +3,28 @@
 // A test that cannot go on fails at once, with the value that stopped it.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+mod support;
 
-fn kb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kb"))
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::process::{CommandExt as _, Pipe, Run, kb_command};
+
+fn kb(args: &[&str]) -> Run {
+    kb_command()
         .args(args)
         .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kb")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .run()
 }
 
 #[test]
 fn parallel_without_workers_is_a_usage_error_naming_the_choices() {
-    let out = kb(&["parallel", "echo", ":::", "a"]);
-    assert_eq!(out.status.code(), Some(255));
-    let err = stderr(&out);
-    assert!(err.contains("no workers"), "{err}");
-    assert!(
-        err.contains("--pods N") && err.contains("-S") && err.contains("--local-procs N"),
-        "{err}"
-    );
+    kb(&["parallel", "echo", ":::", "a"])
+        .assert_code(255)
+        .assert_stderr_contains("no workers")
+        .assert_stderr_contains("--pods N")
+        .assert_stderr_contains("-S")
+        .assert_stderr_contains("--local-procs N");
 }
 
 #[test]
@@ -74,35 +71,28 @@ fn parallel_usage_errors_exit_255_and_say_what_to_do() {
             "identity file",
         ),
     ] {
-        let out = kb(&args);
-        assert_eq!(out.status.code(), Some(255), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        kb(&args).assert_code(255).assert_stderr_contains(needle);
     }
 }
 
 #[test]
 fn other_subcommands_use_clap_usage_status() {
-    let out = kb(&["agent", "--bogus"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = kb(&["no-such-command"]);
-    assert_eq!(out.status.code(), Some(2));
+    kb(&["agent", "--bogus"]).assert_code(2);
+    kb(&["no-such-command"]).assert_code(2);
 }
 
 #[test]
 fn help_and_version_exit_zero() {
-    let out = kb(&["parallel", "--help"]);
-    assert_eq!(out.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        help.contains("--keep-order") && help.contains("Exit status"),
-        "{help}"
-    );
-    assert_eq!(kb(&["--version"]).status.code(), Some(0));
+    kb(&["parallel", "--help"])
+        .assert_code(0)
+        .assert_stdout_contains("--keep-order")
+        .assert_stdout_contains("Exit status");
+    kb(&["--version"]).assert_code(0);
 }
 
 #[test]
 fn exit_status_counts_failed_jobs_and_caps_at_101() {
-    let out = kb(&[
+    kb(&[
         "parallel",
         "--local-procs",
         "4",
@@ -113,18 +103,18 @@ fn exit_status_counts_failed_jobs_and_caps_at_101() {
         "2",
         "0",
         "3",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
+    ])
+    .assert_code(3);
     let many: Vec<String> = (0..150).map(|i| i.to_string()).collect();
     let mut args = vec!["parallel", "--local-procs", "8", "false", ":::"];
     args.extend(many.iter().map(String::as_str));
-    assert_eq!(kb(&args).status.code(), Some(101));
+    kb(&args).assert_code(101);
 }
 
 #[test]
 fn first_job_starts_before_stdin_ends() {
-    use std::io::{BufRead, BufReader, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+    use std::io::Write;
+    let mut child = kb_command()
         .args([
             "parallel",
             "--local-procs",
@@ -134,17 +124,15 @@ fn first_job_starts_before_stdin_ends() {
             "got",
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run kb");
-    let mut stdin = child.stdin.take().expect("stdin");
+        .start();
+    let mut stdin = child.take_stdin();
     writeln!(stdin, "first").expect("write");
     stdin.flush().expect("flush");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     // stdin is still open: the job for the first line must have run anyway.
-    assert_eq!(lines.next().expect("a line").expect("utf-8"), "got first");
+    let first = child.wait_for_line(Pipe::Stdout, Duration::from_secs(30), |_| true);
+    assert_eq!(first, "got first");
     drop(stdin);
-    assert!(child.wait().expect("wait").success());
+    child.wait(Duration::from_secs(30)).assert_success();
 }
 
 #[test]
@@ -154,19 +142,19 @@ fn memory_stays_flat_with_millions_of_input_lines() {
         "seq 3000000 | /usr/bin/time -f %M {} parallel --dry-run echo {{}} > /dev/null",
         env!("CARGO_BIN_EXE_kb")
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("run sh");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let kib: u64 = stderr(&out)
+    let out = Command::new("sh").arg("-c").arg(script).run();
+    out.assert_success();
+    let kib: u64 = out
+        .stderr
         .trim()
         .lines()
         .last()
         .and_then(|l| l.trim().parse().ok())
-        .expect("GNU time's %M");
-    assert!(kib < 64 * 1024, "peak RSS {kib} KiB for 3M lines");
+        .unwrap_or_else(|| out.fail("no peak RSS (GNU time's %M) on stderr"));
+    out.check(
+        kib < 64 * 1024,
+        format_args!("peak RSS {kib} KiB for 3M lines"),
+    );
 }
 
 #[test]
@@ -175,19 +163,14 @@ fn broken_pipe_on_stdout_ends_the_run_quietly() {
         "seq 100000 | {} parallel --local-procs 2 echo | head -n 3",
         env!("CARGO_BIN_EXE_kb")
     );
-    let out = Command::new("bash")
+    Command::new("bash")
         .arg("-c")
         .arg(format!(
             "set -o pipefail; {script}; echo \"status ${{PIPESTATUS[1]}}\""
         ))
-        .output()
-        .expect("run bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("status 0"),
-        "kb exits 0 when its reader goes away: {stdout} {}",
-        stderr(&out)
-    );
+        .run()
+        // kb exits 0 when its reader goes away.
+        .assert_stdout_contains("status 0");
 }
 
 /// An SFTP packet: length, type, id, one string.
@@ -225,13 +208,11 @@ fn lazy_host_and_attach_carry_a_pod_s_sftp_session_to_the_client_and_end_with_it
             .unwrap()
     };
     // Without a host, attaching fails and says why.
-    let out = spawn("lazy-attach").wait_with_output().unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        stderr(&out).contains("the client of task t1 is not serving its files"),
-        "{}",
-        stderr(&out)
-    );
+    kb_command()
+        .args(["share", "lazy-attach", "--store", store_arg, "--task", "t1"])
+        .run()
+        .assert_failure()
+        .assert_stderr_contains("the client of task t1 is not serving its files");
 
     // The test plays the client: it answers the host's INIT, then a STAT of /a with a NAME.
     let mut host = spawn("lazy-host");

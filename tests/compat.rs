@@ -19,7 +19,10 @@ mod compare;
 mod harness;
 mod support;
 
+use std::time::Duration;
+
 use harness::{Target, Tool};
+use support::{CommandExt as _, kb_command};
 
 /// Runs one case locally and fails with every difference.
 fn check(name: &str) {
@@ -161,14 +164,13 @@ fn every_case_has_a_test_and_a_docs_row() {
 
 #[test]
 fn the_reference_is_gnu_parallel_20221122() {
+    // GNU parallel is needed for the compat suite: apt-get install parallel.
     let out = std::process::Command::new("parallel")
         .arg("--version")
-        .output()
-        .expect("GNU parallel is needed for the compat suite: apt-get install parallel");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("GNU parallel 20221122"),
-        "expected GNU parallel 20221122, found: {text}"
+        .run();
+    out.check(
+        out.stdout.starts_with("GNU parallel 20221122"),
+        "expected GNU parallel 20221122",
     );
 }
 
@@ -227,7 +229,7 @@ fn stdin_is_read_lazily() {
                 c
             }
             Tool::Kb => {
-                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kb"));
+                let mut c = kb_command();
                 c.args(["parallel", "--local-procs", "1"]);
                 c
             }
@@ -236,9 +238,8 @@ fn stdin_is_read_lazily() {
             .args(["touch", "{}.started"])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("GNU parallel is needed for the compat suite: apt-get install parallel");
-        let mut stdin = child.stdin.take().expect("stdin");
+            .start();
+        let mut stdin = child.take_stdin();
         stdin.write_all(b"first\n").expect("write the first line");
         stdin.flush().expect("flush");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -249,15 +250,15 @@ fn stdin_is_read_lazily() {
         let ran_early = started.exists();
         stdin.write_all(b"second\n").expect("write the second line");
         drop(stdin);
-        let status = child.wait().expect("wait");
-        assert!(
+        let run = child.wait(Duration::from_secs(60));
+        run.check(
             ran_early,
-            "{tool:?}: the first job did not start while stdin was open"
-        );
-        assert!(status.success(), "{tool:?} exited with {status}");
-        assert!(
+            format_args!("{tool:?}: the first job did not start while stdin was open"),
+        )
+        .assert_success()
+        .check(
             dir.path().join("second.started").exists(),
-            "{tool:?}: the second job did not run"
+            format_args!("{tool:?}: the second job did not run"),
         );
     }
 }

@@ -7,9 +7,11 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use support::process::{CommandExt as _, kb_command, wait_until};
 use support::{Agent, SshServer, Sshd};
 
 /// A `kb parallel` command with `HOME` holding the known_hosts of `servers` and `-i` for each client key.
@@ -21,7 +23,7 @@ fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
         .map(|s| std::fs::read_to_string(&s.known_hosts).expect("known_hosts"))
         .collect();
     std::fs::write(ssh.join("known_hosts"), known).expect("write known_hosts");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
+    let mut cmd = kb_command();
     cmd.env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .arg("parallel");
@@ -29,10 +31,6 @@ fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
         cmd.arg("-i").arg(&s.client_key);
     }
     cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Processes whose command line contains `marker` (from /proc, so nothing is missed by name truncation).
@@ -45,7 +43,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let cmdline = text(&cmdline).replace('\0', " ");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(marker) && !cmdline.contains("kb parallel") && pid != std::process::id()
         {
             found.push(pid);
@@ -54,12 +52,13 @@ fn processes_with(marker: &str) -> Vec<u32> {
     found
 }
 
+#[track_caller]
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(timeout, Duration::from_millis(50), || {
+        ready()
+            .then_some(())
+            .ok_or_else(|| format!("timed out waiting for {what}"))
+    });
 }
 
 #[test]
@@ -88,10 +87,7 @@ fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
         .arg(job)
         .arg(":::")
         .args((1..=12).map(|i| i.to_string()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kb");
+        .start();
     // Kill one server while its first jobs run.
     wait_for("the first jobs to start", Duration::from_secs(20), || {
         std::fs::read_to_string(&started)
@@ -99,25 +95,20 @@ fn server_killed_mid_run_reruns_cut_off_jobs_elsewhere_and_loses_none() {
             .unwrap_or(false)
     });
     doomed.kill();
-    let out: Output = child.wait_with_output().expect("wait for kb");
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("lost worker"),
-        "the loss is reported: {stderr}"
-    );
+    let out = child.wait(Duration::from_secs(120));
+    // The loss is reported.
+    out.assert_code(0).assert_stderr_contains("lost worker");
     // Every job printed its output exactly once.
-    let mut done: Vec<u32> = stdout
+    let mut done: Vec<u32> = out
+        .stdout
         .lines()
         .filter_map(|l| l.strip_prefix("done ")?.parse().ok())
         .collect();
     done.sort_unstable();
-    assert_eq!(done, (1..=12).collect::<Vec<_>>(), "{stdout}");
+    out.check(
+        done == (1..=12).collect::<Vec<_>>(),
+        "every job's output once",
+    );
     // Jobs started at most twice, and only the cut-off ones (logged with Exitval -1 on the killed host) twice.
     let mut starts: HashMap<u32, u32> = HashMap::new();
     for line in std::fs::read_to_string(&started).expect("started").lines() {
@@ -174,10 +165,7 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
         .args(["-j", "3", "--grace", "2", "-S", &server.login])
         .arg(job)
         .args([":::", "1", "2", "3", "4", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kb");
+        .start();
     wait_for("three jobs on the server", Duration::from_secs(20), || {
         processes_with(&marker).len() >= 3
     });
@@ -187,26 +175,14 @@ fn interrupt_leaves_no_remote_process(server: &SshServer) {
         .filter_map(pgid_of)
         .collect();
     assert!(!groups.is_empty(), "the jobs' process groups are known");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    child.signal(Signal::SIGINT);
     let started = Instant::now();
-    let out = child.wait_with_output().expect("wait for kb");
-    assert!(
+    let out = child.wait(Duration::from_secs(60));
+    out.check(
         started.elapsed() < Duration::from_secs(10),
-        "kb took {:?} to stop",
-        started.elapsed()
+        format_args!("kb took {:?} to stop", started.elapsed()),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "stderr: {}",
-        text(&out.stderr)
-    );
-    assert!(
-        !text(&out.stdout).contains("never"),
-        "{}",
-        text(&out.stdout)
-    );
+    out.assert_code(130).assert_stdout_lacks("never");
     // The sleeps were children of the job's shell: nothing may be left in the jobs' process groups.
     wait_for("the remote jobs to end", Duration::from_secs(5), || {
         processes_with(&marker).is_empty() && processes_in_groups(&groups).is_empty()
@@ -281,17 +257,12 @@ fn unreachable_host_is_dropped_with_a_warning_and_the_run_goes_on() {
             "a",
             "b",
         ])
-        .output()
-        .expect("run kb");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+        .run();
+    out.assert_code(0);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
     lines.sort();
-    assert_eq!(lines, ["a", "b"]);
-    assert!(
-        text(&out.stderr).contains(&format!("127.0.0.1:{closed}")),
-        "{}",
-        text(&out.stderr)
-    );
+    out.check(lines == ["a", "b"], "the output of both jobs")
+        .assert_stderr_contains(&format!("127.0.0.1:{closed}"));
 }
 
 #[test]
@@ -302,17 +273,13 @@ fn no_reachable_host_fails_with_the_reason() {
         .local_addr()
         .expect("addr")
         .port();
-    let out = kb_parallel(&[], &dir.path().join("home"))
+    kb_parallel(&[], &dir.path().join("home"))
         .args(["-S", &format!("127.0.0.1:{closed}"), "echo", ":::", "a"])
-        .output()
-        .expect("run kb");
-    assert_eq!(out.status.code(), Some(255));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("no worker left"), "{stderr}");
-    assert!(
-        stderr.contains(&closed.to_string()),
-        "the reason names the host: {stderr}"
-    );
+        .run()
+        .assert_code(255)
+        .assert_stderr_contains("no worker left")
+        // The reason names the host.
+        .assert_stderr_contains(&closed.to_string());
 }
 
 #[test]
@@ -322,15 +289,10 @@ fn unknown_host_key_is_refused_with_a_hint() {
     let home = dir.path().join("home");
     let mut cmd = kb_parallel(&[&server], &home);
     std::fs::write(home.join(".ssh/known_hosts"), "").expect("empty known_hosts");
-    let out = cmd
-        .args(["-S", &server.login, "echo", ":::", "a"])
-        .output()
-        .expect("run kb");
-    assert_eq!(out.status.code(), Some(255));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("known_hosts") || stderr.contains("host key"),
-        "{stderr}"
+    let out = cmd.args(["-S", &server.login, "echo", ":::", "a"]).run();
+    out.assert_code(255).check(
+        out.stderr.contains("known_hosts") || out.stderr.contains("host key"),
+        "expected `known_hosts` or `host key` in stderr",
     );
 }
 
@@ -347,36 +309,24 @@ fn second_interrupt_kills_at_once_jobs_that_ignore_sigterm() {
         .args(["-j", "2", "--grace", "60", "-S", &server.login])
         .arg(job)
         .args([":::", "1", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kb");
+        .start();
     // Each job is two processes with the marker: the job's shell and the inner `sh -c`.
     wait_for("two stubborn jobs", Duration::from_secs(20), || {
         processes_with(&marker).len() >= 4
     });
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("first SIGINT");
+    child.signal(Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        processes_with(&marker).len(),
-        4,
-        "SIGTERM is ignored, so the jobs still run during the grace period"
-    );
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second SIGINT");
+    if processes_with(&marker).len() != 4 {
+        child.fail_running("SIGTERM is ignored, so the jobs still run during the grace period");
+    }
+    child.signal(Signal::SIGINT);
     let started = Instant::now();
-    let out = child.wait_with_output().expect("wait for kb");
-    assert!(
+    let out = child.wait(Duration::from_secs(60));
+    out.check(
         started.elapsed() < Duration::from_secs(10),
-        "kb took {:?} after the second Ctrl-C",
-        started.elapsed()
+        format_args!("kb took {:?} after the second Ctrl-C", started.elapsed()),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    out.assert_code(130);
     wait_for(
         "the stubborn jobs to be killed",
         Duration::from_secs(5),

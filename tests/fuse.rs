@@ -15,7 +15,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
@@ -28,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams};
 use serde::Deserialize;
 use support::cluster::{TestNs, agent_image, kubeconfig, test_image};
+use support::process::{CommandExt as _, kb_command};
 
 use kb::k8s::fuse_plugin::{CAPABILITIES_ANNOTATION, DEVICE_PLUGIN_DIR, socket_name};
 
@@ -36,7 +36,7 @@ const NODE: &str = "kb-node";
 
 /// `kb cluster-setup -n NS --agent-image IMAGE`, parsed back and created object by object (the namespace exists).
 fn apply_cluster_setup(ns: &TestNs) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kb"))
+    let out = kb_command()
         .args([
             "cluster-setup",
             "-n",
@@ -44,17 +44,12 @@ fn apply_cluster_setup(ns: &TestNs) {
             "--agent-image",
             &agent_image(),
         ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+        .run();
+    out.assert_success();
+    let text = &out.stdout;
     let mut kinds = Vec::new();
     ns.rt.block_on(async {
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
             let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
             let kind = value["kind"].as_str().unwrap().to_string();
             match kind.as_str() {
@@ -72,10 +67,7 @@ fn apply_cluster_setup(ns: &TestNs) {
             kinds.push(kind);
         }
     });
-    assert!(
-        kinds.iter().any(|k| k == "DaemonSet"),
-        "no DaemonSet in:\n{text}"
-    );
+    out.check(kinds.iter().any(|k| k == "DaemonSet"), "no DaemonSet");
 }
 
 /// Parses `value` as a `K` and creates it in the test's namespace.

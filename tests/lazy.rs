@@ -19,6 +19,7 @@ use rand::{RngCore, SeedableRng};
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use support::process::{CommandExt as _, Run};
 
 const KB: &str = env!("CARGO_BIN_EXE_kb");
 
@@ -153,9 +154,9 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// `cat PATH`: whether it failed with an I/O error, and how long it took.
-fn cat(path: &Path) -> (std::process::Output, Duration) {
+fn cat(path: &Path) -> (Run, Duration) {
     let start = Instant::now();
-    let out = Command::new("cat").arg(path).output().expect("run cat");
+    let out = Command::new("cat").arg(path).run();
     (out, start.elapsed())
 }
 
@@ -298,12 +299,8 @@ fn a_killed_server_makes_reads_fail_with_eio_within_the_deadline() {
     pair.server.wait().unwrap();
     for name in ["never-read", "read-before"] {
         let (out, took) = cat(&mnt.join(name));
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("Input/output error"),
-            "cat {name}: {stderr}"
-        );
+        out.assert_failure()
+            .assert_stderr_contains("Input/output error");
         assert!(took < Duration::from_secs(5), "cat {name} took {took:?}");
     }
     let err = fs::read_dir(&mnt)
@@ -327,20 +324,14 @@ fn a_server_that_stops_answering_fails_the_request_at_the_deadline_and_the_rest_
     signal(pair.server.id(), "STOP");
     let (out, took) = cat(&mnt.join("f"));
     signal(pair.server.id(), "CONT");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
-        "{out:?}"
-    );
+    out.assert_stderr_contains("Input/output error");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(4),
         "first failure after {took:?}"
     );
     // The server answers again, but the share is lost for good: every later operation fails at once.
     let (out, took) = cat(&mnt.join("f"));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
-        "{out:?}"
-    );
+    out.assert_stderr_contains("Input/output error");
     assert!(
         took < Duration::from_millis(500),
         "later failure after {took:?}"
@@ -568,12 +559,8 @@ fn two_mounts_through_the_relay_share_the_laptop_s_files_and_fail_with_it() {
     wait(&mut host, Duration::from_secs(10));
     for (mnt, _) in &mounts {
         let (out, took) = cat(&mnt.join("input.txt"));
-        assert!(!out.status.success());
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        out.assert_failure()
+            .assert_stderr_contains("Input/output error");
         assert!(took < Duration::from_secs(5), "took {took:?}");
     }
     for (mnt, mut child) in mounts {
@@ -642,13 +629,8 @@ fn the_lazy_share_over_ssh_through_the_share_server() {
             ])
             .arg("--store")
             .arg(&store)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run();
+        out.assert_success();
     }
     let connect = |key: &Path| -> Vec<String> {
         vec![
@@ -699,10 +681,8 @@ fn the_lazy_share_over_ssh_through_the_share_server() {
         .arg(&mnt)
         .arg("--")
         .args(&other)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!denied.status.success());
+        .run();
+    denied.assert_failure();
     assert!(!mounted(&mnt));
 
     // The task's pod.
@@ -738,11 +718,7 @@ fn the_lazy_share_over_ssh_through_the_share_server() {
     carrier.kill().unwrap();
     carrier.wait().unwrap();
     let (out, took) = cat(&mnt.join("data.txt"));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert_stderr_contains("Input/output error");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     signal(mount.id(), "TERM");
     wait(&mut mount, Duration::from_secs(10));

@@ -14,10 +14,11 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
+use support::process::{CommandExt as _, Run};
 
 const KB: &str = env!("CARGO_BIN_EXE_kb");
 /// The server's deadline for one request to a task's client (`--nfs-deadline`).
@@ -53,37 +54,16 @@ fn libnfs(tool: &str) -> Command {
 }
 
 /// Runs a libnfs utility with a time limit (a hang fails the test instead of stalling it): its output and time.
-fn run(mut command: Command, limit: Duration) -> (Output, Duration) {
+#[track_caller]
+fn run(mut command: Command, limit: Duration) -> (Run, Duration) {
     let start = Instant::now();
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => (out.unwrap(), start.elapsed()),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{command:?} still runs after {limit:?}");
-        }
-    }
+    let out = command.stdin(Stdio::null()).start().wait(limit);
+    (out, start.elapsed())
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {}, stdout `{}`, stderr `{}`",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// The report of a finished command: its status, stdout and stderr.
+fn text(out: &Run) -> String {
+    out.to_string()
 }
 
 /// The share server, one task (`t1`) with its laptop side serving `src`, and a second task (`t2`) allowed but
@@ -190,14 +170,9 @@ impl Fixture {
                 .args(["share", "lazy-allow", "--task", task])
                 .args(["--client-key", client, "--pod-key", pod, "--store"])
                 .arg(&store)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", text(&out));
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect()
+                .run();
+            out.assert_success();
+            out.stdout.lines().map(str::to_string).collect()
         };
         let lines = allow("t1", &client_pub, &pod_pub);
         assert_eq!(lines.len(), 2, "the host key, then the export: {lines:?}");
@@ -250,14 +225,15 @@ impl Fixture {
     }
 
     /// The names `nfs-ls` lists at `path`, or its failed output.
-    fn ls(&self, path: &str) -> Result<Vec<String>, Output> {
+    fn ls(&self, path: &str) -> Result<Vec<String>, Box<Run>> {
         let mut command = libnfs("nfs-ls");
         command.arg(self.url(path));
         let (out, _) = run(command, Duration::from_secs(20));
         if !out.status.success() {
-            return Err(out);
+            return Err(Box::new(out));
         }
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        let mut names: Vec<String> = out
+            .stdout
             .lines()
             .filter_map(|l| l.split_whitespace().last().map(str::to_string))
             .filter(|n| n != "." && n != "..")
@@ -267,7 +243,7 @@ impl Fixture {
     }
 
     /// `nfs-cat` of `name` in the task's export: its output and how long it took.
-    fn cat(&self, name: &str) -> (Output, Duration) {
+    fn cat(&self, name: &str) -> (Run, Duration) {
         let mut command = libnfs("nfs-cat");
         command.arg(self.url(&format!("{}/{name}", self.export)));
         run(command, Duration::from_secs(30))
@@ -304,16 +280,16 @@ fn files_made_on_the_laptop_are_read_exactly_and_nfs_writes_reach_the_laptop() {
         text(&out),
         f.log("server.log")
     );
-    assert_eq!(out.stdout, b"hello over nfs\n");
+    assert_eq!(out.stdout_bytes(), b"hello over nfs\n");
     let (out, _) = f.cat("big.bin");
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        out.stdout == big,
+        out.stdout_bytes() == big,
         "the 3 MiB file differs ({} bytes read)",
-        out.stdout.len()
+        out.stdout_bytes().len()
     );
     let (out, _) = f.cat("sub/deep.txt");
-    assert_eq!(out.stdout, b"deep\n", "{}", text(&out));
+    assert_eq!(out.stdout_bytes(), b"deep\n", "{}", text(&out));
     // A missing file is an error, not an empty file.
     let (out, _) = f.cat("missing.txt");
     assert!(!out.status.success(), "{}", text(&out));
@@ -358,11 +334,7 @@ fn files_made_on_the_laptop_are_read_exactly_and_nfs_writes_reach_the_laptop() {
         .arg(f.url(&format!("{}/data.txt", f.export)));
     let (out, _) = run(command, Duration::from_secs(30));
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NFS3ERR_EXIST"),
-        "{}",
-        text(&out)
-    );
+    assert!(out.stderr.contains("NFS3ERR_EXIST"), "{}", text(&out));
     assert_eq!(
         fs::read(f.src().join("data.txt")).unwrap(),
         b"hello over nfs\n"
@@ -386,10 +358,15 @@ fn listings_show_a_local_create_and_delete_at_once() {
     );
     // A file read before it changed on the laptop is read anew.
     let (out, _) = f.cat("b.txt");
-    assert_eq!(out.stdout, b"b", "{}", text(&out));
+    assert_eq!(out.stdout_bytes(), b"b", "{}", text(&out));
     fs::write(f.src().join("b.txt"), "b, changed on the laptop").unwrap();
     let (out, _) = f.cat("b.txt");
-    assert_eq!(out.stdout, b"b, changed on the laptop", "{}", text(&out));
+    assert_eq!(
+        out.stdout_bytes(),
+        b"b, changed on the laptop",
+        "{}",
+        text(&out)
+    );
     // A directory of many entries is listed whole, over several READDIRPLUS pages.
     for i in 0..600 {
         fs::write(f.src().join("dir").join(format!("f{i:03}")), "x").unwrap();
@@ -436,7 +413,7 @@ fn without_the_token_nothing_is_found_and_the_root_lists_nothing() {
     command.arg(f.url(&format!("/kb/t1-{wrong}/secret.txt")));
     let (out, _) = run(command, Duration::from_secs(20));
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("t1's file"));
+    assert!(!out.stdout.contains("t1's file"));
     // The other task's own export reaches only that task, whose client is not there: an error, not t1's files.
     let other = f.ls(&f.other_export);
     assert!(other.is_err(), "{other:?}");
@@ -446,16 +423,12 @@ fn without_the_token_nothing_is_found_and_the_root_lists_nothing() {
 fn a_killed_laptop_makes_reads_fail_within_the_deadline() {
     let mut f = Fixture::start(|src| fs::write(src.join("data.txt"), "alive\n").unwrap());
     let (out, _) = f.cat("data.txt");
-    assert_eq!(out.stdout, b"alive\n", "{}", text(&out));
+    assert_eq!(out.stdout_bytes(), b"alive\n", "{}", text(&out));
     f.carrier.kill().unwrap();
     f.carrier.wait().unwrap();
     let (out, took) = f.cat("data.txt");
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("alive"),
-        "{}",
-        text(&out)
-    );
+    assert!(!out.stdout.contains("alive"), "{}", text(&out));
     assert!(
         took < DEADLINE,
         "nfs-cat took {took:?}, the deadline is {DEADLINE:?}"
@@ -480,14 +453,14 @@ fn a_killed_laptop_makes_reads_fail_within_the_deadline() {
     (f.laptop, f.carrier) = serve_laptop(f.dir.path(), &f.connect);
     std::thread::sleep(Duration::from_millis(2100));
     let (out, _) = f.cat("data.txt");
-    assert_eq!(out.stdout, b"back\n", "{}", text(&out));
+    assert_eq!(out.stdout_bytes(), b"back\n", "{}", text(&out));
 }
 
 #[test]
 fn a_stalled_laptop_makes_reads_fail_at_the_deadline() {
     let f = Fixture::start(|src| fs::write(src.join("data.txt"), "alive\n").unwrap());
     let (out, _) = f.cat("data.txt");
-    assert_eq!(out.stdout, b"alive\n", "{}", text(&out));
+    assert_eq!(out.stdout_bytes(), b"alive\n", "{}", text(&out));
     // The laptop's SFTP server stops answering; its connection stays up.
     let stop = Command::new("kill")
         .args(["-STOP", &f.laptop.id().to_string()])
@@ -499,11 +472,7 @@ fn a_stalled_laptop_makes_reads_fail_at_the_deadline() {
         .args(["-CONT", &f.laptop.id().to_string()])
         .status();
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NFS3ERR_IO"),
-        "{}",
-        text(&out)
-    );
+    assert!(out.stderr.contains("NFS3ERR_IO"), "{}", text(&out));
     eprintln!("nfs-cat failed {took:?} after the laptop stopped answering");
     assert!(
         took >= DEADLINE - Duration::from_millis(500) && took < DEADLINE + Duration::from_secs(2),

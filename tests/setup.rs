@@ -6,12 +6,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use support::cluster::TestNs;
+use support::process::{CommandExt as _, Run};
+use support::terminal::Terminal;
 
 fn base_image() -> String {
     std::env::var("KB_TEST_IMAGE").unwrap_or_else(|_| "127.0.0.1:5000/kb/debian:bookworm".into())
@@ -75,6 +77,7 @@ impl Project {
 
 /// Containers `kb setup` made that still exist.
 fn setup_containers() -> Vec<String> {
+    // docker comes with docker.io.
     let out = Command::new("docker")
         .args([
             "ps",
@@ -84,10 +87,9 @@ fn setup_containers() -> Vec<String> {
             "--format",
             "{{.Names}}",
         ])
-        .output()
-        .expect("docker ps: install docker.io");
-    assert!(out.status.success(), "docker ps: {}", text(&out.stderr));
-    text(&out.stdout).lines().map(str::to_string).collect()
+        .run();
+    out.assert_success();
+    out.stdout.lines().map(str::to_string).collect()
 }
 
 /// Fails when the `kb setup` of process `pid` left a container (named `kb-setup-<host>-<pid>[-...]`); other tests'
@@ -101,134 +103,15 @@ fn assert_no_setup_containers(pid: u32) {
 }
 
 fn remove_image(image: &str) {
-    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    let _ = Command::new("docker").args(["rmi", "-f", image]).run();
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `cmd` with `input` on stdin; returns its output and PID.
-fn run_with_stdin(mut cmd: Command, input: &str) -> (Output, u32) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    (child.wait_with_output().unwrap(), pid)
-}
-
-/// A process on a pseudo-terminal, and what it has shown.
-struct Terminal {
-    master: std::fs::File,
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    seen: String,
-    child: std::process::Child,
-}
-
-impl Terminal {
-    fn spawn(mut cmd: Command) -> Terminal {
-        use std::os::fd::OwnedFd;
-        let size = nix::pty::Winsize {
-            ws_row: 40,
-            ws_col: 100,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).unwrap();
-        let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        cmd.env("TERM", "dumb")
-            .stdin(slave(&pty.slave))
-            .stdout(slave(&pty.slave))
-            .stderr(slave(&pty.slave));
-        let child = cmd.spawn().unwrap();
-        drop(pty.slave);
-        let master = std::fs::File::from(pty.master);
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let mut reader = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Terminal {
-            master,
-            rx,
-            seen: String::new(),
-            child,
-        }
-    }
-
-    /// Waits for `needle` to appear after everything matched so far.
-    fn expect(&mut self, needle: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.seen.contains(needle) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(chunk) => self.seen.push_str(&text(&chunk)),
-                Err(_) => panic!(
-                    "no `{needle}` within {secs} s; the terminal showed:\n{}",
-                    self.seen
-                ),
-            }
-        }
-        // Later expectations look only at what comes after this match.
-        let at = self.seen.find(needle).unwrap() + needle.len();
-        self.seen = self.seen[at..].to_string();
-    }
-
-    fn send(&mut self, line: &str) {
-        self.master.write_all(line.as_bytes()).unwrap();
-        self.master.write_all(b"\r").unwrap();
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Changes the terminal's size and tells kb, as a terminal emulator does.
-    fn resize(&self, rows: u16, cols: u16) {
-        let size = rustix::termios::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        rustix::termios::tcsetwinsize(&self.master, size).unwrap();
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
-    }
-
-    fn wait(mut self, secs: u64) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            while let Ok(chunk) = self.rx.try_recv() {
-                self.seen.push_str(&text(&chunk));
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), self.seen);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "kb setup did not end within {secs} s; it showed:\n{}",
-                    self.seen
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+/// Runs `cmd` with `input` on stdin (then closed); returns what it left and its PID (for its containers' names).
+fn run_with_stdin(mut cmd: Command, input: &str) -> (Run, u32) {
+    let mut child = cmd.stdin(Stdio::piped()).start();
+    let pid = child.pid();
+    child.take_stdin().write_all(input.as_bytes()).unwrap();
+    (child.wait(Duration::from_secs(900)), pid)
 }
 
 /// The issue's main flow: answer the questions on a terminal, install jq with apt-get from Debian's archive,
@@ -311,14 +194,17 @@ fn setup_through_a_terminal_then_parallel_uses_the_image() {
         ],
     );
     parallel.env_remove("KB_NAMESPACE");
-    let out = parallel.output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
-    let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    let out = parallel.run();
+    out.assert_code(0);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
     lines.sort();
-    assert_eq!(lines.len(), 4, "{lines:?}");
-    assert!(lines[0].starts_with("jq-1."), "{lines:?}");
-    assert!(lines[1].starts_with("jq-1."), "{lines:?}");
-    assert_eq!(lines[2..], ["made-in-setup 1", "made-in-setup 2"]);
+    out.check(lines.len() == 4, "four lines")
+        .check(lines[0].starts_with("jq-1."), "jq's version")
+        .check(lines[1].starts_with("jq-1."), "jq's version")
+        .check(
+            lines[2..] == ["made-in-setup 1", "made-in-setup 2"],
+            "the variable exported in setup",
+        );
     ns.assert_clean();
 }
 
@@ -347,14 +233,10 @@ fn setup_with_yes_and_no_terminal() {
         cmd,
         "echo baked > /etc/kb-setup-marker\nexport KB_PIPED_VAR='two words'\ncat data.txt\n",
     );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
-    // The shell ran in the project directory, which is mounted at its own path.
-    assert_eq!(text(&out.stdout), "one\ntwo\n");
-    assert!(
-        stderr.contains("keeping exported variables: KB_PIPED_VAR"),
-        "{stderr}"
-    );
+    out.assert_code(0)
+        // The shell ran in the project directory, which is mounted at its own path.
+        .assert_stdout("one\ntwo\n")
+        .assert_stderr_contains("keeping exported variables: KB_PIPED_VAR");
     assert_no_setup_containers(pid);
     let config = project.project_config().unwrap();
     assert!(config.contains("share = \"none\""), "{config}");
@@ -373,11 +255,10 @@ fn setup_with_yes_and_no_terminal() {
                 "x",
             ],
         )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
-    // `share = "none"` from kb.toml: the project's files are not copied in.
-    assert_eq!(text(&out.stdout), "baked\nnot-shared\ntwo words x\n");
+        .run();
+    out.assert_code(0)
+        // `share = "none"` from kb.toml: the project's files are not copied in.
+        .assert_stdout("baked\nnot-shared\ntwo words x\n");
     ns.assert_clean();
 }
 
@@ -410,7 +291,7 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
             cmd.env(k, v);
         }
         let (out, pid) = run_with_stdin(cmd, stdin);
-        (out.status.code(), text(&out.stderr), pid)
+        (out.code(), out.stderr, pid)
     };
     let check_nothing_written = |what: &str, pid: u32| {
         assert!(
@@ -493,9 +374,8 @@ fn setup_errors_say_what_to_do_and_leave_nothing() {
     check_nothing_written("registry unreachable", pid);
     let kept = Command::new("docker")
         .args(["images", "--format", "{{.Repository}}", "127.0.0.1:1/*"])
-        .output()
-        .unwrap();
-    for image in text(&kept.stdout).lines() {
+        .run();
+    for image in kept.stdout.lines() {
         remove_image(image);
     }
     ns.assert_clean();
@@ -537,20 +417,19 @@ fn answering_no_keeps_nothing() {
     assert_no_setup_containers(pid);
     let images = Command::new("docker")
         .args(["images", "-q", "--filter", "label=kb.dev/setup"])
-        .output()
-        .unwrap();
+        .run();
     // Images of other tests running now may carry the label too; none may be named after this project.
     let named = Command::new("docker")
         .args(["images", "--format", "{{.Repository}}"])
-        .output()
-        .unwrap();
+        .run();
     let project_name = project
         .path()
         .file_name()
         .unwrap()
         .to_string_lossy()
         .to_lowercase();
-    let leftover: Vec<String> = text(&named.stdout)
+    let leftover: Vec<String> = named
+        .stdout
         .lines()
         .filter(|r| r.contains(&project_name))
         .map(str::to_string)
@@ -558,7 +437,7 @@ fn answering_no_keeps_nothing() {
     assert!(
         leftover.is_empty(),
         "images left: {leftover:?} ({})",
-        text(&images.stdout)
+        images.stdout
     );
     ns.assert_clean();
 }

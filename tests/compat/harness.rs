@@ -4,8 +4,10 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use crate::support::{self, CommandExt as _};
 
 /// How long one tool may take on one step before the case fails.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -237,45 +239,29 @@ fn run_step(
             cmd.env_remove(key);
         }
     }
-    let output = run_with_timeout(
-        cmd,
-        step.stdin.as_deref(),
-        &format!("{tool:?} on case {}", case.name),
-    );
-    (output.stdout, output.stderr, output.status.code())
+    let output = run_with_timeout(cmd, step.stdin.as_deref());
+    (
+        output.stdout_bytes().to_vec(),
+        output.stderr_bytes().to_vec(),
+        output.code(),
+    )
 }
 
-fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, what: &str) -> Output {
+/// Runs `cmd` with `stdin`, killing it and failing with its output after [`STEP_TIMEOUT`].
+fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>) -> support::Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot start {what}: {e}; GNU parallel is needed for the compat suite (apt-get install parallel)")
     });
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+    // GNU parallel is needed for the compat suite (`apt-get install parallel`): `start` names what is missing.
+    let mut child = cmd.start();
+    if let Some(bytes) = stdin {
+        let mut pipe = child.take_stdin();
         let bytes = bytes.to_vec();
         std::thread::spawn(move || {
             let _ = pipe.write_all(&bytes);
         });
     }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(STEP_TIMEOUT) {
-        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
-        Err(_) => {
-            // Only the process this harness started, by its PID.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{what} did not finish within {STEP_TIMEOUT:?}");
-        }
-    }
+    child.wait(STEP_TIMEOUT)
 }

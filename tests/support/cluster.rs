@@ -10,12 +10,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
+/// The label every object kb makes carries.
 pub const MANAGED: &str = "app.kubernetes.io/managed-by=kb";
 
+/// The image the cluster tests run their jobs in: `KB_TEST_IMAGE`, else the local registry's Debian.
 pub fn test_image() -> String {
     std::env::var("KB_TEST_IMAGE").unwrap_or_else(|_| "127.0.0.1:5000/kb/debian:bookworm".into())
 }
 
+/// The admin kubeconfig of the local cluster: `KUBECONFIG`, else the one `tests/cluster/up` wrote.
 pub fn kubeconfig() -> PathBuf {
     if let Some(path) = std::env::var_os("KUBECONFIG") {
         return path.into();
@@ -41,6 +44,7 @@ pub struct TestNs {
 }
 
 impl TestNs {
+    /// Creates the namespace; fails, saying what to run, when the cluster or the agent image is missing.
     pub fn new() -> TestNs {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -202,6 +206,7 @@ pub fn check_agent_image() {
     );
 }
 
+/// The name in `meta` (empty when it has none).
 pub fn name_of(meta: &ObjectMeta) -> String {
     meta.name.clone().unwrap_or_default()
 }
@@ -213,4 +218,20 @@ impl Drop for TestNs {
             .rt
             .block_on(api.delete(&self.name, &DeleteParams::background()));
     }
+}
+
+/// The API server tests stop the API server, which the node's status updates and every other test's port-forwards
+/// need: they run alone ([`exclusive`], a write lock), the others together ([`shared`], read locks). The lock holds
+/// within one test binary, and cargo runs test binaries one after another: that is why the tests of `tests/k8s/`
+/// are one binary made of several files.
+static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A read lock on the cluster: other tests may run beside this one.
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The write lock on the cluster: no other test of this binary runs beside this one.
+pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER.write().unwrap_or_else(|e| e.into_inner())
 }
