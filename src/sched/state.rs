@@ -1,0 +1,588 @@
+//! The scheduler's core: the state of one run (queue, slots, running attempts, tally, halt, retries, lost workers,
+//! interrupts) and every rule that changes it, as a synchronous state machine. Each `on_*` handler takes one
+//! thing that happened, with the time it happened, and returns the [`Action`]s that follow; it does no I/O, reads
+//! no clock and prints nothing, so tests drive it directly (`state_tests.rs`). The dispatcher feeds it and
+//! carries out its actions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::Error;
+use super::action::{Action, AttemptEvent, Now, Rules};
+use super::core::{self, Capacity, Decision, Job};
+use super::executor::AttemptId;
+use super::halt::{Tally, When};
+use crate::error::exit;
+use crate::joblog;
+use crate::model::{JobExit, JobSignal};
+use crate::output::report::Event;
+use crate::worker::{JobRun, RunError, WorkerEvent};
+
+/// How long killed attempts have to report their end before the run stops waiting for them.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(3);
+
+struct WorkerState {
+    name: String,
+    capacity: usize,
+    busy: usize,
+    alive: bool,
+}
+
+struct Running {
+    job: Job,
+    worker: usize,
+    slot: usize,
+    command: String,
+    started: Now,
+    /// Bytes of output, for the joblog's `Receive` column.
+    received: u64,
+    /// Its control channel is open (closing it kills the job).
+    control: bool,
+    /// Killed by `--halt now`: its end is neither printed nor logged (as GNU parallel).
+    discarded: bool,
+    /// Killed by `--timeout`.
+    timed_out: bool,
+}
+
+/// The state of one run and its rules.
+pub struct RunState {
+    rules: Rules,
+    workers: Vec<WorkerState>,
+    free_slots: BTreeSet<usize>,
+    slot_count: usize,
+    queue: VecDeque<Job>,
+    running: BTreeMap<AttemptId, Running>,
+    next_attempt: AttemptId,
+    next_seq: u64,
+    input_open: bool,
+    total: Option<u64>,
+    tally: Tally,
+    halted: Option<u8>,
+    interrupts: u32,
+    grace_deadline: Option<Instant>,
+    /// After SIGKILL was sent: when to stop waiting for attempts to report their end.
+    abandon_deadline: Option<Instant>,
+    abandoned: bool,
+    sources_open: usize,
+    lost: Vec<String>,
+    broken_pipe: bool,
+    /// Why a limit stopped the workers for good, and what to do, once one did.
+    stopped: Option<(String, String)>,
+    out: Vec<Action>,
+}
+
+impl RunState {
+    /// A run by `rules`, waiting for `sources` worker sources to announce workers.
+    pub fn new(rules: Rules, sources: usize) -> Self {
+        RunState {
+            rules,
+            workers: Vec::new(),
+            free_slots: BTreeSet::new(),
+            slot_count: 0,
+            queue: VecDeque::new(),
+            running: BTreeMap::new(),
+            next_attempt: 0,
+            next_seq: 0,
+            input_open: true,
+            total: None,
+            tally: Tally::default(),
+            halted: None,
+            interrupts: 0,
+            grace_deadline: None,
+            abandon_deadline: None,
+            abandoned: false,
+            sources_open: sources,
+            lost: Vec::new(),
+            broken_pipe: false,
+            stopped: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// A record was read from the input (`None`: the input ended).
+    pub fn on_record(&mut self, record: Option<Vec<String>>, now: Now) -> Vec<Action> {
+        match record {
+            None => {
+                self.input_open = false;
+                self.total = Some(self.next_seq);
+            }
+            Some(args) => {
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                let skip = self.rules.resume.as_ref();
+                if skip.is_some_and(|r| r.skip.contains(&seq)) {
+                    if !self.broken_pipe {
+                        self.out.push(Action::Skip { seq });
+                    }
+                } else {
+                    self.out.push(Action::Report(Event::JobQueued));
+                    self.queue.push_back(Job::new(seq, args));
+                }
+            }
+        }
+        self.start_jobs(now)
+    }
+
+    /// A worker source announced something (`None`: every source is gone). Workers are numbered in the order
+    /// they join, which is how [`Action::Start`] names them.
+    pub fn on_worker(&mut self, event: Option<WorkerEvent>, now: Now) -> Vec<Action> {
+        match event {
+            None => self.sources_open = 0,
+            Some(WorkerEvent::Done) => self.sources_open = self.sources_open.saturating_sub(1),
+            Some(WorkerEvent::Joined(worker)) => {
+                let capacity = worker.slots().max(1);
+                for _ in 0..capacity {
+                    self.slot_count += 1;
+                    self.free_slots.insert(self.slot_count);
+                }
+                self.workers.push(WorkerState {
+                    name: worker.name().to_string(),
+                    capacity,
+                    busy: 0,
+                    alive: true,
+                });
+            }
+            Some(WorkerEvent::Failed { name, reason }) => {
+                self.lost.push(format!("{name}: {reason}"));
+                self.report(Event::WorkerUnusable {
+                    worker: name,
+                    reason,
+                });
+            }
+            Some(WorkerEvent::Stopped { reason, hint }) if self.stopped.is_none() => {
+                self.report(Event::Stopped {
+                    reason: reason.clone(),
+                    running: self.running.len(),
+                });
+                self.stopped = Some((reason, hint));
+                self.kill_all(now);
+            }
+            Some(WorkerEvent::Stopped { .. }) => {}
+        }
+        self.start_jobs(now)
+    }
+
+    /// An attempt reported output or its end.
+    pub fn on_exec(&mut self, attempt: AttemptId, event: AttemptEvent, now: Now) -> Vec<Action> {
+        match event {
+            AttemptEvent::Output { stream, data } => {
+                if let Some(run) = self.running.get_mut(&attempt)
+                    && !run.discarded
+                {
+                    run.received += data.len() as u64;
+                    let seq = run.job.seq;
+                    self.out.push(Action::Chunk {
+                        attempt,
+                        seq,
+                        stream,
+                        data,
+                    });
+                }
+            }
+            AttemptEvent::Ended {
+                result,
+                timed_out,
+                worker_gone,
+            } => {
+                if let Some(mut run) = self.running.remove(&attempt) {
+                    run.timed_out = timed_out;
+                    self.on_done(attempt, run, result, worker_gone, now);
+                }
+            }
+        }
+        self.start_jobs(now)
+    }
+
+    /// The user interrupted the run: the first time, start nothing more, send SIGTERM, and SIGKILL after the
+    /// grace period; the second time, SIGKILL at once.
+    pub fn on_interrupt(&mut self, now: Now) -> Vec<Action> {
+        self.interrupts += 1;
+        if self.interrupts == 1 {
+            self.report(Event::Interrupted {
+                running: self.running.len(),
+            });
+            for (&attempt, run) in &self.running {
+                if run.control {
+                    self.out.push(Action::Signal {
+                        attempt,
+                        signal: JobSignal::Term,
+                    });
+                }
+            }
+            self.grace_deadline = Some(now.mono + self.rules.grace);
+        } else {
+            self.kill_all(now);
+        }
+        self.take()
+    }
+
+    /// Time passed: acts on the deadlines that are due (the grace period, waiting for killed attempts).
+    pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
+        if self.grace_deadline.is_some_and(|d| d <= now.mono) {
+            self.kill_all(now);
+        }
+        if self.abandon_deadline.is_some_and(|d| d <= now.mono) {
+            return self.on_abandon();
+        }
+        self.take()
+    }
+
+    /// Writing job output failed. A closed pipe (`kb parallel ... | head`) ends the run quietly, as a pipeline
+    /// expects; anything else is a warning.
+    pub fn on_output_error(&mut self, err: &std::io::Error, now: Now) -> Vec<Action> {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            self.broken_pipe = true;
+            self.kill_all(now);
+        } else {
+            self.report(Event::OutputFailed {
+                cause: err.to_string(),
+            });
+        }
+        self.take()
+    }
+
+    /// The run is over: kill whatever still runs.
+    pub fn on_shutdown(&mut self, now: Now) -> Vec<Action> {
+        self.kill_all(now);
+        self.take()
+    }
+
+    /// Gives up on attempts that did not report their end after SIGKILL (a worker that no longer answers).
+    pub fn on_abandon(&mut self) -> Vec<Action> {
+        self.abandon_deadline = None;
+        self.abandoned = true;
+        for (attempt, run) in std::mem::take(&mut self.running) {
+            self.out.push(Action::Report(Event::Unconfirmed {
+                seq: run.job.seq,
+                worker: self.workers[run.worker].name.clone(),
+            }));
+            self.out.push(Action::Discard { attempt });
+        }
+        self.take()
+    }
+
+    /// Whether the dispatcher should read another record now: only when a slot could take it.
+    pub fn wants_input(&self) -> bool {
+        let free = self.free_capacity();
+        self.input_open && !self.stopping() && self.queue.len() < free.max(1) && free > 0
+    }
+
+    /// Whether the input must be read to its end before any job runs (`--halt` with a percentage).
+    pub fn needs_all_input(&self) -> bool {
+        self.rules.halt.is_some_and(|h| h.needs_total())
+    }
+
+    /// Whether the input has not ended yet.
+    pub fn input_open(&self) -> bool {
+        self.input_open
+    }
+
+    /// Whether a worker source may still announce something.
+    pub fn sources_open(&self) -> bool {
+        self.sources_open > 0
+    }
+
+    /// Whether attempts are running.
+    pub fn has_running(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    /// The next moment [`RunState::on_tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.grace_deadline, self.abandon_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the run is over: nothing runs, and nothing is left or the run stops early.
+    pub fn finished(&self) -> bool {
+        self.abandoned
+            || (self.running.is_empty()
+                && (self.stopping() || (!self.input_open && self.queue.is_empty())))
+    }
+
+    /// With jobs left and no worker alive or coming, the run cannot go on.
+    pub fn stranded(&self) -> Option<Error> {
+        let work_left = !self.queue.is_empty() || self.input_open;
+        let no_workers = self.sources_open == 0 && !self.workers.iter().any(|w| w.alive);
+        (work_left && no_workers && self.running.is_empty()).then(|| Error::NoWorkers {
+            reasons: self.lost.clone(),
+        })
+    }
+
+    /// How the run ended: its exit status (GNU parallel's contract), or the limit that stopped it.
+    pub fn outcome(&mut self) -> super::Result<u8> {
+        if let Some((reason, hint)) = self.stopped.take() {
+            let done = self.tally.succeeded + self.tally.failed;
+            return Err(Error::Stopped {
+                reason,
+                hint,
+                done,
+                unfinished: self.next_seq.saturating_sub(done),
+                input_left: self.input_open,
+            });
+        }
+        Ok(if self.broken_pipe {
+            exit::SUCCESS
+        } else if self.interrupts > 0 {
+            exit::INTERRUPTED
+        } else if let Some(status) = self.halted {
+            status
+        } else if let Some(halt) = self.rules.halt {
+            halt.exit_status_not_halted(self.tally)
+        } else {
+            core::exit_status(self.tally.failed)
+        })
+    }
+
+    fn stopping(&self) -> bool {
+        self.halted.is_some() || self.interrupts > 0 || self.broken_pipe || self.stopped.is_some()
+    }
+
+    fn free_capacity(&self) -> usize {
+        let alive = self.workers.iter().filter(|w| w.alive);
+        alive.map(|w| w.capacity.saturating_sub(w.busy)).sum()
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn report(&mut self, event: Event) {
+        self.out.push(Action::Report(event));
+    }
+
+    fn start_jobs(&mut self, now: Now) -> Vec<Action> {
+        while !self.stopping() {
+            let caps = self.workers.iter().map(|w| Capacity {
+                free: w.capacity.saturating_sub(w.busy),
+                alive: w.alive,
+            });
+            let Some(index) = self
+                .queue
+                .front()
+                .and_then(|job| core::choose_worker(caps, job))
+            else {
+                break;
+            };
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            self.start(job, index, now);
+        }
+        self.take()
+    }
+
+    fn start(&mut self, job: Job, worker: usize, now: Now) {
+        let slot = self.free_slots.pop_first().unwrap_or_else(|| {
+            self.slot_count += 1;
+            self.slot_count
+        });
+        let command = self.rules.template.render(&job.args, job.seq, slot);
+        let tag = self
+            .rules
+            .tag
+            .as_ref()
+            .map(|t| t.render(&job.args, job.seq, slot));
+        self.workers[worker].busy += 1;
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let run = JobRun {
+            seq: job.seq,
+            slot,
+            command: command.clone(),
+        };
+        self.out.push(Action::Start {
+            attempt,
+            worker,
+            run,
+            tag,
+        });
+        let running = Running {
+            job,
+            worker,
+            slot,
+            command,
+            started: now,
+            received: 0,
+            control: true,
+            discarded: false,
+            timed_out: false,
+        };
+        self.running.insert(attempt, running);
+        self.report(Event::JobsRunning {
+            running: self.running.len(),
+            workers: self.workers.iter().filter(|w| w.alive).count(),
+        });
+    }
+
+    fn on_done(
+        &mut self,
+        attempt: AttemptId,
+        mut run: Running,
+        result: Result<JobExit, RunError>,
+        worker_gone: bool,
+        now: Now,
+    ) {
+        self.free_slots.insert(run.slot);
+        let worker = run.worker;
+        self.workers[worker].busy -= 1;
+        if run.discarded {
+            self.out.push(Action::Discard { attempt });
+            return;
+        }
+        // Stopped by a limit: an attempt that did not exit by itself did not finish; it is logged (Exitval -1, so
+        // `--resume-failed` runs it again) and not counted as failed.
+        if self.stopped.is_some() && !matches!(result, Ok(JobExit::Code(_))) {
+            self.log(&run, JobExit::Code(-1), now);
+            self.out.push(Action::Discard { attempt });
+            self.queue.push_back(run.job);
+            return;
+        }
+        match core::after_attempt(&mut run.job, worker, &result, self.rules.retries) {
+            Decision::Final(exit) => return self.finish_job(attempt, run, exit, now),
+            Decision::Retry => {}
+            Decision::Requeue => self.degrade_worker(worker, &result, worker_gone),
+            Decision::Rerun => {
+                self.lose_worker(worker, &result);
+                self.log(&run, JobExit::Code(-1), now);
+            }
+            Decision::LostTwice => {
+                self.lose_worker(worker, &result);
+                return self.finish_job(attempt, run, JobExit::Code(-1), now);
+            }
+        }
+        self.out.push(Action::Discard { attempt });
+        self.queue.push_front(run.job);
+    }
+
+    fn finish_job(&mut self, attempt: AttemptId, run: Running, exit: JobExit, now: Now) {
+        if run.timed_out {
+            self.report(Event::TimedOut {
+                command: run.command.clone(),
+            });
+        }
+        self.log(&run, exit, now);
+        if exit.success() {
+            self.tally.succeeded += 1;
+        } else {
+            self.tally.failed += 1;
+        }
+        self.report(Event::JobDone {
+            done: self.tally.succeeded + self.tally.failed,
+            total: self.total,
+        });
+        let seq = run.job.seq;
+        self.out.push(match self.broken_pipe {
+            false => Action::Finish { attempt, seq },
+            true => Action::Discard { attempt },
+        });
+        self.check_halt(exit, run.command);
+    }
+
+    fn check_halt(&mut self, exit: JobExit, command: String) {
+        let Some(halt) = self.rules.halt else { return };
+        if let Some(notice) = halt.notice(!exit.success()) {
+            self.report(Event::Counted { notice, command });
+        }
+        if self.halted.is_some() || !halt.triggered(self.tally, self.total) {
+            return;
+        }
+        let status = match exit {
+            JobExit::Code(code) => code,
+            JobExit::Signal(sig) => 128 + sig,
+        };
+        let total = self.total.unwrap_or(self.next_seq);
+        self.halted = Some(halt.exit_status(status, self.tally, total));
+        if halt.when == When::Now {
+            for (&attempt, run) in self.running.iter_mut() {
+                run.discarded = true;
+                if std::mem::take(&mut run.control) {
+                    let signal = JobSignal::Term;
+                    self.out.push(Action::Signal { attempt, signal });
+                    self.out.push(Action::Kill { attempt });
+                }
+            }
+        } else if !self.running.is_empty() {
+            self.report(Event::HaltWaiting {
+                running: self.running.len(),
+            });
+        }
+    }
+
+    fn log(&mut self, run: &Running, exit: JobExit, now: Now) {
+        if !self.rules.joblog {
+            return;
+        }
+        let start = run.started.wall.duration_since(std::time::UNIX_EPOCH);
+        self.out.push(Action::Log(joblog::Entry {
+            seq: run.job.seq,
+            host: self.workers[run.worker].name.clone(),
+            start: start.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            runtime: now.mono.duration_since(run.started.mono).as_secs_f64(),
+            send: 0,
+            receive: run.received,
+            // GNU parallel logs a job killed by --timeout with Exitval -1.
+            exitval: if run.timed_out { -1 } else { exit.exitval() },
+            signal: exit.signal(),
+            command: run.command.clone(),
+        }));
+    }
+
+    /// A channel could not be opened on a live connection: that slot is unusable.
+    fn degrade_worker(&mut self, index: usize, result: &Result<JobExit, RunError>, gone: bool) {
+        if gone {
+            return self.lose_worker(index, result);
+        }
+        let state = &mut self.workers[index];
+        state.capacity = state.capacity.saturating_sub(1);
+        let (worker, slots) = (state.name.clone(), state.capacity);
+        if let Err(err) = result {
+            let reason = err.to_string();
+            self.report(Event::SlotRefused {
+                worker,
+                slots,
+                reason,
+            });
+        }
+        if slots == 0 {
+            self.lose_worker(index, result);
+        }
+    }
+
+    fn lose_worker(&mut self, index: usize, result: &Result<JobExit, RunError>) {
+        let state = &mut self.workers[index];
+        if !state.alive {
+            return;
+        }
+        state.alive = false;
+        let reason = match result {
+            Err(err) => err.to_string(),
+            Ok(_) => "lost".to_string(),
+        };
+        let worker = state.name.clone();
+        self.report(Event::WorkerLost {
+            worker,
+            reason: reason.clone(),
+        });
+        self.lost.push(reason);
+    }
+
+    /// Kills every running attempt (SIGKILL to its process group, then its channel closed).
+    fn kill_all(&mut self, now: Now) {
+        self.grace_deadline = None;
+        if !self.running.is_empty() && self.abandon_deadline.is_none() {
+            self.abandon_deadline = Some(now.mono + ABANDON_AFTER);
+        }
+        for (&attempt, run) in self.running.iter_mut() {
+            if std::mem::take(&mut run.control) {
+                self.out.push(Action::Kill { attempt });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
