@@ -7,16 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::Error;
 use super::action::{Action, AttemptEvent, Now, Rules};
-use super::core::{self, Capacity, Decision, Job};
+use super::core::{self, Capacity, Job};
 use super::executor::AttemptId;
-use super::halt::{Tally, When};
-use crate::error::exit;
-use crate::joblog;
-use crate::model::{JobExit, JobSignal};
+use super::halt::Tally;
+use crate::model::JobSignal;
 use crate::output::report::Event;
-use crate::worker::{JobRun, RunError, WorkerEvent};
+use crate::worker::{JobRun, WorkerEvent};
 
 /// How long killed attempts have to report their end before the run stops waiting for them.
 pub const ABANDON_AFTER: Duration = Duration::from_secs(3);
@@ -261,90 +258,6 @@ impl RunState {
         self.take()
     }
 
-    /// Whether the dispatcher should read another record now: only when a slot could take it.
-    pub fn wants_input(&self) -> bool {
-        let free = self.free_capacity();
-        self.input_open && !self.stopping() && self.queue.len() < free.max(1) && free > 0
-    }
-
-    /// Whether the input must be read to its end before any job runs (`--halt` with a percentage).
-    pub fn needs_all_input(&self) -> bool {
-        self.rules.halt.is_some_and(|h| h.needs_total())
-    }
-
-    /// Whether the input has not ended yet.
-    pub fn input_open(&self) -> bool {
-        self.input_open
-    }
-
-    /// Whether a worker source may still announce something.
-    pub fn sources_open(&self) -> bool {
-        self.sources_open > 0
-    }
-
-    /// Whether attempts are running.
-    pub fn has_running(&self) -> bool {
-        !self.running.is_empty()
-    }
-
-    /// The next moment [`RunState::on_tick`] has something to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.grace_deadline, self.abandon_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Whether the run is over: nothing runs, and nothing is left or the run stops early.
-    pub fn finished(&self) -> bool {
-        self.abandoned
-            || (self.running.is_empty()
-                && (self.stopping() || (!self.input_open && self.queue.is_empty())))
-    }
-
-    /// With jobs left and no worker alive or coming, the run cannot go on.
-    pub fn stranded(&self) -> Option<Error> {
-        let work_left = !self.queue.is_empty() || self.input_open;
-        let no_workers = self.sources_open == 0 && !self.workers.iter().any(|w| w.alive);
-        (work_left && no_workers && self.running.is_empty()).then(|| Error::NoWorkers {
-            reasons: self.lost.clone(),
-        })
-    }
-
-    /// How the run ended: its exit status (GNU parallel's contract), or the limit that stopped it.
-    pub fn outcome(&mut self) -> super::Result<u8> {
-        if let Some((reason, hint)) = self.stopped.take() {
-            let done = self.tally.succeeded + self.tally.failed;
-            return Err(Error::Stopped {
-                reason,
-                hint,
-                done,
-                unfinished: self.next_seq.saturating_sub(done),
-                input_left: self.input_open,
-            });
-        }
-        Ok(if self.broken_pipe {
-            exit::SUCCESS
-        } else if self.interrupts > 0 {
-            exit::INTERRUPTED
-        } else if let Some(status) = self.halted {
-            status
-        } else if let Some(halt) = self.rules.halt {
-            halt.exit_status_not_halted(self.tally)
-        } else {
-            core::exit_status(self.tally.failed)
-        })
-    }
-
-    fn stopping(&self) -> bool {
-        self.halted.is_some() || self.interrupts > 0 || self.broken_pipe || self.stopped.is_some()
-    }
-
-    fn free_capacity(&self) -> usize {
-        let alive = self.workers.iter().filter(|w| w.alive);
-        alive.map(|w| w.capacity.saturating_sub(w.busy)).sum()
-    }
-
     fn take(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.out)
     }
@@ -417,158 +330,6 @@ impl RunState {
         });
     }
 
-    fn on_done(
-        &mut self,
-        attempt: AttemptId,
-        mut run: Running,
-        result: Result<JobExit, RunError>,
-        worker_gone: bool,
-        now: Now,
-    ) {
-        self.free_slots.insert(run.slot);
-        let worker = run.worker;
-        self.workers[worker].busy -= 1;
-        if run.discarded {
-            self.out.push(Action::Discard { attempt });
-            return;
-        }
-        // Stopped by a limit: an attempt that did not exit by itself did not finish; it is logged (Exitval -1, so
-        // `--resume-failed` runs it again) and not counted as failed.
-        if self.stopped.is_some() && !matches!(result, Ok(JobExit::Code(_))) {
-            self.log(&run, JobExit::Code(-1), now);
-            self.out.push(Action::Discard { attempt });
-            self.queue.push_back(run.job);
-            return;
-        }
-        match core::after_attempt(&mut run.job, worker, &result, self.rules.retries) {
-            Decision::Final(exit) => return self.finish_job(attempt, run, exit, now),
-            Decision::Retry => {}
-            Decision::Requeue => self.degrade_worker(worker, &result, worker_gone),
-            Decision::Rerun => {
-                self.lose_worker(worker, &result);
-                self.log(&run, JobExit::Code(-1), now);
-            }
-            Decision::LostTwice => {
-                self.lose_worker(worker, &result);
-                return self.finish_job(attempt, run, JobExit::Code(-1), now);
-            }
-        }
-        self.out.push(Action::Discard { attempt });
-        self.queue.push_front(run.job);
-    }
-
-    fn finish_job(&mut self, attempt: AttemptId, run: Running, exit: JobExit, now: Now) {
-        if run.timed_out {
-            self.report(Event::TimedOut {
-                command: run.command.clone(),
-            });
-        }
-        self.log(&run, exit, now);
-        if exit.success() {
-            self.tally.succeeded += 1;
-        } else {
-            self.tally.failed += 1;
-        }
-        self.report(Event::JobDone {
-            done: self.tally.succeeded + self.tally.failed,
-            total: self.total,
-        });
-        let seq = run.job.seq;
-        self.out.push(match self.broken_pipe {
-            false => Action::Finish { attempt, seq },
-            true => Action::Discard { attempt },
-        });
-        self.check_halt(exit, run.command);
-    }
-
-    fn check_halt(&mut self, exit: JobExit, command: String) {
-        let Some(halt) = self.rules.halt else { return };
-        if let Some(notice) = halt.notice(!exit.success()) {
-            self.report(Event::Counted { notice, command });
-        }
-        if self.halted.is_some() || !halt.triggered(self.tally, self.total) {
-            return;
-        }
-        let status = match exit {
-            JobExit::Code(code) => code,
-            JobExit::Signal(sig) => 128 + sig,
-        };
-        let total = self.total.unwrap_or(self.next_seq);
-        self.halted = Some(halt.exit_status(status, self.tally, total));
-        if halt.when == When::Now {
-            for (&attempt, run) in self.running.iter_mut() {
-                run.discarded = true;
-                if std::mem::take(&mut run.control) {
-                    let signal = JobSignal::Term;
-                    self.out.push(Action::Signal { attempt, signal });
-                    self.out.push(Action::Kill { attempt });
-                }
-            }
-        } else if !self.running.is_empty() {
-            self.report(Event::HaltWaiting {
-                running: self.running.len(),
-            });
-        }
-    }
-
-    fn log(&mut self, run: &Running, exit: JobExit, now: Now) {
-        if !self.rules.joblog {
-            return;
-        }
-        let start = run.started.wall.duration_since(std::time::UNIX_EPOCH);
-        self.out.push(Action::Log(joblog::Entry {
-            seq: run.job.seq,
-            host: self.workers[run.worker].name.clone(),
-            start: start.map(|d| d.as_secs_f64()).unwrap_or(0.0),
-            runtime: now.mono.duration_since(run.started.mono).as_secs_f64(),
-            send: 0,
-            receive: run.received,
-            // GNU parallel logs a job killed by --timeout with Exitval -1.
-            exitval: if run.timed_out { -1 } else { exit.exitval() },
-            signal: exit.signal(),
-            command: run.command.clone(),
-        }));
-    }
-
-    /// A channel could not be opened on a live connection: that slot is unusable.
-    fn degrade_worker(&mut self, index: usize, result: &Result<JobExit, RunError>, gone: bool) {
-        if gone {
-            return self.lose_worker(index, result);
-        }
-        let state = &mut self.workers[index];
-        state.capacity = state.capacity.saturating_sub(1);
-        let (worker, slots) = (state.name.clone(), state.capacity);
-        if let Err(err) = result {
-            let reason = err.to_string();
-            self.report(Event::SlotRefused {
-                worker,
-                slots,
-                reason,
-            });
-        }
-        if slots == 0 {
-            self.lose_worker(index, result);
-        }
-    }
-
-    fn lose_worker(&mut self, index: usize, result: &Result<JobExit, RunError>) {
-        let state = &mut self.workers[index];
-        if !state.alive {
-            return;
-        }
-        state.alive = false;
-        let reason = match result {
-            Err(err) => err.to_string(),
-            Ok(_) => "lost".to_string(),
-        };
-        let worker = state.name.clone();
-        self.report(Event::WorkerLost {
-            worker,
-            reason: reason.clone(),
-        });
-        self.lost.push(reason);
-    }
-
     /// Kills every running attempt (SIGKILL to its process group, then its channel closed).
     fn kill_all(&mut self, now: Now) {
         self.grace_deadline = None;
@@ -583,6 +344,8 @@ impl RunState {
     }
 }
 
+mod ended;
+mod status;
+
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;
