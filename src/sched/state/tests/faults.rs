@@ -38,6 +38,28 @@ fn a_job_cut_off_by_a_lost_worker_is_logged_and_re_run_once_elsewhere() {
 }
 
 #[test]
+fn a_cut_off_is_not_an_attempt_for_retries() {
+    let mut sim = Sim::new(Rules {
+        retries: 2,
+        ..rules()
+    });
+    sim.join("a", 1);
+    sim.join("b", 1);
+    sim.records(1);
+    sim.end_input();
+    sim.end(1, cut_off(), true);
+    sim.exit(1, 1);
+    assert_eq!(
+        sim.starts.len(),
+        3,
+        "the failure after a cut-off is the first of two attempts"
+    );
+    sim.exit(1, 0);
+    assert!(sim.core.finished());
+    assert_eq!(sim.core.outcome().unwrap(), 0);
+}
+
+#[test]
 fn a_job_cut_off_twice_fails() {
     let mut sim = Sim::new(rules());
     sim.join("a", 1);
