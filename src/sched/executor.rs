@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use crate::model::{JobExit, JobSignal, Stream};
 use crate::worker::{JobRun, RunError, Worker};
 
-/// Identifies one attempt of one job within a run.
-pub type AttemptId = u64;
+/// Identifies one attempt of one job within a run (numbered from 0 in the order they start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
 
 /// What executors tell the dispatcher.
 pub enum ExecEvent {

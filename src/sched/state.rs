@@ -1,8 +1,9 @@
 //! The scheduler's core: the state of one run (queue, slots, running attempts, tally, halt, retries, lost workers,
 //! interrupts) and every rule that changes it, as a synchronous state machine. Each `on_*` handler takes one
 //! thing that happened, with the time it happened, and returns the [`Action`]s that follow; it does no I/O, reads
-//! no clock and prints nothing, so tests drive it directly (`state_tests.rs`). The dispatcher feeds it and
-//! carries out its actions.
+//! no clock and prints nothing, so tests drive it directly (`state/tests.rs`). The dispatcher feeds it and
+//! carries out its actions. What follows an attempt's end is in `state/ended.rs`, the dispatcher's questions
+//! (read input now? the next deadline? over? how?) in `state/status.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -65,6 +66,7 @@ pub struct RunState {
     broken_pipe: bool,
     /// Why a limit stopped the workers for good, and what to do, once one did.
     stopped: Option<(String, String)>,
+    /// The actions of the handler that runs, handed out when it returns.
     out: Vec<Action>,
 }
 
@@ -78,7 +80,7 @@ impl RunState {
             slot_count: 0,
             queue: VecDeque::new(),
             running: BTreeMap::new(),
-            next_attempt: 0,
+            next_attempt: AttemptId(0),
             next_seq: 0,
             input_open: true,
             total: None,
@@ -300,7 +302,7 @@ impl RunState {
             .map(|t| t.render(&job.args, job.seq, slot));
         self.workers[worker].busy += 1;
         let attempt = self.next_attempt;
-        self.next_attempt += 1;
+        self.next_attempt.0 += 1;
         let run = JobRun {
             seq: job.seq,
             slot,
