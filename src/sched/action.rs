@@ -15,7 +15,8 @@ use crate::template::Template;
 use crate::worker::{JobRun, RunError};
 
 /// A moment as the dispatcher read it: the wall clock for the joblog's `Starttime`, the monotonic clock for
-/// runtimes and deadlines. The core never reads a clock itself, so tests choose the time.
+/// runtimes and deadlines (the grace period, `--timeout`). The core never reads a clock itself, so tests choose
+/// the time.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// The wall clock.
@@ -48,6 +49,9 @@ pub struct Rules {
     pub resume: Option<joblog::Resume>,
     /// Time between SIGTERM and SIGKILL on the first interrupt.
     pub grace: Duration,
+    /// `--timeout`: how long an attempt may run before it is stopped (SIGTERM, SIGTERM again after 200 ms,
+    /// SIGKILL 100 ms later, as GNU parallel).
+    pub timeout: Option<Duration>,
     /// Whether a joblog is written (without one, the core builds no joblog lines).
     pub joblog: bool,
 }
@@ -66,8 +70,6 @@ pub enum AttemptEvent {
     Ended {
         /// Its exit, or why it has none.
         result: Result<JobExit, RunError>,
-        /// It was killed because it ran longer than `--timeout`.
-        timed_out: bool,
         /// Its worker's connection is closed (asked when the end arrives: a refused channel on a live
         /// connection costs one slot, on a closed one the worker).
         worker_gone: bool,

@@ -40,7 +40,6 @@ pub struct Dispatcher {
     joblog: Option<joblog::Writer>,
     reporter: Reporter,
     observer: Option<Observer>,
-    timeout: Option<Duration>,
     /// The workers, in the order they joined (the core's numbering).
     workers: Vec<Arc<dyn Worker>>,
     attempts: HashMap<AttemptId, Attempt>,
@@ -64,6 +63,7 @@ impl Dispatcher {
             halt: spec.halt,
             resume: spec.resume,
             grace: spec.grace,
+            timeout: spec.timeout,
             joblog: spec.joblog.is_some(),
         };
         Dispatcher {
@@ -72,7 +72,6 @@ impl Dispatcher {
             joblog: spec.joblog,
             reporter,
             observer: spec.observer,
-            timeout: spec.timeout,
             workers: Vec::new(),
             attempts: HashMap::new(),
             exec_tx,
@@ -183,19 +182,16 @@ impl Dispatcher {
                 stream,
                 data,
             } => (attempt, AttemptEvent::Output { stream, data }),
-            ExecEvent::Done {
-                attempt,
-                result,
-                timed_out,
-            } => {
+            ExecEvent::Done { attempt, result } => {
                 let worker = self.attempts.get(&attempt).map(|a| a.worker);
                 let worker_gone = worker.is_some_and(|w| self.workers[w].is_gone());
-                let ended = AttemptEvent::Ended {
-                    result,
-                    timed_out,
-                    worker_gone,
-                };
-                (attempt, ended)
+                (
+                    attempt,
+                    AttemptEvent::Ended {
+                        result,
+                        worker_gone,
+                    },
+                )
             }
         };
         let actions = self.core.on_exec(attempt, event, now());
@@ -272,7 +268,6 @@ impl Dispatcher {
             run,
             self.exec_tx.clone(),
             control_rx,
-            self.timeout,
         ));
         let state = Attempt {
             worker,

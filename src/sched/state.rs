@@ -38,8 +38,10 @@ struct Running {
     control: bool,
     /// Killed by `--halt now`: its end is neither printed nor logged (as GNU parallel).
     discarded: bool,
-    /// Killed by `--timeout`.
-    timed_out: bool,
+    /// `--timeout`: how many of its steps were taken (more than none: the job timed out), and when the next is
+    /// due.
+    timeout_steps: u8,
+    timeout_at: Option<Instant>,
 }
 
 /// The state of one run and its rules.
@@ -60,6 +62,8 @@ pub struct RunState {
     grace_deadline: Option<Instant>,
     /// After SIGKILL was sent: when to stop waiting for attempts to report their end.
     abandon_deadline: Option<Instant>,
+    /// The attempts' `--timeout` deadlines, earliest first.
+    timeouts: BTreeSet<(Instant, AttemptId)>,
     abandoned: bool,
     sources_open: usize,
     lost: Vec<String>,
@@ -89,6 +93,7 @@ impl RunState {
             interrupts: 0,
             grace_deadline: None,
             abandon_deadline: None,
+            timeouts: BTreeSet::new(),
             abandoned: false,
             sources_open: sources,
             lost: Vec::new(),
@@ -180,11 +185,10 @@ impl RunState {
             }
             AttemptEvent::Ended {
                 result,
-                timed_out,
                 worker_gone,
             } => {
                 if let Some(mut run) = self.running.remove(&attempt) {
-                    run.timed_out = timed_out;
+                    self.disarm_timeout(attempt, &mut run);
                     self.on_done(attempt, run, result, worker_gone, now);
                 }
             }
@@ -208,15 +212,18 @@ impl RunState {
                     });
                 }
             }
-            self.grace_deadline = Some(now.mono + self.rules.grace);
+            // A grace period too long to count ends never.
+            self.grace_deadline = now.mono.checked_add(self.rules.grace);
         } else {
             self.kill_all(now);
         }
         self.take()
     }
 
-    /// Time passed: acts on the deadlines that are due (the grace period, waiting for killed attempts).
+    /// Time passed: acts on the deadlines that are due (`--timeout`, the grace period, waiting for killed
+    /// attempts).
     pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
+        self.fire_timeouts(now);
         if self.grace_deadline.is_some_and(|d| d <= now.mono) {
             self.kill_all(now);
         }
@@ -250,6 +257,7 @@ impl RunState {
     pub fn on_abandon(&mut self) -> Vec<Action> {
         self.abandon_deadline = None;
         self.abandoned = true;
+        self.timeouts.clear();
         for (attempt, run) in std::mem::take(&mut self.running) {
             self.out.push(Action::Report(Event::Unconfirmed {
                 seq: run.job.seq,
@@ -323,9 +331,11 @@ impl RunState {
             received: 0,
             control: true,
             discarded: false,
-            timed_out: false,
+            timeout_steps: 0,
+            timeout_at: None,
         };
         self.running.insert(attempt, running);
+        self.arm_timeout(attempt, now);
         self.report(Event::JobsRunning {
             running: self.running.len(),
             workers: self.workers.iter().filter(|w| w.alive).count(),
@@ -348,6 +358,7 @@ impl RunState {
 
 mod ended;
 mod status;
+mod timeout;
 
 #[cfg(test)]
 mod tests;

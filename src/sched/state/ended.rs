@@ -54,7 +54,7 @@ impl RunState {
     }
 
     fn finish_job(&mut self, attempt: AttemptId, run: Running, exit: JobExit, now: Now) {
-        if run.timed_out {
+        if run.timed_out() {
             self.report(Event::TimedOut {
                 command: run.command.clone(),
             });
@@ -120,7 +120,7 @@ impl RunState {
             send: 0,
             receive: run.received,
             // GNU parallel logs a job killed by --timeout with Exitval -1.
-            exitval: if run.timed_out { -1 } else { exit.exitval() },
+            exitval: if run.timed_out() { -1 } else { exit.exitval() },
             signal: exit.signal(),
             command: run.command.clone(),
         }));

@@ -37,10 +37,11 @@ impl RunState {
 
     /// The next moment [`RunState::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.grace_deadline, self.abandon_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let timeout = self.timeouts.first().map(|(at, _)| *at);
+        [self.grace_deadline, self.abandon_deadline, timeout]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the run is over: nothing runs, and nothing is left or the run stops early.

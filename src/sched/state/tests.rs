@@ -76,6 +76,7 @@ fn rules() -> Rules {
         halt: None,
         resume: None,
         grace: Duration::from_secs(10),
+        timeout: None,
         joblog: true,
     }
 }
@@ -223,7 +224,6 @@ impl Sim {
     fn end(&mut self, seq: u64, result: Result<JobExit, RunError>, worker_gone: bool) {
         let event = AttemptEvent::Ended {
             result,
-            timed_out: false,
             worker_gone,
         };
         let actions = self.core.on_exec(self.attempt(seq), event, self.now);

@@ -7,7 +7,7 @@ use super::{Sim, cut_off, not_started, rules};
 use crate::model::{JobExit, JobSignal};
 use crate::output::report::Event;
 use crate::sched::Error;
-use crate::sched::action::{AttemptEvent, Rules};
+use crate::sched::action::Rules;
 use crate::sched::state::ABANDON_AFTER;
 use crate::worker::WorkerEvent;
 
@@ -265,26 +265,61 @@ fn other_output_errors_are_warnings() {
 }
 
 #[test]
-fn a_timed_out_job_is_reported_and_logged_with_exitval_minus_1() {
-    let mut sim = Sim::new(rules());
-    sim.join("w", 1);
-    sim.records(1);
-    sim.now = sim.now.after(Duration::from_millis(1500));
-    let event = AttemptEvent::Ended {
-        result: Ok(JobExit::Signal(15)),
-        timed_out: true,
-        worker_gone: false,
-    };
-    let actions = sim.core.on_exec(sim.attempt(1), event, sim.now);
-    sim.apply(actions);
+fn timeout_sends_sigterm_twice_then_sigkill_and_the_job_is_logged_with_exitval_minus_1() {
+    let mut sim = Sim::new(Rules {
+        timeout: Some(Duration::from_secs(1)),
+        ..rules()
+    });
+    sim.join("w", 2);
+    sim.records(2);
+    let start = sim.now.mono;
+    sim.exit(2, 0);
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(start + Duration::from_secs(1))
+    );
+    sim.advance(Duration::from_millis(999));
+    assert!(sim.signals.is_empty());
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.signals, [(1, JobSignal::Term)]);
+    sim.advance(Duration::from_millis(200));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(
+        sim.signals,
+        [
+            (1, JobSignal::Term),
+            (1, JobSignal::Term),
+            (1, JobSignal::Kill)
+        ]
+    );
+    assert_eq!(sim.core.next_deadline(), None, "no step after SIGKILL");
+    sim.advance(Duration::from_millis(200));
+    sim.end(1, Ok(JobExit::Signal(9)), false);
     assert_eq!(
         sim.events,
         [Event::TimedOut {
             command: "echo 1".into()
         }]
     );
-    let entry = &sim.log[0];
-    assert_eq!((entry.exitval, entry.signal), (-1, 15));
+    let entry = sim.log.iter().find(|e| e.seq == 1).unwrap();
+    assert_eq!((entry.exitval, entry.signal), (-1, 9));
     assert_eq!(entry.runtime, 1.5);
     assert_eq!(entry.start, 1_700_000_000.0);
+    assert_eq!(sim.core.outcome().unwrap(), 1);
+}
+
+#[test]
+fn a_job_that_ends_before_its_timeout_is_not_signalled() {
+    let mut sim = Sim::new(Rules {
+        timeout: Some(Duration::from_secs(1)),
+        ..rules()
+    });
+    sim.join("w", 1);
+    sim.records(1);
+    sim.advance(Duration::from_millis(500));
+    sim.exit(1, 0);
+    assert_eq!(sim.core.next_deadline(), None);
+    sim.advance(Duration::from_secs(2));
+    assert!(sim.signals.is_empty() && sim.events.is_empty());
+    assert_eq!(sim.log[0].exitval, 0);
 }
