@@ -13,6 +13,7 @@ use crate::sched::halt::When;
 use crate::worker::RunError;
 
 impl RunState {
+    /// Attempt `attempt`, already taken out of the running ones, ended with `result`.
     pub(super) fn on_done(
         &mut self,
         attempt: AttemptId,
