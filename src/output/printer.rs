@@ -48,12 +48,12 @@ impl JobBuffer {
     }
 }
 
-/// Writes job output to stdout and stderr in the chosen mode and order.
-pub struct Printer {
+/// Writes job output to stdout and stderr in the chosen mode and order (tests give it other writers).
+pub struct Printer<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr> {
     mode: Mode,
     keep_order: bool,
-    out: io::BufWriter<io::Stdout>,
-    err: io::Stderr,
+    out: O,
+    err: E,
     /// With `-k`: the next sequence number to print, and finished jobs waiting for it (`None`: nothing to print).
     next_seq: u64,
     waiting: BTreeMap<u64, Option<JobBuffer>>,
@@ -62,14 +62,31 @@ pub struct Printer {
 impl Printer {
     /// A printer writing to the process's stdout and stderr.
     pub fn new(mode: Mode, keep_order: bool) -> Self {
+        Printer::to(
+            mode,
+            keep_order,
+            io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+            io::stderr(),
+        )
+    }
+}
+
+impl<O: Write, E: Write> Printer<O, E> {
+    /// A printer writing job stdout to `out` and job stderr to `err`.
+    pub fn to(mode: Mode, keep_order: bool, out: O, err: E) -> Self {
         Printer {
             mode,
             keep_order,
-            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
-            err: io::stderr(),
+            out,
+            err,
             next_seq: 1,
             waiting: BTreeMap::new(),
         }
+    }
+
+    /// The writers, for tests that read what was printed.
+    pub fn into_writers(self) -> (O, E) {
+        (self.out, self.err)
     }
 
     /// Takes a chunk of a running job's output; prints what the mode allows now and keeps the rest in `buf`.

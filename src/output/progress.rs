@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// The progress display of a run; does nothing when not asked for or when stderr is not a terminal.
+/// The progress display of a run; does nothing when not asked for or when stderr is not a terminal. Clones share
+/// one display.
+#[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
 }
@@ -47,6 +49,14 @@ impl Progress {
     pub fn set_running(&self, running: usize, workers: usize) {
         if let Some(pb) = &self.bar {
             pb.set_message(format!("{running} running on {workers} workers"));
+        }
+    }
+
+    /// Runs `f` (which writes to stderr) with the display hidden, so a message does not tear the bar.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(pb) => pb.suspend(f),
+            None => f(),
         }
     }
 

@@ -1,8 +1,7 @@
 //! An executor runs one attempt of one job on one worker and reports its output and its end to the dispatcher.
-//! It owns the job's `--timeout` (SIGTERM, SIGTERM again after 200 ms, SIGKILL 100 ms later, as GNU parallel).
+//! It passes on the signals the dispatcher sends (interrupts, `--halt now`, `--timeout`: the core decides when).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -10,8 +9,9 @@ use tokio::sync::mpsc;
 use crate::model::{JobExit, JobSignal, Stream};
 use crate::worker::{JobRun, RunError, Worker};
 
-/// Identifies one attempt of one job within a run.
-pub type AttemptId = u64;
+/// Identifies one attempt of one job within a run (numbered from 0 in the order they start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
 
 /// What executors tell the dispatcher.
 pub enum ExecEvent {
@@ -30,19 +30,17 @@ pub enum ExecEvent {
         attempt: AttemptId,
         /// Its exit, or why it has none.
         result: Result<JobExit, RunError>,
-        /// It was killed because it ran longer than `--timeout`.
-        timed_out: bool,
     },
 }
 
-/// Runs `job` on `worker`, forwarding output and signals, and enforcing `timeout`.
+/// Runs `job` on `worker`, forwarding its output to `events` and the signals received on `control` to the job;
+/// when `control` closes, the job is killed.
 pub async fn execute(
     worker: Arc<dyn Worker>,
     attempt: AttemptId,
     job: JobRun,
     events: mpsc::Sender<ExecEvent>,
     mut control: mpsc::UnboundedReceiver<JobSignal>,
-    timeout: Option<Duration>,
 ) {
     let (out_tx, mut out_rx) = mpsc::channel(64);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
@@ -50,10 +48,6 @@ pub async fn execute(
     tokio::pin!(run);
     let mut sig_tx = Some(sig_tx);
     let mut control_open = true;
-    // The --timeout escalation: TERM at the deadline, TERM again 200 ms later, KILL 100 ms after that.
-    let mut stage = 0u8;
-    let sleep = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(86400 * 365)));
-    tokio::pin!(sleep);
     let result = loop {
         tokio::select! {
             result = &mut run => break result,
@@ -66,16 +60,6 @@ pub async fn execute(
                 Some(sig) => { if let Some(tx) = &sig_tx { let _ = tx.send(sig); } }
                 None => { control_open = false; sig_tx = None; }
             },
-            () = &mut sleep, if timeout.is_some() && stage < 3 => {
-                let (sig, next) = match stage {
-                    0 => (JobSignal::Term, Duration::from_millis(200)),
-                    1 => (JobSignal::Term, Duration::from_millis(100)),
-                    _ => (JobSignal::Kill, Duration::from_secs(86400)),
-                };
-                stage += 1;
-                if let Some(tx) = &sig_tx { let _ = tx.send(sig); }
-                sleep.as_mut().reset(tokio::time::Instant::now() + next);
-            }
         }
     };
     drop(sig_tx);
@@ -88,11 +72,5 @@ pub async fn execute(
             })
             .await;
     }
-    let _ = events
-        .send(ExecEvent::Done {
-            attempt,
-            result,
-            timed_out: stage > 0,
-        })
-        .await;
+    let _ = events.send(ExecEvent::Done { attempt, result }).await;
 }

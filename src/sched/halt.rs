@@ -3,6 +3,8 @@
 
 use std::str::FromStr;
 
+use crate::output::report::Notice;
+
 /// When to stop once the condition holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
@@ -134,11 +136,11 @@ impl Halt {
     }
 
     /// The notice GNU parallel prints after each job that counts towards the condition (`This job failed:`).
-    pub fn notice(&self, failed: bool) -> Option<&'static str> {
+    pub fn notice(&self, failed: bool) -> Option<Notice> {
         match (self.why, failed) {
-            (Why::Fail, true) => Some("This job failed:"),
-            (Why::Success, false) => Some("This job succeeded:"),
-            (Why::Done, _) => Some("This job finished:"),
+            (Why::Fail, true) => Some(Notice::Failed),
+            (Why::Success, false) => Some(Notice::Succeeded),
+            (Why::Done, _) => Some(Notice::Finished),
             _ => None,
         }
     }

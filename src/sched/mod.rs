@@ -1,10 +1,13 @@
-//! The scheduler of a run: the dispatcher owns the queue, the slots, retries, halt and output order; executors run
-//! one attempt each on a worker and report back. See `docs/architecture.md`, "The run loop".
+//! The scheduler of a run: the core (`state`) holds the queue, the slots, retries, halt and output order and
+//! decides; the dispatcher carries out its decisions; executors run one attempt each on a worker and report back.
+//! See `docs/architecture.md`, "Data flow of `kb parallel`".
 
+pub mod action;
 pub mod core;
 pub mod dispatcher;
 pub mod executor;
 pub mod halt;
+pub mod state;
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use crate::input::Inputs;
 use crate::joblog;
 use crate::output::printer::Printer;
 use crate::output::progress::Progress;
+use crate::output::report::{Event, Reporter};
 use crate::signal::SignalHandler;
 use crate::template::Template;
 use crate::worker::WorkerSource;
@@ -120,22 +124,22 @@ pub async fn run(
     signals: SignalHandler,
 ) -> Result<u8> {
     let (tx, rx) = mpsc::channel(1024);
+    let reporter = Reporter::new(spec.progress.clone());
+    let input_reporter = reporter.clone();
     // Input is read on a blocking thread (stdin may be a terminal or a slow pipe) and handed over a bounded
     // channel, so memory stays constant and the first job starts before the input ends. The thread is not joined:
     // it ends at the next record once the receiver is gone, and a read blocked on a terminal must not hold up exit.
+    // Its warnings are reported from the thread, when the input is read, as GNU parallel prints them.
     std::thread::spawn(move || {
         let mut inputs = inputs;
         while let Some(record) = inputs.next() {
-            for warning in inputs.take_warnings() {
-                eprintln!("kb: Warning: {warning}");
+            for text in inputs.take_warnings() {
+                input_reporter.report(&Event::InputWarning { text });
             }
             if tx.blocking_send(record).is_err() {
                 return;
             }
         }
     });
-    let ended = dispatcher::Dispatcher::new(spec)
-        .run(rx, sources, signals)
-        .await?;
-    Ok(ended.status)
+    dispatcher::Dispatcher::run(spec, reporter, rx, sources, signals).await
 }
