@@ -1,4 +1,5 @@
-//! Plain data shared by the scheduler, the workers and the transports: how a job ended and what it printed.
+//! Plain data shared by the scheduler, the workers and the transports: how a job ended and what it printed, and
+//! the ids of tasks (one scheme for every backend).
 //! No I/O here.
 
 use bytes::Bytes;
@@ -77,4 +78,18 @@ pub fn signal_number(name: &str) -> i32 {
         .parse::<nix::sys::signal::Signal>()
         .map(|s| s as i32)
         .unwrap_or(0)
+}
+
+/// A fresh task id: 8 characters of `[a-z0-9]`, starting with a letter.
+pub fn new_task_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut value: u64 = rand::random();
+    let mut id = String::with_capacity(8);
+    id.push(char::from(ALPHABET[(value % 26) as usize]));
+    value /= 26;
+    for _ in 1..8 {
+        id.push(char::from(ALPHABET[(value % 36) as usize]));
+        value /= 36;
+    }
+    id
 }

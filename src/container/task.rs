@@ -163,8 +163,8 @@ impl ContainerTask {
 
 /// The task as it will be created; creates nothing.
 fn plan(request: &Request, checked: Checked, keys: &TaskKeys) -> ContainerTask {
-    let id = new_task_id();
-    let key_dir = key_dir(&id);
+    let id = crate::model::new_task_id();
+    let key_dir = crate::ssh::task_keys::key_dir(&id);
     let spec = TaskSpec {
         origin: origin(),
         image: request.image.clone(),
@@ -266,18 +266,6 @@ fn write_keys(dir: &std::path::Path, keys: &TaskKeys) -> Result<()> {
     Ok(())
 }
 
-/// Where the task's key files are kept on this machine: `$TMPDIR/kb-<uid>/<task>`.
-fn key_dir(id: &str) -> PathBuf {
-    let uid = nix::unistd::getuid();
-    std::env::temp_dir().join(format!("kb-{uid}")).join(id)
-}
-
-/// A fresh task id: 8 characters of `[a-z2-7]` (40 random bits, base32).
-fn new_task_id() -> String {
-    let bytes: [u8; 5] = rand::random();
-    data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase()
-}
-
 /// `user@host` of this client, for the `kb.dev/origin` label.
 fn origin() -> String {
     let uid = nix::unistd::getuid();
@@ -300,12 +288,13 @@ mod tests {
 
     #[test]
     fn task_ids_are_fresh_docker_names() {
-        let (a, b) = (new_task_id(), new_task_id());
+        let (a, b) = (crate::model::new_task_id(), crate::model::new_task_id());
         assert_ne!(a, b);
         assert_eq!(a.len(), 8);
+        assert!(a.starts_with(|c: char| c.is_ascii_lowercase()));
         assert!(
             a.chars()
-                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         );
         assert!(origin().contains('@'));
     }

@@ -671,19 +671,7 @@ fn start_timeout() -> Duration {
         .unwrap_or(DEFAULT_START_TIMEOUT)
 }
 
-/// A fresh task id: 8 characters of `[a-z0-9]`, starting with a letter.
-pub fn new_task_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut value: u64 = rand::random();
-    let mut id = String::with_capacity(8);
-    id.push(char::from(ALPHABET[(value % 26) as usize]));
-    value /= 26;
-    for _ in 1..8 {
-        id.push(char::from(ALPHABET[(value % 36) as usize]));
-        value /= 36;
-    }
-    id
-}
+pub use crate::model::new_task_id;
 
 /// This machine's name as a label value.
 pub fn origin() -> String {
@@ -695,12 +683,6 @@ pub fn origin() -> String {
 }
 
 /// Writes the client key where only this user can read it, for the SSH client, which reads keys from files.
-/// Where the task's client key is kept on this machine, readable only by the user.
-fn key_dir(id: &str) -> PathBuf {
-    let uid = nix::unistd::getuid();
-    std::env::temp_dir().join(format!("kb-{uid}")).join(id)
-}
-
 fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -708,7 +690,7 @@ fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
         let action = action.to_string();
         move |source| Error::Io { action, source }
     };
-    let dir = key_dir(id);
+    let dir = crate::ssh::task_keys::key_dir(id);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -25,6 +25,12 @@ impl std::fmt::Debug for TaskKeys {
     }
 }
 
+/// Where a task's key files are kept on this machine: `$TMPDIR/kb-<uid>/<task>` (the writers make it 0700).
+pub fn key_dir(id: &str) -> std::path::PathBuf {
+    let uid = nix::unistd::getuid();
+    std::env::temp_dir().join(format!("kb-{uid}")).join(id)
+}
+
 /// Generates a fresh Ed25519 key.
 pub fn generate() -> PrivateKey {
     let seed: [u8; 32] = rand::random();

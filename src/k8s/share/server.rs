@@ -109,14 +109,14 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
 /// Uploads `dir` for `task` to the server at `address` and commits it; returns the share.
 pub async fn upload(kube: &Kube, address: String, dir: &Path, task: &str) -> Result<ServerShare> {
     let clock = std::time::Instant::now();
-    let scanned = scan_tree(dir).await?;
+    let mut scanned = scan_tree(dir).await?;
     let mut stats = scanned.stats();
     // What the server had from this directory last time, when it still has it: then only the changes go.
     let cache = crate::share::delta::cache_dir();
     let cached = cache
         .as_deref()
         .and_then(|cache| crate::share::delta::load_base(cache, &kube.namespace, dir));
-    send_tree(kube, dir, &scanned, cached, &mut stats, clock).await?;
+    send_tree(kube, dir, &mut scanned, cached, &mut stats, clock).await?;
     let committed = commit(kube, task, &scanned.hash).await?;
     if let Some(cache) = &cache {
         crate::share::delta::save_base(
@@ -215,7 +215,7 @@ async fn scan_tree(dir: &Path) -> Result<Scanned> {
 async fn send_tree(
     kube: &Kube,
     dir: &Path,
-    scanned: &Scanned,
+    scanned: &mut Scanned,
     cached: Option<crate::share::delta::Base>,
     stats: &mut UploadStats,
     clock: std::time::Instant,
@@ -270,7 +270,8 @@ async fn send_tree(
         }
         None => false,
     };
-    let whole = Some((manifest_hash.clone(), scanned.json.clone()));
+    // The manifest's JSON goes at most once; upload needs no more of it.
+    let whole = Some((manifest_hash.clone(), std::mem::take(&mut scanned.json)));
     if !patched && ask_all {
         put_contents(kube, manifest, dir, &missing, whole, stats).await?;
     } else if !patched {

@@ -39,7 +39,7 @@ impl PodTask {
     pub async fn create_with(request: TaskRequest<'_>) -> Result<PodTask> {
         let checked = preflight(&request).await?;
         let keys = build_task_keys().map_err(|source| Error::Keys { source })?;
-        let (mut task, checked) = plan(&request, checked, &keys)?;
+        let (mut task, checked) = plan(&request, checked, &keys);
         match task.apply_all(&keys, checked).await {
             Ok(()) => Ok(task),
             Err(err) => {
@@ -210,11 +210,7 @@ async fn pack(kube: &Kube, workdir: &std::path::Path, mode: Share) -> Result<Dir
 
 /// The task as it will be created: its spec, slots and access, with the share it starts with (the archive, or an
 /// empty one until the share server's share replaces it). Creates nothing.
-fn plan(
-    request: &TaskRequest<'_>,
-    mut checked: Checked,
-    keys: &TaskKeys,
-) -> Result<(PodTask, Checked)> {
+fn plan(request: &TaskRequest<'_>, mut checked: Checked, keys: &TaskKeys) -> (PodTask, Checked) {
     let id = new_task_id();
     let shape = &checked.shape;
     let spec = TaskSpec {
@@ -245,7 +241,7 @@ fn plan(
     let access = AgentAccess {
         kube: checked.kube.clone(),
         ssh: crate::ssh::ClientConfig {
-            identities: vec![super::key_dir(&spec.id).join("id_ed25519")],
+            identities: vec![crate::ssh::task_keys::key_dir(&spec.id).join("id_ed25519")],
             pinned_host_keys: vec![keys.host_public.clone()],
             ..Default::default()
         },
@@ -256,7 +252,7 @@ fn plan(
     });
     let task = PodTask {
         kube: checked.kube.clone(),
-        key_dir: super::key_dir(&spec.id),
+        key_dir: crate::ssh::task_keys::key_dir(&spec.id),
         spec,
         slots,
         access,
@@ -270,5 +266,5 @@ fn plan(
         job: None,
         attached: false,
     };
-    Ok((task, checked))
+    (task, checked)
 }
