@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::Result;
 use super::task::{Request, Task, TaskBackend, Terminal};
 use crate::k8s::{Lifetime, PodTask, Target, TaskRequest};
+use crate::output::report::Reporter;
 use crate::sched::Observer;
 use crate::worker::WorkerSource;
 
@@ -15,6 +16,8 @@ pub struct Kubernetes {
     pub target: Target,
     /// `--orphan-timeout` and `--max-runtime`, resolved.
     pub lifetime: Lifetime,
+    /// Words what the tasks tell the user while they are made and run.
+    pub reporter: Reporter,
 }
 
 #[async_trait]
@@ -28,13 +31,21 @@ impl TaskBackend for Kubernetes {
             kind: request.kind,
             command: request.command,
             lifetime: self.lifetime,
+            reporter: self.reporter.clone(),
         };
         Ok(Box::new(PodTask::create_with(request).await?))
     }
 
     async fn attach(&self, id: &str, slots: usize) -> Result<Box<dyn Task>> {
         Ok(Box::new(
-            PodTask::attach(&self.target, id, self.lifetime, slots).await?,
+            PodTask::attach(
+                &self.target,
+                id,
+                self.lifetime,
+                slots,
+                self.reporter.clone(),
+            )
+            .await?,
         ))
     }
 }

@@ -42,6 +42,7 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
     let backend = Kubernetes {
         target: opts.kube.target(),
         lifetime,
+        reporter: crate::output::report::Reporter::plain(),
     };
     let request = Request {
         shape: opts.shape.to_shape(),

@@ -26,6 +26,7 @@ use super::progress::PodProgress;
 use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
 use super::worker::{AgentAccess, PodWorker, api_answers, join_pod, reconnect_limit, rejoin_pod};
+use crate::output::report::{self, Reporter};
 use crate::worker::{Worker, WorkerEvent, WorkerSource};
 
 /// Announces the pods of one task as workers.
@@ -48,6 +49,8 @@ pub struct PodSource {
     pub request: String,
     /// The task's `--max-runtime`: the Job's deadline, and (with a margin) the source's own backstop.
     pub max_runtime: Duration,
+    /// Words what the source tells the user (a pod that rejoined, an API server that stopped answering).
+    pub reporter: Reporter,
 }
 
 /// How long after `--max-runtime` the source stops the run itself, if the Job's deadline was never seen (the API
@@ -119,7 +122,7 @@ impl PodSource {
         let mut backstop = pin!(backstop);
         // The workers handed out, to notice when a connection is gone while its pod still runs.
         let mut handed_out: HashMap<String, Weak<PodWorker>> = HashMap::new();
-        let mut outage = Outage::new(&self.access.kube.url);
+        let mut outage = Outage::new(&self.access.kube.url, self.reporter.clone());
         let mut lost_check = tokio::time::interval(LOST_CHECK);
         lost_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());
@@ -229,7 +232,7 @@ impl PodSource {
                     Ok((name, again, took, Ok(worker))) => {
                         tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");
                         if again {
-                            eprintln!("kb: reconnected to pod `{name}`: it rejoined the run");
+                            self.reporter.report(&report::Event::WorkerRejoined { worker: name.clone() });
                         }
                         tracker.on_joined(&name);
                         let worker = Arc::new(worker);
@@ -333,13 +336,15 @@ impl PodSource {
 struct Outage {
     url: String,
     said: bool,
+    reporter: Reporter,
 }
 
 impl Outage {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, reporter: Reporter) -> Self {
         Outage {
             url: url.to_string(),
             said: false,
+            reporter,
         }
     }
 
@@ -358,12 +363,10 @@ impl Outage {
             _ => false,
         };
         if unreachable && !std::mem::replace(&mut self.said, true) {
-            eprintln!(
-                "kb: warning: the Kubernetes API server at `{}` does not answer; retrying (up to {} s for the \
-                 connections to the pods, `KB_API_RETRY`)",
-                self.url,
-                reconnect_limit().as_secs()
-            );
+            self.reporter.report(&report::Event::ApiUnreachable {
+                url: self.url.clone(),
+                retry: reconnect_limit(),
+            });
         }
     }
 }

@@ -25,6 +25,7 @@ use super::upload::DirArchive;
 use super::worker::AgentAccess;
 use crate::config::{LazyMount, Share};
 use crate::k8s::share::PodShare;
+use crate::output::report::{Event, Reporter};
 use crate::ssh::task_keys::{TaskKeys, build_task_keys};
 use crate::worker::WorkerSource;
 
@@ -86,6 +87,8 @@ pub struct TaskRequest<'a> {
     pub command: &'a str,
     /// `--orphan-timeout` and `--max-runtime`, resolved.
     pub lifetime: Lifetime,
+    /// Words what the task tells the user while it is made and runs.
+    pub reporter: Reporter,
 }
 
 /// A task whose Job exists in the cluster. Call [`PodTask::finish`] to remove it.
@@ -108,6 +111,7 @@ pub struct PodTask {
     job: Option<Job>,
     /// Run by a coordinator that attached to a task the client created: `finish` leaves the task in place.
     attached: bool,
+    reporter: Reporter,
 }
 
 impl PodTask {
@@ -118,6 +122,7 @@ impl PodTask {
         id: &str,
         lifetime: Lifetime,
         slots: usize,
+        reporter: Reporter,
     ) -> Result<PodTask> {
         use super::coordinator::{ARCHIVE, CLIENT_KEY, HOST_PUBLIC, RUN_DIR};
         let kube = client::connect(target, &[]).await?;
@@ -187,6 +192,7 @@ impl PodTask {
             lifetime,
             job: Some(job),
             attached: true,
+            reporter,
         })
     }
 
@@ -298,21 +304,22 @@ impl PodTask {
                 Err(err) => Err(crate::error::chain(&err)),
             };
             if let Err(reason) = result {
-                eprintln!(
-                    "kb: syncback: pod {pod}: {reason}; what its jobs wrote there is not brought back"
-                );
+                self.reporter.report(&Event::SyncbackFailed {
+                    worker: pod.clone(),
+                    reason,
+                });
             }
         }
-        eprintln!(
-            "kb: syncback: {} files updated, {} already the same, {} conflicts",
-            report.updated.len(),
-            report.unchanged,
-            report.conflicts.len()
-        );
+        self.reporter.report(&Event::Syncback {
+            updated: report.updated.len(),
+            unchanged: report.unchanged,
+            conflicts: report.conflicts.len(),
+        });
         for (path, aside) in &report.conflicts {
-            eprintln!(
-                "kb: conflict: `{path}` changed here and in a pod during the run; yours is kept, the pod's is `{aside}`"
-            );
+            self.reporter.report(&Event::SyncConflict {
+                path: path.to_string(),
+                aside: aside.to_string(),
+            });
         }
     }
 
@@ -344,6 +351,7 @@ impl PodTask {
             start_timeout: start_timeout(),
             request: format!("{} cpu, {} memory", self.spec.cpu, self.spec.mem),
             max_runtime: self.lifetime.max_runtime,
+            reporter: self.reporter.clone(),
         })
     }
 
@@ -608,15 +616,17 @@ async fn check_nodes(kube: &Kube, shape: &Shape) -> Result<()> {
 /// How the pods will mount the lazy share: what was asked (`--lazy-mount`, kb.toml), else what the cluster
 /// offers. FUSE when a node offers `kb.dev/fuse` (kb-fuse runs there, and kb's own deadline rule holds end to end),
 /// else an NFS volume (whether the nodes can mount it only a mount shows: a pod that cannot is reported as such).
-async fn choose_lazy_mount(kube: &Kube, asked: Option<LazyMount>) -> Result<LazyMount> {
+async fn choose_lazy_mount(
+    kube: &Kube,
+    asked: Option<LazyMount>,
+    reporter: &Reporter,
+) -> Result<LazyMount> {
     let offered = fuse_offered(kube).await?;
     match decide_lazy_mount(asked, offered) {
         Some(LazyMount::Nfs) if asked.is_none() => {
-            eprintln!(
-                "kb: note: no node offers `{}` for a FUSE mount: the lazy share is an NFS volume in the pods \
-                 (--lazy-mount nfs)",
-                crate::deviceplugin::FUSE_RESOURCE
-            );
+            reporter.report(&Event::LazyMountFallback {
+                resource: crate::deviceplugin::FUSE_RESOURCE.into(),
+            });
             Ok(LazyMount::Nfs)
         }
         Some(mount) => Ok(mount),

@@ -6,6 +6,7 @@
 //! This module must not know the scheduler's types: events carry plain data only.
 
 use std::io::Write;
+use std::time::Duration;
 
 use super::progress::Progress;
 
@@ -113,6 +114,68 @@ pub enum Event {
         /// All jobs, when known.
         total: Option<u64>,
     },
+    /// The working directory is shared lazily: served from here while the run lasts, mounted in the workers.
+    ShareLazy {
+        /// How the workers mount it (`an NFS volume`, `a FUSE mount`).
+        mount: String,
+    },
+    /// The working directory was uploaded to the share server.
+    ShareUploaded {
+        /// What was sent and what was already there.
+        summary: String,
+        /// How long the upload took.
+        took: Duration,
+    },
+    /// There is no share server: the working directory is copied into each worker instead.
+    ShareCopied {
+        /// The namespace without a share server.
+        namespace: String,
+    },
+    /// No node offers FUSE, so the lazy share falls back to an NFS volume.
+    LazyMountFallback {
+        /// The resource nobody offers.
+        resource: String,
+    },
+    /// Waiting for something the task needs, said once.
+    Waiting {
+        /// What, in the user's terms.
+        what: String,
+    },
+    /// The API server stopped answering; the run retries for a while.
+    ApiUnreachable {
+        /// The API server's address.
+        url: String,
+        /// How long the connections to the workers are retried.
+        retry: Duration,
+    },
+    /// A lost worker came back and rejoined the run.
+    WorkerRejoined {
+        /// The worker's name.
+        worker: String,
+    },
+    /// What the jobs wrote on one worker could not be brought back.
+    SyncbackFailed {
+        /// The worker.
+        worker: String,
+        /// Why.
+        reason: String,
+    },
+    /// What the syncback brought back.
+    Syncback {
+        /// Files updated here.
+        updated: usize,
+        /// Files that were already the same.
+        unchanged: usize,
+        /// Files changed here and on a worker.
+        conflicts: usize,
+    },
+    /// A file changed here and on a worker during the run: the local one is kept, the worker's set aside.
+    SyncConflict {
+        /// The file, relative to the working directory.
+        path: String,
+        /// Where the worker's version was put.
+        aside: String,
+    },
 }
 
 /// Words [`Event`]s on stderr and drives the progress display. Cloning it gives another handle to the same
@@ -120,6 +183,12 @@ pub enum Event {
 #[derive(Clone)]
 pub struct Reporter {
     progress: Progress,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").finish_non_exhaustive()
+    }
 }
 
 impl Reporter {
@@ -145,6 +214,11 @@ impl Reporter {
                 }
             }
         }
+    }
+
+    /// A reporter with no progress display, for commands that show none (`kb shell`, task set-up).
+    pub fn plain() -> Self {
+        Reporter::new(Progress::new(false, false, false))
     }
 
     /// Removes the progress display.
@@ -192,6 +266,42 @@ pub fn render(event: &Event) -> Option<String> {
         Event::OutputFailed { cause } => format!("kb: warning: cannot write output: {cause}"),
         Event::JoblogFailed { cause } => format!("kb: warning: {cause}"),
         Event::InputWarning { text } => format!("kb: Warning: {text}"),
+        Event::ShareLazy { mount } => {
+            format!("kb: share: lazy, served from here while the run lasts, {mount} in the pods")
+        }
+        Event::ShareUploaded { summary, took } => {
+            format!("kb: share: {summary} in {:.2} s", took.as_secs_f64())
+        }
+        Event::ShareCopied { namespace } => format!(
+            "kb: note: no share server in namespace `{namespace}` (`kb cluster-setup` deploys it); the working \
+             directory is copied into each pod instead"
+        ),
+        Event::LazyMountFallback { resource } => format!(
+            "kb: note: no node offers `{resource}` for a FUSE mount: the lazy share is an NFS volume in the pods \
+             (--lazy-mount nfs)"
+        ),
+        Event::Waiting { what } => format!("kb: waiting for {what}"),
+        Event::ApiUnreachable { url, retry } => format!(
+            "kb: warning: the Kubernetes API server at `{url}` does not answer; retrying (up to {} s for the \
+             connections to the pods, `KB_API_RETRY`)",
+            retry.as_secs()
+        ),
+        Event::WorkerRejoined { worker } => {
+            format!("kb: reconnected to pod `{worker}`: it rejoined the run")
+        }
+        Event::SyncbackFailed { worker, reason } => format!(
+            "kb: syncback: pod {worker}: {reason}; what its jobs wrote there is not brought back"
+        ),
+        Event::Syncback {
+            updated,
+            unchanged,
+            conflicts,
+        } => format!(
+            "kb: syncback: {updated} files updated, {unchanged} already the same, {conflicts} conflicts"
+        ),
+        Event::SyncConflict { path, aside } => format!(
+            "kb: conflict: `{path}` changed here and in a pod during the run; yours is kept, the pod's is `{aside}`"
+        ),
         Event::JobQueued | Event::JobsRunning { .. } | Event::JobDone { .. } => return None,
     };
     Some(text)
@@ -315,6 +425,35 @@ mod tests {
                 cause: "failed to access the joblog `x`: denied".into()
             }),
             "kb: warning: failed to access the joblog `x`: denied"
+        );
+    }
+
+    #[test]
+    fn words_the_tasks_notices() {
+        assert_eq!(
+            text(Event::ShareUploaded {
+                summary: "3 files".into(),
+                took: Duration::from_millis(1250)
+            }),
+            "kb: share: 3 files in 1.25 s"
+        );
+        assert_eq!(
+            text(Event::Waiting {
+                what: "the share server (pod kb-share) to be Ready".into()
+            }),
+            "kb: waiting for the share server (pod kb-share) to be Ready"
+        );
+        assert_eq!(
+            text(Event::Syncback {
+                updated: 2,
+                unchanged: 5,
+                conflicts: 1
+            }),
+            "kb: syncback: 2 files updated, 5 already the same, 1 conflicts"
+        );
+        assert_eq!(
+            text(Event::WorkerRejoined { worker: "p".into() }),
+            "kb: reconnected to pod `p`: it rejoined the run"
         );
     }
 

@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use crate::input::Inputs;
 use crate::joblog;
 use crate::output::printer::Printer;
-use crate::output::progress::Progress;
 use crate::output::report::{Event, Reporter};
 use crate::signal::SignalHandler;
 use crate::template::Template;
@@ -107,8 +106,8 @@ pub struct RunSpec {
     pub resume: Option<joblog::Resume>,
     /// Time between SIGTERM and SIGKILL on the first interrupt.
     pub grace: Duration,
-    /// `--bar`/`--eta`/`--progress`.
-    pub progress: Progress,
+    /// Words every message about the run and drives `--bar`/`--eta`/`--progress`.
+    pub reporter: Reporter,
     /// Told `(jobs done, total when known)` after every finished job (the heartbeat shows it in `kb status`).
     pub observer: Option<Observer>,
 }
@@ -124,7 +123,7 @@ pub async fn run(
     signals: SignalHandler,
 ) -> Result<u8> {
     let (tx, rx) = mpsc::channel(1024);
-    let reporter = Reporter::new(spec.progress.clone());
+    let reporter = spec.reporter.clone();
     let input_reporter = reporter.clone();
     // Input is read on a blocking thread (stdin may be a terminal or a slow pipe) and handed over a bounded
     // channel, so memory stays constant and the first job starts before the input ends. The thread is not joined:

@@ -336,16 +336,7 @@ impl Store {
             lines.push(format!("{line} {}", task_marker(task)));
         })?;
         writeln!(output, "{}", self.host_public_key()?)?;
-        output.flush()?;
-        // Room for the next uploads; a failure here does not undo the commit.
-        match self.collect(COLLECT_ABOVE, COLLECT_DOWN_TO, KEEP_RECENT) {
-            Ok((0, _)) => {}
-            Ok((count, bytes)) => {
-                eprintln!("kb share: deleted {count} unused contents ({bytes} bytes)")
-            }
-            Err(err) => eprintln!("kb share: cannot delete unused contents: {err}"),
-        }
-        Ok(())
+        output.flush()
     }
 
     /// `lazy-allow`: adds one forced-command line per `(key, command)` for `task` to `authorized_keys` (the client's

@@ -42,6 +42,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         kind: request.kind,
         command: request.command,
         lifetime,
+        reporter: crate::output::report::Reporter::plain(),
     })
     .await?;
     let announcement = task.announcement();

@@ -11,6 +11,7 @@ use crate::commands::parallel::ParallelOpts;
 use crate::input::{InputSpec, Inputs, Source};
 use crate::output::printer::{Mode, Printer};
 use crate::output::progress::Progress;
+use crate::output::report::Reporter;
 use crate::sched::{self, RunSpec, halt};
 use crate::ssh::{ClientConfig, SshLogin};
 use crate::template::Template;
@@ -100,13 +101,13 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
         joblog,
         resume,
         grace: Duration::from_secs_f64(opts.grace.max(0.0)),
-        progress: Progress::new(opts.bar, opts.eta, opts.progress),
+        reporter: Reporter::new(Progress::new(opts.bar, opts.eta, opts.progress)),
         observer: None,
     };
     let inputs = Inputs::open(spec)?;
     // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
     let mut signals = crate::signal::SignalHandler::standard();
-    let task = match backend(&opts, lifetime) {
+    let task = match backend(&opts, lifetime, &run.reporter) {
         Some((backend, slots)) => Some(match &attach {
             Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
             None => {
@@ -144,11 +145,13 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
 fn backend(
     opts: &ParallelOpts,
     lifetime: crate::k8s::Lifetime,
+    reporter: &Reporter,
 ) -> Option<(Box<dyn TaskBackend>, Option<usize>)> {
     if opts.pods.pods.is_some() {
         let backend = Kubernetes {
             target: opts.pods.target(),
             lifetime,
+            reporter: reporter.clone(),
         };
         return Some((Box::new(backend), opts.pods.procs_per_pod.or(opts.jobs)));
     }

@@ -17,6 +17,7 @@ use kube::api::{Api, AttachParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::k8s::Kube;
+use crate::output::report::{Event, Reporter};
 use crate::share::client::{
     Error, POD_KB, Result, SERVER_KB, SERVER_POD, SERVER_PORT, SERVER_READY_WAIT, SERVER_SERVICE,
     TreeRef, UploadStats,
@@ -57,7 +58,7 @@ impl std::fmt::Debug for ServerShare {
 /// The share server's address for pods (its pod's IP and port 2222, looked up for every task), or `None` when it
 /// is not deployed in the namespace (no Service `kb-share`). The pod's IP rather than the Service's: one hop less,
 /// and no dependence on the node's Service rules; a restarted server has lost its store anyway.
-pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
+pub async fn find_server(kube: &Kube, reporter: &Reporter) -> Result<Option<String>> {
     let services: Api<Service> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let failed = |action: &str, reason: String| Error::Server {
         namespace: kube.namespace.clone(),
@@ -99,7 +100,9 @@ pub async fn find_server(kube: &Kube) -> Result<Option<String>> {
             ));
         }
         if !said {
-            eprintln!("kb: waiting for the share server (pod {SERVER_POD}) to be Ready");
+            reporter.report(&Event::Waiting {
+                what: format!("the share server (pod {SERVER_POD}) to be Ready"),
+            });
             said = true;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

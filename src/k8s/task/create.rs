@@ -19,6 +19,7 @@ use crate::k8s::share::PodShare;
 use crate::k8s::share::lazy::LazyShare;
 use crate::k8s::upload::{DirArchive, build_archive, copy_limit};
 use crate::k8s::worker::AgentAccess;
+use crate::output::report::{Event, Reporter};
 use crate::ssh::task_keys::TaskKeys;
 
 /// What the checks found, before anything exists in the cluster.
@@ -57,9 +58,9 @@ impl PodTask {
         if let (Some(address), Some(LazyMount::Nfs)) = (&share_server, checked.lazy_mount) {
             self.share_on_server = true;
             let (share, export) = self.start_nfs_share(address).await?;
-            eprintln!(
-                "kb: share: lazy, served from here while the run lasts, an NFS volume in the pods"
-            );
+            self.reporter.report(&Event::ShareLazy {
+                mount: "an NFS volume".into(),
+            });
             self.spec.nfs = Some(export);
             self.share = PodShare::Lazy(Arc::new(share));
         }
@@ -82,9 +83,9 @@ impl PodTask {
                 )
                 .await
                 .map_err(|e| Error::Share(Box::new(e)))?;
-                eprintln!(
-                    "kb: share: lazy, served from here while the run lasts, a FUSE mount in the pods"
-                );
+                self.reporter.report(&Event::ShareLazy {
+                    mount: "a FUSE mount".into(),
+                });
                 self.share = PodShare::Lazy(Arc::new(share));
             }
             _ => {
@@ -98,11 +99,10 @@ impl PodTask {
                 )
                 .await
                 .map_err(|e| Error::Share(Box::new(e)))?;
-                eprintln!(
-                    "kb: share: {} in {:.2} s",
-                    share.stats,
-                    started.elapsed().as_secs_f64()
-                );
+                self.reporter.report(&Event::ShareUploaded {
+                    summary: share.stats.to_string(),
+                    took: started.elapsed(),
+                });
                 self.share = PodShare::Server(Arc::new(share));
             }
         }
@@ -157,12 +157,14 @@ async fn preflight(request: &TaskRequest<'_>) -> Result<Checked> {
     check_nodes(&kube, &shape).await?;
     let server = match mode {
         Share::None => None,
-        _ => crate::k8s::share::server::find_server(&kube)
+        _ => crate::k8s::share::server::find_server(&kube, &request.reporter)
             .await
             .map_err(|e| Error::Share(Box::new(e)))?,
     };
     let lazy_mount = match (&server, mode) {
-        (Some(_), Share::Lazy) => Some(choose_lazy_mount(&kube, request.shape.lazy_mount).await?),
+        (Some(_), Share::Lazy) => {
+            Some(choose_lazy_mount(&kube, request.shape.lazy_mount, &request.reporter).await?)
+        }
         _ => None,
     };
     if server.is_none() && mode == Share::Syncback {
@@ -176,7 +178,7 @@ async fn preflight(request: &TaskRequest<'_>) -> Result<Checked> {
     }
     let archive = match server {
         Some(_) => None,
-        None => Some(pack(&kube, &workdir, mode).await?),
+        None => Some(pack(&kube, &workdir, mode, &request.reporter).await?),
     };
     Ok(Checked {
         kube,
@@ -190,14 +192,17 @@ async fn preflight(request: &TaskRequest<'_>) -> Result<Checked> {
 }
 
 /// The working directory as an archive copied into each pod (empty with `--share none`).
-async fn pack(kube: &Kube, workdir: &std::path::Path, mode: Share) -> Result<DirArchive> {
+async fn pack(
+    kube: &Kube,
+    workdir: &std::path::Path,
+    mode: Share,
+    reporter: &Reporter,
+) -> Result<DirArchive> {
     let cap = if mode == Share::None { 0 } else { copy_limit() };
     if mode != Share::None {
-        eprintln!(
-            "kb: note: no share server in namespace `{}` (`kb cluster-setup` deploys it); the working directory is \
-             copied into each pod instead",
-            kube.namespace
-        );
+        reporter.report(&Event::ShareCopied {
+            namespace: kube.namespace.clone(),
+        });
     }
     let dir = workdir.to_path_buf();
     tokio::task::spawn_blocking(move || build_archive(&dir, cap))
@@ -265,6 +270,7 @@ fn plan(request: &TaskRequest<'_>, mut checked: Checked, keys: &TaskKeys) -> (Po
         lifetime: request.lifetime,
         job: None,
         attached: false,
+        reporter: request.reporter.clone(),
     };
     (task, checked)
 }

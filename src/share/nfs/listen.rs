@@ -22,30 +22,52 @@ pub fn export_path(task: &str, token: &str) -> String {
     format!("/{EXPORT}/{}", super::handle::share_name(task, token))
 }
 
-/// Serves NFS for the tasks of `store` on each of `addresses` (`IP:PORT`), forever; logs each bound address
-/// (`kb share: NFS on IP:PORT`, the port resolved when 0) and each that could not be bound.
-pub async fn serve(store: Store, addresses: &[String], deadline: Duration) {
+/// The NFS listeners that could be bound, and why the others could not.
+pub struct Listeners {
+    share: NfsShare,
+    bound: Vec<NFSTcpListener<NfsShare>>,
+    /// Each address that could not be bound, and why.
+    pub failed: Vec<(String, std::io::Error)>,
+}
+
+impl Listeners {
+    /// The bound addresses (`IP:PORT`, the port resolved when 0).
+    pub fn addresses(&self) -> Vec<String> {
+        self.bound
+            .iter()
+            .map(|l| format!("{}:{}", l.get_listen_ip(), l.get_listen_port()))
+            .collect()
+    }
+}
+
+/// Binds NFS for the tasks of `store` on each of `addresses` (`IP:PORT`); an address that cannot be bound is
+/// recorded in [`Listeners::failed`] and skipped.
+pub async fn bind(store: Store, addresses: &[String], deadline: Duration) -> Listeners {
     let share = NfsShare::new(store, deadline);
-    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
     for address in addresses {
         match NFSTcpListener::bind(address, share.clone()).await {
             Ok(mut listener) => {
                 listener.with_export_name(EXPORT);
-                eprintln!(
-                    "kb share: NFS on {}:{}",
-                    listener.get_listen_ip(),
-                    listener.get_listen_port()
-                );
-                listeners.push(listener);
+                bound.push(listener);
             }
-            Err(err) => eprintln!(
-                "kb share: cannot serve NFS on `{address}` ({err}); the lazy share's NFS path is not there"
-            ),
+            Err(err) => failed.push((address.clone(), err)),
         }
     }
-    let accept = futures::future::join_all(listeners.iter().map(|l| async move {
+    Listeners {
+        share,
+        bound,
+        failed,
+    }
+}
+
+/// Serves NFS on the bound listeners, forever (even when none could be bound: the idle-handle sweep runs on).
+pub async fn serve(listeners: Listeners) {
+    let Listeners { share, bound, .. } = listeners;
+    let accept = futures::future::join_all(bound.iter().map(|l| async move {
         if let Err(err) = l.handle_forever().await {
-            eprintln!("kb share: an NFS listener stopped: {err}");
+            tracing::error!("an NFS listener stopped: {err}");
         }
     }));
     let sweep = async {
@@ -54,23 +76,5 @@ pub async fn serve(store: Store, addresses: &[String], deadline: Duration) {
             share.close_idle().await;
         }
     };
-    // The sweep never ends, so neither does this, even when no address could be bound.
     tokio::join!(accept, sweep);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_export_path_holds_the_task_and_its_token() {
-        let token = "0123456789abcdef0123456789abcdef";
-        assert_eq!(export_path("t1", token), format!("/kb/t1-{token}"));
-        assert_eq!(
-            super::super::handle::parse_share_name(
-                export_path("t1", token).rsplit('/').next().unwrap()
-            ),
-            Some(("t1", token))
-        );
-    }
 }

@@ -13,4 +13,4 @@ mod registry;
 mod task;
 
 pub use fs::NfsShare;
-pub use listen::{DEFAULT_LISTEN, EXPORT, export_path, serve};
+pub use listen::{DEFAULT_LISTEN, EXPORT, Listeners, bind, export_path, serve};

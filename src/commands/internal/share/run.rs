@@ -117,7 +117,17 @@ async fn serve(
     nfs_deadline: std::time::Duration,
 ) -> Result<()> {
     let opened = Store::open(store).map_err(io("open the store"))?;
-    let nfs = crate::share::nfs::serve(opened.clone(), nfs_listen, nfs_deadline);
+    // Each NFS address on stderr, the share server's log: `kb share: NFS on IP:PORT` (tests read the port there).
+    let listeners = crate::share::nfs::bind(opened.clone(), nfs_listen, nfs_deadline).await;
+    for address in listeners.addresses() {
+        eprintln!("kb share: NFS on {address}");
+    }
+    for (address, err) in &listeners.failed {
+        eprintln!(
+            "kb share: cannot serve NFS on `{address}` ({err}); the lazy share's NFS path is not there"
+        );
+    }
+    let nfs = crate::share::nfs::serve(listeners);
     let agent = crate::ssh::AgentConfig {
         listen,
         host_key: store.join("host_key"),
@@ -172,9 +182,19 @@ fn lazy_allow(store: &Path, task: &str, client_key: &str, pod_key: &str) -> Resu
 fn commit(store: &Path, task: &str, key: &str, manifest: &str) -> Result<()> {
     let serve = forced_command(store, "serve", task)?;
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    Store::open(store)
-        .and_then(|st| st.commit(task, key, manifest, &serve, out))
-        .map_err(io("record the task"))
+    let opened = Store::open(store)
+        .and_then(|st| st.commit(task, key, manifest, &serve, out).map(|()| st))
+        .map_err(io("record the task"))?;
+    // Room for the next uploads; a failure here does not undo the commit. The share server's log says what went.
+    use crate::share::store::{COLLECT_ABOVE, COLLECT_DOWN_TO, KEEP_RECENT};
+    match opened.collect(COLLECT_ABOVE, COLLECT_DOWN_TO, KEEP_RECENT) {
+        Ok((0, _)) => {}
+        Ok((count, bytes)) => {
+            eprintln!("kb share: deleted {count} unused contents ({bytes} bytes)")
+        }
+        Err(err) => eprintln!("kb share: cannot delete unused contents: {err}"),
+    }
+    Ok(())
 }
 
 /// `kb share changes`, in a worker pod: a tar of the files that differ from the fetched tree, on stdout.
