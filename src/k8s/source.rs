@@ -26,6 +26,8 @@ use super::progress::PodProgress;
 use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
 use super::worker::{AgentAccess, PodWorker, api_answers, join_pod, reconnect_limit, rejoin_pod};
+use crate::config::LazyMount;
+use crate::k8s::share::PodShare;
 use crate::output::report::{self, Reporter};
 use crate::worker::{Worker, WorkerEvent, WorkerSource};
 
@@ -105,196 +107,163 @@ impl WorkerSource for PodSource {
     }
 }
 
+/// What one turn of the source's loop decided.
+enum Step {
+    /// Go on, after doing these.
+    Go(Vec<Action>),
+    /// The source ends, after telling the scheduler this, if anything.
+    End(Option<WorkerEvent>),
+}
+
+impl Step {
+    /// Nothing to do this turn.
+    fn idle() -> Step {
+        Step::Go(Vec::new())
+    }
+
+    /// The run stops for `reason`, with `hint` for the user.
+    fn stop(reason: String, hint: &str) -> Step {
+        let hint = hint.to_string();
+        Step::End(Some(WorkerEvent::Stopped { reason, hint }))
+    }
+}
+
+/// The source's state while it runs: the pods' tracker, the joins under way, the workers handed out.
+struct Joins<'a> {
+    source: &'a PodSource,
+    tracker: Tracker,
+    joining: JoinSet<Joining>,
+    /// The workers handed out, to notice when a connection is gone while its pod still runs.
+    handed_out: HashMap<String, Weak<PodWorker>>,
+    outage: Outage,
+    /// Why the pods cannot mount the NFS share, once the kubelet said so.
+    mount_failure: Option<String>,
+}
+
 impl PodSource {
     async fn run(self: Box<Self>, events: &mpsc::Sender<WorkerEvent>, cancel: CancellationToken) {
-        let pods: Api<Pod> =
-            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
-        let config =
-            watcher::Config::default().labels(&super::coordinator::worker_selector(&self.task_id));
-        let mut stream = pin!(watcher::watcher(pods, config).default_backoff());
+        let mut pods = pin!(self.watch::<Pod>(
+            watcher::Config::default().labels(&super::coordinator::worker_selector(&self.task_id))
+        ));
         // The Job says when Kubernetes stopped the task for good (its deadline, `--max-runtime`).
-        let jobs: Api<Job> =
-            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
-        let job_config =
-            watcher::Config::default().fields(&format!("metadata.name=kb-{}", self.task_id));
-        let mut job_stream = pin!(watcher::watcher(jobs, job_config).default_backoff());
-        let backstop = tokio::time::sleep(self.max_runtime + BACKSTOP_MARGIN);
-        let mut backstop = pin!(backstop);
-        // The workers handed out, to notice when a connection is gone while its pod still runs.
-        let mut handed_out: HashMap<String, Weak<PodWorker>> = HashMap::new();
-        let mut outage = Outage::new(&self.access.kube.url, self.reporter.clone());
+        let mut jobs = pin!(self.watch::<Job>(
+            watcher::Config::default().fields(&format!("metadata.name=kb-{}", self.task_id))
+        ));
+        // A kubelet NFS volume that cannot be mounted keeps the pods in ContainerCreating: its events say why.
+        let mut mounts = pin!(self.watch::<k8s_openapi::api::core::v1::Event>(
+            watcher::Config::default().fields("reason=FailedMount")
+        ));
+        let nfs =
+            matches!(&self.share, Some(PodShare::Lazy(share)) if share.mount() == LazyMount::Nfs);
+        let mut lazy_ended = pin!(self.lazy_ended());
+        let mut backstop = pin!(tokio::time::sleep(self.max_runtime + BACKSTOP_MARGIN));
+        let mut deadline = pin!(tokio::time::sleep(self.start_timeout));
+        let mut mount_grace = pin!(tokio::time::sleep(Duration::ZERO));
         let mut lost_check = tokio::time::interval(LOST_CHECK);
         lost_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tracker = Tracker::new(self.pods).with_request(self.request.clone());
-        let mut joining: JoinSet<Joining> = JoinSet::new();
+        let mut state = Joins {
+            source: &self,
+            tracker: Tracker::new(self.pods).with_request(self.request.clone()),
+            joining: JoinSet::new(),
+            handed_out: HashMap::new(),
+            outage: Outage::new(&self.access.kube.url, self.reporter.clone()),
+            mount_failure: None,
+        };
         let progress = PodProgress::new(self.pods);
-        let deadline = tokio::time::sleep(self.start_timeout);
-        let mut deadline = pin!(deadline);
-        let task = format!("task {}", self.task_id);
-        // A lazy share that ends (its server restarted, its connection dropped) stops the run.
-        let lazy_share = match &self.share {
-            Some(crate::k8s::share::PodShare::Lazy(share)) => Some(share.clone()),
-            _ => None,
-        };
-        let lazy_ended = async move {
-            match lazy_share {
-                Some(share) => share.ended().await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut lazy_ended = pin!(lazy_ended);
-        // A kubelet NFS volume that cannot be mounted keeps the pods in ContainerCreating: its events say why.
-        let nfs = matches!(&self.share, Some(crate::k8s::share::PodShare::Lazy(share)) if share.mount() == crate::config::LazyMount::Nfs);
-        let events_api: Api<k8s_openapi::api::core::v1::Event> =
-            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
-        let mut mount_events = pin!(
-            watcher::watcher(
-                events_api,
-                watcher::Config::default().fields("reason=FailedMount")
-            )
-            .default_backoff()
-        );
-        let mut mount_failure: Option<String> = None;
-        let mount_grace = tokio::time::sleep(Duration::ZERO);
-        let mut mount_grace = pin!(mount_grace);
         loop {
-            let actions = tokio::select! {
-                () = cancel.cancelled() => break,
-                (reason, hint) = &mut lazy_ended => {
-                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
-                    break;
+            let waiting = state.tracker.joined() == 0;
+            let step = tokio::select! {
+                () = cancel.cancelled() => Step::End(None),
+                (reason, hint) = &mut lazy_ended => Step::stop(reason, &hint),
+                Some(item) = mounts.next(), if nfs => {
+                    if state.on_mount_event(item) {
+                        mount_grace.as_mut().reset(tokio::time::Instant::now() + NFS_MOUNT_GRACE);
+                    }
+                    Step::idle()
                 }
-                Some(item) = mount_events.next(), if nfs => {
-                    if let Ok(Event::Apply(event) | Event::InitApply(event)) = item
-                        && let Some(failure) = share_mount_failure(&event, &self.task_id)
-                    {
-                        if mount_failure.is_none() {
-                            mount_grace.as_mut().reset(tokio::time::Instant::now() + NFS_MOUNT_GRACE);
-                        }
-                        tracing::info!("{failure}");
-                        mount_failure = Some(failure);
-                    }
-                    Vec::new()
-                }
-                () = &mut mount_grace, if mount_failure.is_some() && tracker.joined() == 0 => {
-                    let reason = format!(
-                        "the pods of {task} cannot mount the working directory over NFS ({})",
-                        mount_failure.take().unwrap_or_default()
-                    );
-                    let hint = NFS_MOUNT_HINT.to_string();
-                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
-                    break;
-                }
-                () = &mut deadline, if tracker.joined() == 0 => {
-                    let reason = format!(
-                        "no pod became ready within {} s; `kb status` and `kubectl describe pods -l {}` show why",
-                        self.start_timeout.as_secs(), task_selector(&self.task_id));
-                    let _ = events.send(WorkerEvent::Failed { name: task.clone(), reason }).await;
-                    break;
-                }
-                () = &mut backstop => {
-                    let reason = format!(
-                        "task {} passed its max runtime of {} (--max-runtime)",
-                        self.task_id, show_duration(self.max_runtime));
-                    let hint = MAX_RUNTIME_HINT.to_string();
-                    let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
-                    break;
-                }
-                Some(item) = job_stream.next() => match item {
-                    Ok(Event::Apply(job) | Event::InitApply(job)) => {
-                        if let Some(reason) = build_stop_reason(&job, &self.task_id, self.max_runtime) {
-                            let hint = MAX_RUNTIME_HINT.to_string();
-                            let _ = events.send(WorkerEvent::Stopped { reason, hint }).await;
-                            break;
-                        }
-                        Vec::new()
-                    }
-                    Ok(_) => Vec::new(),
-                    Err(err) => {
-                        outage.on_watch_error(&format!("the job of {task}"), &err);
-                        Vec::new()
-                    }
-                },
-                _ = lost_check.tick() => {
-                    let gone: Vec<String> = handed_out
-                        .iter()
-                        .filter(|(_, w)| w.upgrade().is_none_or(|w| w.is_gone()))
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    let mut actions = Vec::new();
-                    for name in gone {
-                        handed_out.remove(&name);
-                        actions.extend(tracker.on_lost(&name));
-                    }
-                    actions
-                }
-                Some(joined) = joining.join_next() => match joined {
-                    Ok((name, again, took, Ok(worker))) => {
-                        tracing::info!(pod = name, ms = took.as_millis(), "pod joined (port-forward, SSH, files copied)");
-                        if again {
-                            self.reporter.report(&report::Event::WorkerRejoined { worker: name.clone() });
-                        }
-                        tracker.on_joined(&name);
-                        let worker = Arc::new(worker);
-                        handed_out.insert(name, Arc::downgrade(&worker));
-                        let _ = events.send(WorkerEvent::Joined(worker)).await;
-                        Vec::new()
-                    }
-                    Ok((name, again, _, Err(err))) => {
-                        if again && !api_answers(&self.access.kube).await {
-                            let _ = events.send(self.api_lost()).await;
-                            break;
-                        }
-                        vec![tracker.on_join_failed(&name, &crate::error::chain(&err))]
-                    }
-                    Err(_) => Vec::new(),
-                },
-                item = stream.next() => match item.inspect(|i| if i.is_ok() { outage.on_answer() }) {
-                    Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
-                        tracker.on_pod(&pod.metadata.name.clone().unwrap_or_default(), observe(&pod))
-                    }
-                    Some(Ok(Event::Delete(pod))) => {
-                        tracker.on_deleted(&pod.metadata.name.clone().unwrap_or_default());
-                        Vec::new()
-                    }
-                    Some(Ok(Event::Init | Event::InitDone)) => Vec::new(),
-                    Some(Err(err)) => {
-                        outage.on_watch_error(&format!("the pods of {task}"), &err);
-                        Vec::new()
-                    }
-                    None => break,
-                },
+                () = &mut mount_grace, if waiting && state.mount_failure.is_some() => state.mount_failed(),
+                () = &mut deadline, if waiting => self.start_timed_out(),
+                () = &mut backstop => self.backstop(),
+                Some(item) = jobs.next() => state.on_job_event(item),
+                _ = lost_check.tick() => Step::Go(state.on_lost_check()),
+                Some(joined) = state.joining.join_next() => state.on_joined(joined, events).await,
+                item = pods.next() => state.on_pod_event(item),
             };
-            for action in actions {
-                match action {
-                    Action::Connect(name) => {
-                        tracing::info!(pod = name, "pod ready: joining it");
-                        self.spawn_join(&mut joining, name, false)
+            match step {
+                Step::Go(actions) => state.apply(actions, events).await,
+                Step::End(event) => {
+                    if let Some(event) = event {
+                        let _ = events.send(event).await;
                     }
-                    Action::Reconnect(name) => {
-                        tracing::info!(
-                            pod = name,
-                            "connection lost while the pod runs: reconnecting"
-                        );
-                        self.spawn_join(&mut joining, name, true)
-                    }
-                    Action::Report { name, reason } => {
-                        let _ = events.send(WorkerEvent::Failed { name, reason }).await;
-                    }
+                    break;
                 }
             }
-            progress.update(tracker.counts(), tracker.joined());
+            progress.update(state.tracker.counts(), state.tracker.joined());
             // Jobs print to the same terminal once a pod joined: the display gives way then.
-            if tracker.joined() > 0 {
+            if state.tracker.joined() > 0 {
                 progress.finish();
             }
             // Every pod that cannot start was reported already; say no more and let the run end.
-            if tracker.fatal().is_some() {
+            if state.tracker.fatal().is_some() {
                 break;
             }
         }
         progress.finish();
-        joining.shutdown().await;
+        state.joining.shutdown().await;
+    }
+
+    /// A watch on the namespace's objects of kind `K` that `config` selects, retried with backoff.
+    fn watch<K>(
+        &self,
+        config: watcher::Config,
+    ) -> impl futures::Stream<Item = watcher::Result<Event<K>>> + use<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> =
+            Api::namespaced(self.access.kube.client.clone(), &self.access.kube.namespace);
+        watcher::watcher(api, config).default_backoff()
+    }
+
+    /// Ends, with why, when a lazy share ends (its server restarted, its connection dropped): the run stops.
+    fn lazy_ended(&self) -> impl std::future::Future<Output = (String, String)> + use<> {
+        let lazy_share = match &self.share {
+            Some(PodShare::Lazy(share)) => Some(share.clone()),
+            _ => None,
+        };
+        async move {
+            match lazy_share {
+                Some(share) => share.ended().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// No pod joined within the start timeout.
+    fn start_timed_out(&self) -> Step {
+        let reason = format!(
+            "no pod became ready within {} s; `kb status` and `kubectl describe pods -l {}` show why",
+            self.start_timeout.as_secs(),
+            task_selector(&self.task_id)
+        );
+        let name = format!("task {}", self.task_id);
+        Step::End(Some(WorkerEvent::Failed { name, reason }))
+    }
+
+    /// The Job's deadline passed and was never seen (the API server unreachable at the time, say).
+    fn backstop(&self) -> Step {
+        let reason = format!(
+            "task {} passed its max runtime of {} (--max-runtime)",
+            self.task_id,
+            show_duration(self.max_runtime)
+        );
+        Step::stop(reason, MAX_RUNTIME_HINT)
     }
 
     fn spawn_join(&self, joining: &mut JoinSet<Joining>, name: String, again: bool) {
@@ -327,6 +296,158 @@ impl PodSource {
                  waits longer; the pods end themselves after --orphan-timeout, or `kb finish {}` removes them",
                 self.task_id
             ),
+        }
+    }
+}
+
+impl Joins<'_> {
+    fn task(&self) -> String {
+        format!("task {}", self.source.task_id)
+    }
+
+    /// Records the kubelet's word that the task's NFS volume cannot be mounted; true for the first such word (the
+    /// grace period starts then).
+    fn on_mount_event(
+        &mut self,
+        item: watcher::Result<Event<k8s_openapi::api::core::v1::Event>>,
+    ) -> bool {
+        let Ok(Event::Apply(event) | Event::InitApply(event)) = item else {
+            return false;
+        };
+        let Some(failure) = share_mount_failure(&event, &self.source.task_id) else {
+            return false;
+        };
+        tracing::info!("{failure}");
+        self.mount_failure.replace(failure).is_none()
+    }
+
+    /// The pods still cannot mount the NFS share after the grace period: the run stops.
+    fn mount_failed(&mut self) -> Step {
+        let reason = format!(
+            "the pods of {} cannot mount the working directory over NFS ({})",
+            self.task(),
+            self.mount_failure.take().unwrap_or_default()
+        );
+        Step::stop(reason, NFS_MOUNT_HINT)
+    }
+
+    /// The Job changed: it may say that Kubernetes stopped the task.
+    fn on_job_event(&mut self, item: watcher::Result<Event<Job>>) -> Step {
+        match item {
+            Ok(Event::Apply(job) | Event::InitApply(job)) => {
+                let source = self.source;
+                match build_stop_reason(&job, &source.task_id, source.max_runtime) {
+                    Some(reason) => Step::stop(reason, MAX_RUNTIME_HINT),
+                    None => Step::idle(),
+                }
+            }
+            Ok(_) => Step::idle(),
+            Err(err) => {
+                let what = format!("the job of {}", self.task());
+                self.outage.on_watch_error(&what, &err);
+                Step::idle()
+            }
+        }
+    }
+
+    /// A pod changed.
+    fn on_pod_event(&mut self, item: Option<watcher::Result<Event<Pod>>>) -> Step {
+        if let Some(Ok(_)) = &item {
+            self.outage.on_answer();
+        }
+        match item {
+            Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                Step::Go(self.tracker.on_pod(&name, observe(&pod)))
+            }
+            Some(Ok(Event::Delete(pod))) => {
+                self.tracker
+                    .on_deleted(&pod.metadata.name.clone().unwrap_or_default());
+                Step::idle()
+            }
+            Some(Ok(Event::Init | Event::InitDone)) => Step::idle(),
+            Some(Err(err)) => {
+                let what = format!("the pods of {}", self.task());
+                self.outage.on_watch_error(&what, &err);
+                Step::idle()
+            }
+            None => Step::End(None),
+        }
+    }
+
+    /// Workers handed out whose connection is gone while their pod may still run.
+    fn on_lost_check(&mut self) -> Vec<Action> {
+        let gone: Vec<String> = self
+            .handed_out
+            .iter()
+            .filter(|(_, w)| w.upgrade().is_none_or(|w| w.is_gone()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut actions = Vec::new();
+        for name in gone {
+            self.handed_out.remove(&name);
+            actions.extend(self.tracker.on_lost(&name));
+        }
+        actions
+    }
+
+    /// A join ended: the pod is announced, or the tracker hears why not.
+    async fn on_joined(
+        &mut self,
+        joined: Result<Joining, tokio::task::JoinError>,
+        events: &mpsc::Sender<WorkerEvent>,
+    ) -> Step {
+        match joined {
+            Ok((name, again, took, Ok(worker))) => {
+                tracing::info!(
+                    pod = name,
+                    ms = took.as_millis(),
+                    "pod joined (port-forward, SSH, files copied)"
+                );
+                if again {
+                    let worker = name.clone();
+                    self.source
+                        .reporter
+                        .report(&report::Event::WorkerRejoined { worker });
+                }
+                self.tracker.on_joined(&name);
+                let worker = Arc::new(worker);
+                self.handed_out.insert(name, Arc::downgrade(&worker));
+                let _ = events.send(WorkerEvent::Joined(worker)).await;
+                Step::idle()
+            }
+            Ok((name, again, _, Err(err))) => {
+                if again && !api_answers(&self.source.access.kube).await {
+                    return Step::End(Some(self.source.api_lost()));
+                }
+                Step::Go(vec![
+                    self.tracker
+                        .on_join_failed(&name, &crate::error::chain(&err)),
+                ])
+            }
+            Err(_) => Step::idle(),
+        }
+    }
+
+    /// Does what the tracker decided: join a pod, join it again, or report one that cannot start.
+    async fn apply(&mut self, actions: Vec<Action>, events: &mpsc::Sender<WorkerEvent>) {
+        for action in actions {
+            match action {
+                Action::Connect(name) => {
+                    tracing::info!(pod = name, "pod ready: joining it");
+                    self.source.spawn_join(&mut self.joining, name, false)
+                }
+                Action::Reconnect(name) => {
+                    tracing::info!(
+                        pod = name,
+                        "connection lost while the pod runs: reconnecting"
+                    );
+                    self.source.spawn_join(&mut self.joining, name, true)
+                }
+                Action::Report { name, reason } => {
+                    let _ = events.send(WorkerEvent::Failed { name, reason }).await;
+                }
+            }
         }
     }
 }
