@@ -39,10 +39,7 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
         .shape
         .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
-    let backend = Kubernetes {
-        target: opts.kube.target(),
-        lifetime,
-    };
+    let backend = Kubernetes::new(opts.kube.target(), lifetime);
     let request = Request {
         shape: opts.shape.to_shape(),
         count: 1,
