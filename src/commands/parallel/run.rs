@@ -353,12 +353,17 @@ fn dry_run(
 mod tests {
     use super::*;
 
+    /// `kb parallel ARGS` parsed as `cli::parse_args` does, the typed pod-only flags found from clap's matches.
     fn parallel(args: &[&str]) -> ParallelOpts {
-        let argv = ["kb", "parallel"].iter().chain(args).map(Into::into);
-        match crate::cli::parse_args(argv).unwrap().command {
-            crate::cli::Command::Parallel(opts) => *opts,
-            other => panic!("not parallel: {other:?}"),
-        }
+        use crate::commands::parallel::ParallelLine;
+        use clap::{CommandFactory, FromArgMatches};
+        let argv: Vec<&str> = ["kb", "parallel"].iter().chain(args).copied().collect();
+        let matches = ParallelLine::command().try_get_matches_from(argv).unwrap();
+        let ParallelLine::Parallel(mut opts) = ParallelLine::from_arg_matches(&matches).unwrap();
+        opts.pod_flags_given = crate::commands::parallel::pod_flags_given(
+            matches.subcommand_matches("parallel").unwrap(),
+        );
+        *opts
     }
 
     #[test]
@@ -421,8 +426,8 @@ mod tests {
     #[test]
     fn every_pod_only_flag_is_an_argument_of_parallel() {
         use clap::CommandFactory;
-        let cli = crate::cli::Cli::command();
-        let parallel = cli.find_subcommand("parallel").unwrap();
+        let line = crate::commands::parallel::ParallelLine::command();
+        let parallel = line.find_subcommand("parallel").unwrap();
         for (id, flag) in crate::commands::parallel::POD_ONLY_FLAGS {
             let arg = parallel.get_arguments().find(|a| a.get_id() == *id);
             let long = arg.and_then(|a| a.get_long()).unwrap_or_default();
