@@ -66,11 +66,13 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
             continue;
         }
         match backend.finish_ids(&mine).await {
-            Ok(gone) => found.extend(
-                gone.into_iter()
-                    .filter(|id| !found.contains(id))
-                    .collect::<Vec<_>>(),
-            ),
+            Ok(gone) => {
+                for id in gone {
+                    if !found.contains(&id) {
+                        found.push(id);
+                    }
+                }
+            }
             Err(err) => failed[index] = Some(err),
         }
     }
