@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands;
 use crate::commands::error::Result;
@@ -81,7 +81,18 @@ impl Command {
 /// clap's message and returns the exit status: 255 for `kb parallel` (GNU parallel's contract), 2 otherwise.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     let args: Vec<OsString> = args.into_iter().collect();
-    match Cli::try_parse_from(&args) {
+    let parse = || -> Result<Cli, clap::Error> {
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        // Which pod-only flags were typed, as opposed to set by the environment: `--containers` refuses those.
+        if let Command::Parallel(opts) = &mut cli.command
+            && let Some(sub) = matches.subcommand_matches("parallel")
+        {
+            opts.pod_flags_given = commands::parallel::pod_flags_given(sub);
+        }
+        Ok(cli)
+    };
+    match parse() {
         Ok(cli) => Ok(cli),
         Err(err) => {
             let _ = err.print();

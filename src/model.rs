@@ -4,6 +4,10 @@
 
 use bytes::Bytes;
 
+mod task;
+
+pub use task::{CONTAINERS, PODS, TaskRow, label_value, origin, render_table, show_age};
+
 /// Which output stream of a job a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
@@ -92,4 +96,13 @@ pub fn new_task_id() -> String {
         value /= 36;
     }
     id
+}
+
+/// True when `name` has the form of the ids [`new_task_id`] makes (so a directory so named is a task's).
+pub fn is_task_id_form(name: &str) -> bool {
+    name.len() == 8
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }

@@ -188,7 +188,11 @@ fn an_interrupt_mid_run_removes_every_container() {
         ["500000000", "67108864", "true", "kb"],
         "{seen}"
     );
-    assert!(fields[4].contains('@'), "origin is not user@host: {seen}");
+    // The origin is this machine's name, as pods have it (`kb status` filters both the same way).
+    assert!(
+        !fields[4].is_empty() && !fields[4].contains('@'),
+        "origin is not the host's name: {seen}"
+    );
     kb.signal(nix::sys::signal::Signal::SIGINT);
     let status = kb.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "stderr: {:?}", kb.seen);
@@ -250,6 +254,99 @@ fn containers_of_a_killed_client_end_by_themselves() {
     }
 }
 
+#[test]
+#[ignore = "needs docker"]
+fn status_lists_a_running_container_task_and_finish_removes_it() {
+    docker_ready();
+    let dir = workdir();
+    let (_kb, id, _guard) = start_two_sleepers(dir.path(), &["--cpu", "0.5", "--mem", "64Mi"]);
+    let row = wait_status_row(dir.path(), &id, "RUNNING");
+    assert_eq!(row["backend"], "containers", "{row}");
+    assert_eq!(row["health"], "2/2", "{row}");
+    assert_eq!(
+        (&row["cpu"], &row["mem"]),
+        (&"0.5".into(), &"64Mi".into()),
+        "{row}"
+    );
+    assert_eq!(
+        row["pwd"],
+        dir.path().canonicalize().unwrap().display().to_string()
+    );
+    assert!(
+        row["command"].as_str().unwrap().contains("sleep 60"),
+        "{row}"
+    );
+    assert_eq!(row["progress"], "-", "{row}");
+    // The cluster cannot be reached (no kubeconfig): the containers are shown all the same, with a warning.
+    let table = Run::of(kb_without_cluster(dir.path(), &["status"]));
+    table
+        .assert_status(0)
+        .assert_stderr_has("kb: warning: no kubeconfig found");
+    let header: Vec<String> = table
+        .stdout()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(header[..3], ["ID", "BACKEND", "AGE"], "{}", table.described);
+    assert!(
+        table
+            .stdout()
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("containers") && l.contains("RUNNING")),
+        "{}",
+        table.described
+    );
+    Run::of(kb_without_cluster(dir.path(), &["finish", &id]))
+        .assert_status(0)
+        .assert_stderr_has(&format!("kb: finished task `{id}`"));
+    assert_no_containers(&id, "after `kb finish`");
+    assert!(!key_dir(&id).exists(), "the task's keys are left");
+    // Gone from Docker, and the cluster cannot be asked: its error, as `kb finish` gave it before containers.
+    Run::of(kb_without_cluster(dir.path(), &["finish", &id]))
+        .assert_status(1)
+        .assert_stderr_has("no kubeconfig found");
+}
+
+#[test]
+#[ignore = "needs docker"]
+fn a_killed_clients_task_is_orphaned_and_finish_orphaned_removes_it() {
+    docker_ready();
+    let dir = workdir();
+    let (mut kb, id, _guard) = start_two_sleepers(dir.path(), &[]);
+    kb.signal(nix::sys::signal::Signal::SIGKILL);
+    kb.wait(Duration::from_secs(10));
+    // The containers outlive the client (for the orphan timeout, 10 minutes): `kb status` says why they are there.
+    let row = wait_status_row(dir.path(), &id, "ORPHANED");
+    assert_eq!(row["health"], "2/2", "{row}");
+    assert!(
+        key_dir(&id).exists(),
+        "a killed client cannot remove its keys"
+    );
+    let finish = Run::of(kb_without_cluster(dir.path(), &["finish", "--orphaned"]));
+    finish
+        .assert_status(0)
+        .assert_stderr_has(&format!("kb: finished task `{id}` (ORPHANED, age "))
+        .assert_stderr_has("2/2 containers running")
+        .assert_stderr_has("orphaned task")
+        .assert_stderr_has("in the local Docker engine");
+    assert_no_containers(&id, "after `kb finish --orphaned`");
+    assert!(!key_dir(&id).exists(), "the task's keys are left");
+}
+
+/// No Docker and no cluster: `kb status` reports the cluster's error, as without the container backend.
+#[test]
+fn status_without_docker_or_cluster_reports_the_cluster() {
+    let dir = workdir();
+    let mut cmd = kb_without_cluster(dir.path(), &["status"]);
+    cmd.env("DOCKER_HOST", "unix:///nonexistent.sock");
+    Run::of(cmd)
+        .assert_status(1)
+        .assert_stderr_has("no kubeconfig found");
+}
+
 /// No Docker needed: these fail before kb contacts the engine.
 #[test]
 fn bad_input_is_refused_before_docker_is_asked() {
@@ -265,6 +362,18 @@ fn bad_input_is_refused_before_docker_is_asked() {
     Run::of(no_docker(&["--containers", "0", "echo", ":::", "1"]))
         .assert_status(255)
         .assert_stderr_has("--containers must be at least 1");
+    // Pod-only flags typed with --containers are refused, not ignored.
+    Run::of(no_docker(&[
+        "--containers",
+        "1",
+        "--max-runtime",
+        "5m",
+        "echo",
+        ":::",
+        "1",
+    ]))
+    .assert_status(255)
+    .assert_stderr_has("--max-runtime applies to pods (--pods), not to --containers");
     // The kb under test is dynamically linked: without --agent-binary it cannot be the agent.
     Run::of(no_docker(&["--containers", "1", "echo", ":::", "1"]))
         .assert_status(255)

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::task::{Request, Task, TaskBackend, Terminal};
 use super::{Error, Result};
 use crate::container::ContainerTask;
+use crate::model::TaskRow;
 use crate::sched::Observer;
 use crate::worker::WorkerSource;
 
@@ -45,6 +46,7 @@ impl Containers {
                 source,
             })?,
             command: request.command.to_string(),
+            shown_limits: (shape.cpu.clone(), shape.mem.clone()),
             agent_binary: self.agent_binary.clone(),
         })
     }
@@ -62,6 +64,18 @@ impl TaskBackend for Containers {
             what: "attaching to a task (`--async`)",
             backend: "--containers",
         })
+    }
+
+    async fn list(&self, all: bool) -> Result<Vec<TaskRow>> {
+        Ok(crate::container::list_tasks(all).await?)
+    }
+
+    async fn finish_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+        Ok(crate::container::finish_ids(ids).await?)
+    }
+
+    fn scope(&self) -> Option<String> {
+        Some("the local Docker engine".into())
     }
 }
 

@@ -1,10 +1,14 @@
 //! The Kubernetes backend: tasks are a Job's pods (`k8s::PodTask`).
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 
 use super::Result;
 use super::task::{Request, Task, TaskBackend, Terminal};
+use crate::k8s::client::{FINISH_RIGHTS, STATUS_RIGHTS};
 use crate::k8s::{Lifetime, PodTask, Target, TaskRequest};
+use crate::model::TaskRow;
 use crate::output::report::Reporter;
 use crate::sched::Observer;
 use crate::worker::WorkerSource;
@@ -13,11 +17,32 @@ use crate::worker::WorkerSource;
 #[derive(Debug, Clone)]
 pub struct Kubernetes {
     /// The kubeconfig context and namespace.
-    pub target: Target,
+    target: Target,
     /// `--orphan-timeout` and `--max-runtime`, resolved.
-    pub lifetime: Lifetime,
+    lifetime: Lifetime,
     /// Words what the tasks tell the user while they are made and run.
-    pub reporter: Reporter,
+    reporter: Reporter,
+    /// The namespace, once `list` or `finish_ids` connected.
+    namespace: Arc<OnceLock<String>>,
+}
+
+impl Kubernetes {
+    /// The backend of `target`'s namespace; tasks it creates live within `lifetime` and tell the user what they
+    /// do through `reporter`.
+    pub fn new(target: Target, lifetime: Lifetime, reporter: Reporter) -> Kubernetes {
+        Kubernetes {
+            target,
+            lifetime,
+            reporter,
+            namespace: Arc::default(),
+        }
+    }
+
+    async fn connect(&self, rights: &[crate::k8s::client::Right]) -> Result<crate::k8s::Kube> {
+        let kube = crate::k8s::client::connect(&self.target, rights).await?;
+        let _ = self.namespace.set(kube.namespace.clone());
+        Ok(kube)
+    }
 }
 
 #[async_trait]
@@ -47,6 +72,36 @@ impl TaskBackend for Kubernetes {
             )
             .await?,
         ))
+    }
+
+    async fn list(&self, all: bool) -> Result<Vec<TaskRow>> {
+        let kube = self.connect(STATUS_RIGHTS).await?;
+        Ok(crate::k8s::status::list_tasks(&kube, all).await?)
+    }
+
+    async fn finish_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+        let kube = self.connect(FINISH_RIGHTS).await?;
+        let found = crate::k8s::task::finish_tasks(&kube, ids).await?;
+        // The share server forgets the tasks too: their trees, and the keys a lazy share let in.
+        // (Its pod looked up once, without waiting for it to be Ready: a server that is not there has nothing.)
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(kube.client.clone(), &kube.namespace);
+        let server = !found.is_empty()
+            && matches!(
+                pods.get_opt(crate::share::client::SERVER_POD).await,
+                Ok(Some(_))
+            );
+        for id in &found {
+            let _ = std::fs::remove_dir_all(crate::ssh::task_keys::key_dir(id));
+            if server {
+                crate::k8s::share::server::drop_task(&kube, id).await;
+            }
+        }
+        Ok(found)
+    }
+
+    fn scope(&self) -> Option<String> {
+        self.namespace.get().map(|ns| format!("namespace `{ns}`"))
     }
 }
 

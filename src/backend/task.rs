@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::Result;
 use crate::k8s::PodShape;
+use crate::model::TaskRow;
 use crate::sched::Observer;
 use crate::ssh::Connection;
 use crate::worker::WorkerSource;
@@ -41,6 +42,16 @@ pub trait TaskBackend: Send + Sync {
 
     /// Attaches to task `id`, created elsewhere and handed over, with `slots` job slots per worker.
     async fn attach(&self, id: &str, slots: usize) -> Result<Box<dyn Task>>;
+
+    /// The backend's tasks for `kb status`: this machine's (`model::origin`), or everyone's with `all`.
+    async fn list(&self, all: bool) -> Result<Vec<TaskRow>>;
+
+    /// Removes the tasks `ids` and everything they own, whoever made them (`kb finish`); returns the ids that had
+    /// something to remove. An id this backend does not know is not an error.
+    async fn finish_ids(&self, ids: &[String]) -> Result<Vec<String>>;
+
+    /// Where the backend keeps its tasks, for messages (`namespace `kb``), once `list` or `finish_ids` reached it.
+    fn scope(&self) -> Option<String>;
 }
 
 /// One task: its workers, and everything it made, until [`Task::finish`] removes it.

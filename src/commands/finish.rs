@@ -1,11 +1,10 @@
 //! `kb finish`: stop and remove tasks and everything they own, in one go; a task already gone is not an error.
 //! `--orphaned` removes exactly the tasks `kb status` shows as ORPHANED (this machine's, or everyone's with `-A`).
+//! Every backend is asked: the cluster's namespace and the local Docker engine.
 
 use crate::commands::error::Result;
 use crate::commands::options::KubeOpts;
-use crate::k8s::client::{FINISH_RIGHTS, STATUS_RIGHTS, connect};
-use crate::k8s::status::{TaskRow, list_tasks};
-use crate::k8s::task::finish_tasks;
+use crate::model::{CONTAINERS, TaskRow};
 
 /// Options of `kb finish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,13 +25,7 @@ pub struct FinishOpts {
 
 /// Runs `kb finish`.
 pub async fn exec(opts: FinishOpts) -> Result<u8> {
-    let rights: Vec<_> = FINISH_RIGHTS
-        .iter()
-        .chain(if opts.orphaned { STATUS_RIGHTS } else { &[] })
-        .copied()
-        .collect();
-    let kube = connect(&opts.kube.target(), &rights).await?;
-    let ns = &kube.namespace;
+    let backends = opts.kube.backends();
     let mut ids = Vec::new();
     for id in &opts.ids {
         if is_task_id(id) {
@@ -41,52 +34,86 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
             eprintln!("kb: `{id}` is not a task id (`kb status` lists them)");
         }
     }
-    let mut orphans: Vec<TaskRow> = Vec::new();
+    // Per backend: its orphans (with --orphaned), or why it could not be reached.
+    let mut orphans: Vec<Vec<TaskRow>> = vec![Vec::new(); backends.len()];
+    let mut failed: Vec<Option<crate::backend::Error>> = backends.iter().map(|_| None).collect();
     if opts.orphaned {
-        orphans = list_tasks(&kube, opts.all)
-            .await?
-            .into_iter()
-            .filter(|t| t.status == "ORPHANED")
-            .collect();
-        ids.extend(
-            orphans
+        for (index, backend) in backends.iter().enumerate() {
+            match backend.list(opts.all).await {
+                Ok(rows) => {
+                    orphans[index] = rows
+                        .into_iter()
+                        .filter(|t| t.status == "ORPHANED")
+                        .collect()
+                }
+                Err(err) => failed[index] = Some(err),
+            }
+        }
+    }
+    let mut found: Vec<String> = Vec::new();
+    for (index, backend) in backends.iter().enumerate() {
+        if failed[index].is_some() {
+            continue;
+        }
+        let mut mine = ids.clone();
+        mine.extend(
+            orphans[index]
                 .iter()
                 .map(|t| t.id.clone())
-                .filter(|id| !opts.ids.contains(id)),
+                .filter(|id| !ids.contains(id)),
         );
-        if orphans.is_empty() {
-            let whose = if opts.all { "" } else { " from this machine" };
-            eprintln!("kb: no orphaned task{whose} in namespace `{ns}`");
+        if mine.is_empty() {
+            continue;
+        }
+        match backend.finish_ids(&mine).await {
+            Ok(gone) => {
+                for id in gone {
+                    if !found.contains(&id) {
+                        found.push(id);
+                    }
+                }
+            }
+            Err(err) => failed[index] = Some(err),
         }
     }
-    let found = finish_tasks(&kube, &ids).await?;
-    // The share server forgets the tasks too: their trees, and the keys a lazy share let in.
-    // (Its pod looked up once, without waiting for it to be Ready: a server that is not there has nothing.)
-    let server = async {
-        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-            kube::Api::namespaced(kube.client.clone(), &kube.namespace);
-        matches!(
-            pods.get_opt(crate::share::client::SERVER_POD).await,
-            Ok(Some(_))
-        )
-    };
-    if !found.is_empty() && server.await {
-        for id in &found {
-            crate::k8s::share::server::drop_task(&kube, id).await;
-        }
+    let mut failed: Vec<crate::backend::Error> = failed.into_iter().flatten().collect();
+    let orphan_count: usize = orphans.iter().map(Vec::len).sum();
+    // A backend that cannot be reached fails the command only when no other one had anything to remove.
+    if !failed.is_empty() && found.is_empty() && orphan_count == 0 {
+        return Err(failed.remove(0).into());
     }
-    for id in &ids {
-        let orphan = orphans.iter().find(|t| &t.id == id);
+    for err in &failed {
+        eprintln!("kb: warning: {}", crate::error::chain(err));
+    }
+    let scopes: Vec<String> = backends.iter().filter_map(|b| b.scope()).collect();
+    let anywhere = scopes.join(" or in ");
+    if opts.orphaned && orphan_count == 0 {
+        let whose = if opts.all { "" } else { " from this machine" };
+        eprintln!("kb: no orphaned task{whose} in {anywhere}");
+    }
+    let all_ids = ids.iter().chain(
+        orphans
+            .iter()
+            .flatten()
+            .map(|t| &t.id)
+            .filter(|id| !ids.contains(id)),
+    );
+    for id in all_ids {
+        let orphan = orphans.iter().flatten().find(|t| &t.id == id);
         match (found.contains(id), orphan) {
             (true, Some(row)) => eprintln!("kb: finished task `{id}` {}", describe_orphan(row)),
             (true, None) => eprintln!("kb: finished task `{id}`"),
-            (false, _) => eprintln!("kb: task `{id}` has nothing left in namespace `{ns}`"),
+            (false, _) => eprintln!("kb: task `{id}` has nothing left in {anywhere}"),
         }
     }
-    if !orphans.is_empty() {
-        let count = orphans.iter().filter(|t| found.contains(&t.id)).count();
+    for (backend, rows) in backends.iter().zip(&orphans) {
+        if rows.is_empty() {
+            continue;
+        }
+        let count = rows.iter().filter(|t| found.contains(&t.id)).count();
         let plural = if count == 1 { "" } else { "s" };
-        eprintln!("kb: finished {count} orphaned task{plural} in namespace `{ns}`");
+        let scope = backend.scope().unwrap_or_default();
+        eprintln!("kb: finished {count} orphaned task{plural} in {scope}");
     }
     Ok(crate::error::exit::SUCCESS)
 }
@@ -102,8 +129,13 @@ fn is_task_id(id: &str) -> bool {
 
 /// What an orphan was, for the line that says it was removed.
 fn describe_orphan(row: &TaskRow) -> String {
+    let workers = if row.backend == CONTAINERS {
+        "containers running"
+    } else {
+        "pods ready"
+    };
     format!(
-        "(ORPHANED, age {}, {} pods ready, progress {}, from `{}`: {})",
+        "(ORPHANED, age {}, {} {workers}, progress {}, from `{}`: {})",
         row.age, row.health, row.progress, row.origin, row.command
     )
 }

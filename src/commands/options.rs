@@ -120,6 +120,21 @@ impl KubeOpts {
             namespace: self.namespace.clone(),
         }
     }
+
+    /// Every place tasks can be, for `kb status` and `kb finish`: this cluster's namespace, then the local Docker
+    /// engine.
+    pub fn backends(&self) -> Vec<Box<dyn crate::backend::TaskBackend>> {
+        let kubernetes = crate::backend::Kubernetes::new(
+            self.target(),
+            crate::k8s::Lifetime::default(),
+            crate::output::report::Reporter::plain(),
+        );
+        let containers = crate::backend::Containers {
+            agent_binary: None,
+            orphan_timeout: None,
+        };
+        vec![Box::new(kubernetes), Box::new(containers)]
+    }
 }
 
 /// Fills what the command line left unsaid from the project's `kb.toml` (found from the working directory up):

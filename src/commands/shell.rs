@@ -39,11 +39,11 @@ pub async fn exec(mut opts: ShellOpts) -> Result<u8> {
         .shape
         .to_shape()
         .lifetime(crate::k8s::LifetimeFallback::default())?;
-    let backend = Kubernetes {
-        target: opts.kube.target(),
+    let backend = Kubernetes::new(
+        opts.kube.target(),
         lifetime,
-        reporter: crate::output::report::Reporter::plain(),
-    };
+        crate::output::report::Reporter::plain(),
+    );
     let request = Request {
         shape: opts.shape.to_shape(),
         count: 1,

@@ -1,11 +1,10 @@
-//! `kb status`: list the tasks of this machine (or everyone's) in the namespace.
+//! `kb status`: list the tasks of this machine (or everyone's) in the namespace and in the local Docker engine.
 
 use std::io::Write;
 
 use crate::commands::error::{Error, Result};
 use crate::commands::options::KubeOpts;
-use crate::k8s::client::{STATUS_RIGHTS, connect};
-use crate::k8s::status::{list_tasks, render_table};
+use crate::model::{TaskRow, render_table};
 
 /// How `kb status` prints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -35,14 +34,32 @@ pub struct StatusOpts {
 
 /// Runs `kb status`.
 pub async fn exec(opts: StatusOpts) -> Result<u8> {
-    let kube = connect(&opts.kube.target(), STATUS_RIGHTS).await?;
-    let rows = list_tasks(&kube, opts.all).await?;
+    let backends = opts.kube.backends();
+    let listed =
+        futures::future::join_all(backends.iter().map(|backend| backend.list(opts.all))).await;
+    let mut rows: Vec<TaskRow> = Vec::new();
+    let mut failed = Vec::new();
+    for result in listed {
+        match result {
+            Ok(found) => rows.extend(found),
+            Err(err) => failed.push(err),
+        }
+    }
+    // A backend that cannot be reached fails the command only when no other one has a task to show.
+    if !failed.is_empty() && rows.is_empty() {
+        return Err(failed.remove(0).into());
+    }
+    for err in &failed {
+        eprintln!("kb: warning: {}", crate::error::chain(err));
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
     let encode = |format: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
         Error::K8s(crate::k8s::Error::Encode { format, source })
     };
     let text = match opts.output {
         OutputFormat::Table if rows.is_empty() => {
-            eprintln!("no tasks in namespace `{}`", kube.namespace);
+            let scopes: Vec<String> = backends.iter().filter_map(|b| b.scope()).collect();
+            eprintln!("no tasks in {}", scopes.join(" or in "));
             return Ok(crate::error::exit::SUCCESS);
         }
         OutputFormat::Table => render_table(&rows, opts.all),

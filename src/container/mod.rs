@@ -11,10 +11,12 @@ mod error;
 mod preflight;
 mod source;
 mod spec;
+mod status;
 mod task;
 
 pub use agent_binary::{AgentBinary, choose_agent_binary};
 pub use error::{Error, Result};
 pub use source::ContainerSource;
-pub use spec::{LABEL_MANAGED_BY, LABEL_ORIGIN, LABEL_PWD, LABEL_TASK};
+pub use spec::{LABEL_CLIENT_PID, LABEL_MANAGED_BY, LABEL_ORIGIN, LABEL_PWD, LABEL_TASK};
+pub use status::{finish_ids, list_tasks};
 pub use task::{ContainerTask, Request};

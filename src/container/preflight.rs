@@ -106,6 +106,7 @@ mod tests {
             orphan_timeout: None,
             workdir: "/tmp/project".into(),
             command: "echo {}".into(),
+            shown_limits: (None, None),
             agent_binary: None,
         }
     }

@@ -11,10 +11,18 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 pub const LABEL_MANAGED_BY: &str = "kb.dev/managed-by";
 /// The task id: `finish` removes the containers that carry it.
 pub const LABEL_TASK: &str = "kb.dev/task";
-/// `user@host` of the client that created the task.
+/// The machine that created the task (`model::origin`, as pods have it).
 pub const LABEL_ORIGIN: &str = "kb.dev/origin";
 /// The working directory, which is mounted at the same path.
 pub const LABEL_PWD: &str = "kb.dev/pwd";
+/// The process id of the client on the origin machine: once it is gone, the task is ORPHANED.
+pub const LABEL_CLIENT_PID: &str = "kb.dev/client-pid";
+/// The command line, for `kb status`.
+pub const LABEL_COMMAND: &str = "kb.dev/command";
+/// `--cpu` as given (a Kubernetes quantity), for `kb status`; absent without a limit.
+pub const LABEL_CPU: &str = "kb.dev/cpu";
+/// `--mem` as given (a Kubernetes quantity), for `kb status`; absent without a limit.
+pub const LABEL_MEM: &str = "kb.dev/mem";
 /// The label the style guide puts on everything kb creates, in Kubernetes and Docker alike.
 const LABEL_APP_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
@@ -39,8 +47,14 @@ pub(crate) const AUTHORIZED_KEY_FILE: &str = "authorized_key";
 pub(crate) struct TaskSpec {
     /// The task id.
     pub id: String,
-    /// `user@host` of this client.
+    /// This machine (`model::origin`).
     pub origin: String,
+    /// This client's process id.
+    pub client_pid: u32,
+    /// The command line.
+    pub command: String,
+    /// `--cpu` and `--mem` as the user gave them, for `kb status`.
+    pub shown_limits: (Option<String>, Option<String>),
     /// The image the jobs run in.
     pub image: String,
     /// The working directory, mounted read-write at the same path; jobs run there.
@@ -67,15 +81,20 @@ impl TaskSpec {
 
     /// The labels every container of the task carries.
     pub(crate) fn labels(&self) -> HashMap<String, String> {
+        let (cpu, mem) = &self.shown_limits;
         [
-            (LABEL_MANAGED_BY, "kb".to_string()),
-            (LABEL_APP_MANAGED_BY, "kb".to_string()),
-            (LABEL_TASK, self.id.clone()),
-            (LABEL_ORIGIN, self.origin.clone()),
-            (LABEL_PWD, self.workdir.display().to_string()),
+            (LABEL_MANAGED_BY, Some("kb".to_string())),
+            (LABEL_APP_MANAGED_BY, Some("kb".to_string())),
+            (LABEL_TASK, Some(self.id.clone())),
+            (LABEL_ORIGIN, Some(self.origin.clone())),
+            (LABEL_PWD, Some(self.workdir.display().to_string())),
+            (LABEL_CLIENT_PID, Some(self.client_pid.to_string())),
+            (LABEL_COMMAND, Some(self.command.clone())),
+            (LABEL_CPU, cpu.clone()),
+            (LABEL_MEM, mem.clone()),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
         .collect()
     }
 }
@@ -172,7 +191,10 @@ mod tests {
     fn spec() -> TaskSpec {
         TaskSpec {
             id: "abc12345".into(),
-            origin: "alice@laptop".into(),
+            origin: "laptop".into(),
+            client_pid: 4321,
+            command: "sleep 1".into(),
+            shown_limits: (Some("1500m".into()), None),
             image: "debian:bookworm".into(),
             workdir: "/home/alice/project".into(),
             agent_binary: "/opt/kb-static".into(),
@@ -190,7 +212,11 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_MANAGED_BY], "kb");
         assert_eq!(labels[LABEL_TASK], "abc12345");
-        assert_eq!(labels[LABEL_ORIGIN], "alice@laptop");
+        assert_eq!(labels[LABEL_ORIGIN], "laptop");
+        assert_eq!(labels[LABEL_CLIENT_PID], "4321");
+        assert_eq!(labels[LABEL_COMMAND], "sleep 1");
+        assert_eq!(labels[LABEL_CPU], "1500m");
+        assert!(!labels.contains_key(LABEL_MEM));
         assert_eq!(labels[LABEL_PWD], "/home/alice/project");
         assert_eq!(body.entrypoint.unwrap(), vec!["/kb/kb"]);
         assert_eq!(

@@ -42,8 +42,10 @@ pub struct Request {
     pub orphan_timeout: Option<Duration>,
     /// The working directory, shared with the containers at the same path.
     pub workdir: PathBuf,
-    /// The command line, for diagnostics.
+    /// The command line, for diagnostics and `kb status`.
     pub command: String,
+    /// `--cpu` and `--mem` as the user gave them, for `kb status`.
+    pub shown_limits: (Option<String>, Option<String>),
     /// `--agent-binary` / `KB_AGENT_BINARY`; `None` takes the running kb when it is static.
     pub agent_binary: Option<PathBuf>,
 }
@@ -62,6 +64,7 @@ impl ContainerTask {
     /// Checks the request, then creates and starts the containers; nothing of the task is left when it fails.
     pub async fn create(request: Request) -> Result<ContainerTask> {
         let checked = preflight(&request).await?;
+        super::status::sweep_key_dirs(&checked.docker).await;
         let keys = build_task_keys().map_err(|source| Error::KeyGen { source })?;
         let mut task = plan(&request, checked, &keys);
         tracing::info!(
@@ -166,7 +169,10 @@ fn plan(request: &Request, checked: Checked, keys: &TaskKeys) -> ContainerTask {
     let id = crate::model::new_task_id();
     let key_dir = crate::ssh::task_keys::key_dir(&id);
     let spec = TaskSpec {
-        origin: origin(),
+        origin: crate::model::origin(),
+        client_pid: std::process::id(),
+        command: request.command.clone(),
+        shown_limits: request.shown_limits.clone(),
         image: request.image.clone(),
         workdir: request.workdir.clone(),
         agent_binary: checked.agent.path.clone(),
@@ -192,7 +198,7 @@ fn plan(request: &Request, checked: Checked, keys: &TaskKeys) -> ContainerTask {
 }
 
 /// Force-removes the containers labelled with task `id` and waits until Docker lists none.
-async fn remove_task_containers(docker: &Docker, id: &str) -> Result<()> {
+pub(super) async fn remove_task_containers(docker: &Docker, id: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + REMOVE_WAIT;
     loop {
         let options = ListContainersOptionsBuilder::default()
@@ -266,21 +272,6 @@ fn write_keys(dir: &std::path::Path, keys: &TaskKeys) -> Result<()> {
     Ok(())
 }
 
-/// `user@host` of this client, for the `kb.dev/origin` label.
-fn origin() -> String {
-    let uid = nix::unistd::getuid();
-    let user = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| uid.to_string());
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{user}@{host}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +287,6 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         );
-        assert!(origin().contains('@'));
     }
 
     #[test]

@@ -180,26 +180,7 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// A label value made of `raw`: only `[A-Za-z0-9._-]`, at most 63 characters, alphanumeric at both ends.
-pub fn label_value(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if trimmed.is_empty() {
-        "unknown".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
+pub use crate::model::label_value;
 
 /// The task's Job: `spec.pods` pods, each an init container copying the static kb from the agent image and the
 /// user's image running `kb agent` with the Secret's keys.

@@ -8,58 +8,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use serde::Serialize;
 
 use super::client::{Kube, classify};
 use super::error::Result;
 use super::pod_state::{PodState, observe};
+use crate::model::{PODS, TaskRow, show_age};
+
 use super::resources::{
     COMMAND, KIND, ORIGIN, ORPHANED_AFTER_SECS, PROGRESS, PWD, TASK_ID, TOTAL, managed_selector,
 };
-
-/// One task, as `kb status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, tabled::Tabled)]
-pub struct TaskRow {
-    /// The task id.
-    #[tabled(rename = "ID")]
-    pub id: String,
-    /// Time since creation (`45s`, `3m`, `2h`, `4d`).
-    #[tabled(rename = "AGE")]
-    pub age: String,
-    /// `STARTING`, `RUNNING`, `ORPHANED`, `IMAGE-ERROR`, `UNSCHEDULABLE`, `FAILED`, `DONE`, `FINISHING`.
-    #[tabled(rename = "STATUS")]
-    pub status: String,
-    /// CPU each pod asks for.
-    #[tabled(rename = "CPU")]
-    pub cpu: String,
-    /// Memory each pod asks for.
-    #[tabled(rename = "MEM")]
-    pub mem: String,
-    /// Ready pods / pods asked for.
-    #[tabled(rename = "HEALTH")]
-    pub health: String,
-    /// Jobs done / total, where known; `-` otherwise.
-    #[tabled(rename = "PROGRESS")]
-    pub progress: String,
-    /// The client's working directory.
-    #[tabled(rename = "PWD")]
-    pub pwd: String,
-    /// The command line.
-    #[tabled(rename = "COMMAND")]
-    pub command: String,
-    /// The machine that created the task (a column only with `-A`).
-    #[tabled(rename = "ORIGIN")]
-    pub origin: String,
-    /// `parallel` or `shell`.
-    #[tabled(skip)]
-    pub kind: String,
-    /// The exit status an `--async` task's coordinator recorded (GNU parallel's), once it ended.
-    #[tabled(skip)]
-    pub exit_status: Option<u8>,
-    /// The namespace.
-    #[tabled(skip)]
-    pub namespace: String,
-}
 
 /// Lists the tasks of the namespace: this machine's, or everyone's with `all`.
 pub async fn list_tasks(kube: &Kube, all: bool) -> Result<Vec<TaskRow>> {
@@ -156,7 +113,7 @@ pub fn build_row(
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| show_age(now, t.0))
+        .map(|t| show_age(now.as_second(), t.0.as_second()))
         .unwrap_or_else(|| "-".into());
     let progress = match (
         lease.and_then(|l| l.metadata.annotations.as_ref()?.get(PROGRESS)),
@@ -188,6 +145,7 @@ pub fn build_row(
     TaskRow {
         exit_status,
         id: label(job, TASK_ID),
+        backend: PODS.into(),
         age,
         status,
         cpu: request("cpu"),
@@ -238,34 +196,10 @@ fn build_status(job: &Job, pods: &[PodState], ready: i32, desired: i32) -> Strin
     }
 }
 
-/// kubectl's way of showing an age: the largest unit only.
-pub fn show_age(now: Timestamp, then: Timestamp) -> String {
-    let secs = now.as_second().saturating_sub(then.as_second()).max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 120 * 60 => format!("{}m", s / 60),
-        s if s < 48 * 3600 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// The rows as a table with kubectl's look (no borders, columns three spaces apart); ORIGIN only with `all`.
-pub fn render_table(rows: &[TaskRow], all: bool) -> String {
-    use tabled::settings::location::ByColumnName;
-    use tabled::settings::{Padding, Remove, Style};
-    let mut table = tabled::Table::new(rows);
-    table.with(Style::empty()).with(Padding::new(0, 3, 0, 0));
-    if !all {
-        table.with(Remove::column(ByColumnName::new("ORIGIN")));
-    }
-    let text = table.to_string();
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    lines.join("\n") + "\n"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::render_table;
 
     fn job() -> Job {
         serde_json::from_value(serde_json::json!({
@@ -348,23 +282,6 @@ mod tests {
         assert_eq!(
             (row.status.as_str(), row.exit_status),
             ("EXITED(3)", Some(3))
-        );
-    }
-
-    #[test]
-    fn ages() {
-        let t = |s: &str| s.parse::<Timestamp>().unwrap();
-        assert_eq!(
-            show_age(t("2026-01-01T00:00:45Z"), t("2026-01-01T00:00:00Z")),
-            "45s"
-        );
-        assert_eq!(
-            show_age(t("2026-01-01T05:00:00Z"), t("2026-01-01T00:00:00Z")),
-            "5h"
-        );
-        assert_eq!(
-            show_age(t("2026-01-05T00:00:00Z"), t("2026-01-01T00:00:00Z")),
-            "4d"
         );
     }
 

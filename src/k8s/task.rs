@@ -17,9 +17,7 @@ use super::error::{Error, Result};
 use super::heartbeat::{Heartbeat, ProgressHandle};
 use super::lifetime::Lifetime;
 use super::quantity::{self, capacities, check_fits};
-use super::resources::{
-    TaskSpec, build_job, build_lease, build_secret, label_value, tasks_selector,
-};
+use super::resources::{TaskSpec, build_job, build_lease, build_secret, tasks_selector};
 use super::source::PodSource;
 use super::upload::DirArchive;
 use super::worker::AgentAccess;
@@ -683,14 +681,7 @@ fn start_timeout() -> Duration {
 
 pub use crate::model::new_task_id;
 
-/// This machine's name as a label value.
-pub fn origin() -> String {
-    let name = nix::unistd::gethostname()
-        .ok()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    label_value(&name)
-}
+pub use crate::model::origin;
 
 /// Writes the client key where only this user can read it, for the SSH client, which reads keys from files.
 fn write_client_key(id: &str, keys: &TaskKeys) -> Result<PathBuf> {
@@ -772,12 +763,6 @@ mod tests {
         };
         let shape = check_shape(&given).unwrap();
         assert!(shape.mem_limit);
-    }
-
-    #[test]
-    fn origin_is_a_label_value() {
-        let origin = origin();
-        assert!(!origin.is_empty() && origin.len() <= 63);
     }
 
     #[test]

@@ -72,6 +72,48 @@ pub fn kb_parallel_without_agent(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `kb ARGS` (`status`, `finish`) in `dir` with no cluster: KUBECONFIG names a file that does not exist, so only
+/// the local Docker engine has tasks.
+pub fn kb_without_cluster(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
+    cmd.current_dir(dir)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KB_NAMESPACE")
+        .env_remove("KB_CONTEXT")
+        .stdin(Stdio::null())
+        .args(args);
+    cmd
+}
+
+/// The row of task `id` in `kb status -o json` (no cluster), once it is there with `status`; fails after 30 s.
+#[track_caller]
+pub fn wait_status_row(dir: &Path, id: &str, status: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Without a row (and no cluster) `kb status` fails and prints nothing: asked again until the deadline.
+        let run = Run::of(kb_without_cluster(dir, &["status", "-o", "json"]));
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout()).unwrap_or_default();
+        if let Some(row) = rows.into_iter().find(|r| r["id"] == id)
+            && row["status"] == status
+        {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never showed {status}\n{}",
+            run.described
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The key directory of task `id` on this machine.
+pub fn key_dir(id: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("kb-{}", nix::unistd::getuid()))
+        .join(id)
+}
+
 pub fn describe(cmd: &Command, output: &Output) -> String {
     format!(
         "command: {cmd:?}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",

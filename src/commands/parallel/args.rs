@@ -118,6 +118,31 @@ pub struct ParallelOpts {
     /// The command, its arguments, then input sources: `::: args`, `:::+ args` (linked), `:::: files`.
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    /// The flags of [`POD_ONLY_FLAGS`] given on the command line (not by environment or `kb.toml`); set by
+    /// `cli::parse_args` from clap's matches.
+    #[arg(skip)]
+    pub pod_flags_given: Vec<&'static str>,
+}
+
+/// The options of `kb parallel` that only pods honour, as (clap id, flag): `--containers` refuses them.
+pub const POD_ONLY_FLAGS: &[(&str, &str)] = &[
+    ("procs_per_pod", "--procs-per-pod"),
+    ("agent_image", "--agent-image"),
+    ("max_runtime", "--max-runtime"),
+    ("share", "--share"),
+    ("lazy_mount", "--lazy-mount"),
+    ("context", "--context"),
+    ("namespace", "--namespace"),
+    ("async", "--async"),
+];
+
+/// The pod-only flags given on the command line of `kb parallel` (`matches` are the subcommand's).
+pub fn pod_flags_given(matches: &clap::ArgMatches) -> Vec<&'static str> {
+    POD_ONLY_FLAGS
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(_, flag)| *flag)
+        .collect()
 }
 
 /// A whole `kb parallel ...` command line, as a coordinator reads one back from its task (`kb coordinate`).

@@ -5,5 +5,5 @@ mod args;
 mod handover;
 mod run;
 
-pub use args::{AFTER_HELP, ParallelLine, ParallelOpts};
+pub use args::{AFTER_HELP, POD_ONLY_FLAGS, ParallelLine, ParallelOpts, pod_flags_given};
 pub use run::{exec, exec_with};

@@ -26,6 +26,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 
 /// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
 pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
+    refuse_pod_flags(&opts)?;
     if attach.is_none() && (opts.pods.pods.is_some() || opts.containers.is_some()) {
         // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
         let pods = &mut opts.pods;
@@ -148,11 +149,7 @@ fn backend(
     reporter: &Reporter,
 ) -> Option<(Box<dyn TaskBackend>, Option<usize>)> {
     if opts.pods.pods.is_some() {
-        let backend = Kubernetes {
-            target: opts.pods.target(),
-            lifetime,
-            reporter: reporter.clone(),
-        };
+        let backend = Kubernetes::new(opts.pods.target(), lifetime, reporter.clone());
         return Some((Box::new(backend), opts.pods.procs_per_pod.or(opts.jobs)));
     }
     opts.containers?;
@@ -161,6 +158,24 @@ fn backend(
         orphan_timeout: lifetime.orphan_timeout,
     };
     Some((Box::new(backend), opts.jobs))
+}
+
+/// With `--containers`, the pod-only flags typed on the command line are refused, not ignored (environment
+/// variables and `kb.toml` are defaults, not requests, and do not count).
+fn refuse_pod_flags(opts: &ParallelOpts) -> Result<()> {
+    if opts.containers.is_none() || opts.pod_flags_given.is_empty() {
+        return Ok(());
+    }
+    let flags = opts.pod_flags_given.join(", ");
+    let (it, applies) = if opts.pod_flags_given.len() == 1 {
+        ("it", "applies")
+    } else {
+        ("them", "apply")
+    };
+    Err(Error::usage(
+        format!("{flags} {applies} to pods (--pods), not to --containers"),
+        format!("drop {it}, or run on pods with --pods N"),
+    ))
 }
 
 /// Creates the task's workers; an interrupt during creation lets it complete, then removes it.
@@ -333,5 +348,92 @@ fn dry_run(
             source: err,
         }),
         _ => Ok(crate::error::exit::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kb parallel ARGS` parsed as `cli::parse_args` does, the typed pod-only flags found from clap's matches.
+    fn parallel(args: &[&str]) -> ParallelOpts {
+        use crate::commands::parallel::ParallelLine;
+        use clap::{CommandFactory, FromArgMatches};
+        let argv: Vec<&str> = ["kb", "parallel"].iter().chain(args).copied().collect();
+        let matches = ParallelLine::command().try_get_matches_from(argv).unwrap();
+        let ParallelLine::Parallel(mut opts) = ParallelLine::from_arg_matches(&matches).unwrap();
+        opts.pod_flags_given = crate::commands::parallel::pod_flags_given(
+            matches.subcommand_matches("parallel").unwrap(),
+        );
+        *opts
+    }
+
+    #[test]
+    fn containers_refuse_typed_pod_only_flags() {
+        let opts = parallel(&[
+            "--containers",
+            "1",
+            "--max-runtime",
+            "5m",
+            "--namespace",
+            "x",
+            "echo",
+        ]);
+        assert_eq!(opts.pod_flags_given, ["--max-runtime", "--namespace"]);
+        let err = refuse_pod_flags(&opts).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--max-runtime, --namespace apply to pods (--pods), not to --containers"
+        );
+        let share = parallel(&["--containers", "1", "--share", "none", "echo"]);
+        assert!(
+            refuse_pod_flags(&share)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--share applies")
+        );
+    }
+
+    #[test]
+    fn what_containers_honour_and_pods_are_not_refused() {
+        let opts = parallel(&[
+            "--containers",
+            "2",
+            "--cpu",
+            "1",
+            "--mem",
+            "64Mi",
+            "--image",
+            "x",
+            "--orphan-timeout",
+            "1m",
+            "-j",
+            "2",
+            "echo",
+        ]);
+        assert!(opts.pod_flags_given.is_empty());
+        refuse_pod_flags(&opts).unwrap();
+        let pods = parallel(&[
+            "--pods",
+            "1",
+            "--max-runtime",
+            "5m",
+            "--namespace",
+            "x",
+            "echo",
+        ]);
+        refuse_pod_flags(&pods).unwrap();
+    }
+
+    #[test]
+    fn every_pod_only_flag_is_an_argument_of_parallel() {
+        use clap::CommandFactory;
+        let line = crate::commands::parallel::ParallelLine::command();
+        let parallel = line.find_subcommand("parallel").unwrap();
+        for (id, flag) in crate::commands::parallel::POD_ONLY_FLAGS {
+            let arg = parallel.get_arguments().find(|a| a.get_id() == *id);
+            let long = arg.and_then(|a| a.get_long()).unwrap_or_default();
+            assert_eq!(format!("--{long}"), *flag, "{id}");
+        }
     }
 }
