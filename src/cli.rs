@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command once per input, like GNU parallel, on pods, SSH hosts or local slots.
-    #[command(after_help = commands::parallel::AFTER_HELP)]
+    #[command(after_help = commands::parallel::AFTER_HELP, args_override_self = true)]
     Parallel(Box<commands::parallel::ParallelOpts>),
     /// kb's SSH server, the process that runs jobs inside every pod (started by kb, not by hand).
     #[command(hide = true)]

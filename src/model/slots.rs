@@ -60,7 +60,8 @@ impl JobSlots {
         }
     }
 
-    /// The slots on a machine with `cpus` CPUs: GNU rounds up, and kb runs at least one.
+    /// The slots on a machine with `cpus` CPUs, rounded up as GNU does. Only `-N` can give none (GNU parallel
+    /// then says "Cannot run any jobs" and exits 255).
     pub fn resolve(self, cpus: usize) -> usize {
         let slots = match self {
             JobSlots::Count(n) => n,
@@ -69,7 +70,7 @@ impl JobSlots {
                 (cpus as f64 * p / 100.0).ceil().min(UNLIMITED_SLOTS as f64) as usize
             }
             JobSlots::Plus(n) => cpus.saturating_add(n),
-            JobSlots::Minus(n) => cpus.saturating_sub(n),
+            JobSlots::Minus(n) => return cpus.saturating_sub(n),
         };
         slots.max(1)
     }
@@ -98,7 +99,8 @@ mod tests {
         assert_eq!(on8("200%"), 16);
         assert_eq!(on8("+2"), 10);
         assert_eq!(on8("-2"), 6);
-        assert_eq!(on8("-20"), 1);
+        assert_eq!(on8("-20"), 0);
+        assert_eq!(on8("-7"), 1);
         assert_eq!(on8("0%"), 1);
         assert_eq!(on8("3\n"), 3);
     }

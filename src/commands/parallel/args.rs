@@ -178,5 +178,6 @@ pub fn pod_flags_given(matches: &clap::ArgMatches) -> Vec<&'static str> {
 #[command(name = "kb")]
 pub enum ParallelLine {
     /// `kb parallel`.
+    #[command(args_override_self = true)]
     Parallel(Box<ParallelOpts>),
 }

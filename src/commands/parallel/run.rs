@@ -340,6 +340,15 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     }
     let mut sources: Vec<Box<dyn WorkerSource>> = Vec::new();
     if let Some(n) = local {
+        if n == 0 && opts.local_procs.is_none() {
+            return Err(Error::usage(
+                "cannot run any jobs: -j leaves no job slots on this machine",
+                format!(
+                    "this machine has {} CPUs; give -j N with N >= 1",
+                    cpu_count()
+                ),
+            ));
+        }
         if n == 0 {
             return Err(Error::usage(
                 "--local-procs must be at least 1",
