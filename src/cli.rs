@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command once per input, like GNU parallel, on pods, SSH hosts or local slots.
-    #[command(after_help = commands::parallel::AFTER_HELP)]
+    #[command(after_help = commands::parallel::AFTER_HELP, args_override_self = true)]
     Parallel(Box<commands::parallel::ParallelOpts>),
     /// kb's SSH server, the process that runs jobs inside every pod (started by kb, not by hand).
     #[command(hide = true)]
@@ -80,7 +80,18 @@ impl Command {
 /// Parses the process arguments. On `--help`/`--version` it prints and returns `Err(0)`; on a usage error it prints
 /// clap's message and returns the exit status: 255 for `kb parallel` (GNU parallel's contract), 2 otherwise.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "parallel") {
+        // GNU parallel's option files and `$PARALLEL` come before the command line.
+        let env = commands::parallel::profile::Env::from_process();
+        let rest = commands::parallel::profile::expand(
+            &args[2..],
+            &env,
+            &commands::parallel::profile::Disk,
+        );
+        args.truncate(2);
+        args.extend(rest);
+    }
     let parse = || -> Result<Cli, clap::Error> {
         let matches = Cli::command().try_get_matches_from(&args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;

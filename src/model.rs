@@ -4,8 +4,10 @@
 
 use bytes::Bytes;
 
+mod slots;
 mod task;
 
+pub use slots::{JobSlots, SlotsError, UNLIMITED_SLOTS};
 pub use task::{CONTAINERS, PODS, TaskRow, label_value, origin, render_table, show_age};
 
 /// Which output stream of a job a chunk came from.

@@ -18,13 +18,22 @@ fn kb(args: &[&str]) -> Run {
 }
 
 #[test]
-fn parallel_without_workers_is_a_usage_error_naming_the_choices() {
-    kb(&["parallel", "echo", ":::", "a"])
+fn parallel_without_workers_runs_here_with_gnu_syntax() {
+    let out = kb(&["parallel", "-j2", "-k", "echo", ":::", "a", "b"]);
+    out.check(out.stdout == "a\nb\n", "two local jobs in order")
+        .assert_success();
+    let out = kb(&["parallel", "--will-cite", "--citation"]);
+    out.check(
+        out.stderr.contains("nothing to cite"),
+        "says there is nothing to cite",
+    )
+    .assert_success();
+    kb(&["parallel", "-j", "x", "echo", ":::", "a"])
         .assert_code(255)
-        .assert_stderr_contains("no workers")
-        .assert_stderr_contains("--pods N")
-        .assert_stderr_contains("-S")
-        .assert_stderr_contains("--local-procs N");
+        .assert_stderr_contains("invalid job slots `x`");
+    kb(&["parallel", "-j", "-100000", "echo", ":::", "a"])
+        .assert_code(255)
+        .assert_stderr_contains("cannot run any jobs");
 }
 
 #[test]

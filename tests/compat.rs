@@ -1,5 +1,5 @@
 //! GNU parallel compatibility suite. Every case in `compat/cases.rs` and `compat/cases_run.rs` runs through
-//! Debian's `parallel` (the reference, 20221122) and through `kb parallel --local-procs N`, comparing stdout,
+//! Debian's `parallel` (the reference, 20221122) and through `kb parallel -jN` (GNU's syntax), comparing stdout,
 //! stderr and exit status (and joblogs and written files where a case says so). A subset also runs over SSH:
 //! `parallel -S` and `kb -S` against the same sshd, and `kb -S` against `kb agent`. The normalisations are
 //! documented in `compat/compare.rs` and in docs/gnu-compat.md, which lists every case.
@@ -137,6 +137,18 @@ compat_cases!(
     unicode_values,
     command_from_input,
     unordered_many,
+    max_procs_spelling,
+    gnu_spellings,
+    dryrun_spelling,
+    jobs_zero,
+    jobs_percent,
+    jobs_plus,
+    jobs_minus,
+    retries_zero,
+    env_parallel,
+    profile_config,
+    profile_named,
+    timeout_percent,
 );
 
 #[test]
@@ -230,7 +242,7 @@ fn stdin_is_read_lazily() {
             }
             Tool::Kb => {
                 let mut c = kb_command();
-                c.args(["parallel", "--local-procs", "1"]);
+                c.args(["parallel", "-j1"]);
                 c
             }
         };

@@ -50,8 +50,8 @@ pub struct Rules {
     /// Time between SIGTERM and SIGKILL on the first interrupt.
     pub grace: Duration,
     /// `--timeout`: how long an attempt may run before it is stopped (SIGTERM, SIGTERM again after 200 ms,
-    /// SIGKILL 100 ms later, as GNU parallel).
-    pub timeout: Option<Duration>,
+    /// SIGKILL 100 ms later, as GNU parallel), fixed or a percentage of the median runtime.
+    pub timeout: Option<super::timeout::Timeout>,
     /// Whether a joblog is written (without one, the core builds no joblog lines).
     pub joblog: bool,
 }

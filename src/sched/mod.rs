@@ -8,6 +8,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod halt;
 pub mod state;
+pub mod timeout;
 
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ pub struct RunSpec {
     /// `--halt`.
     pub halt: Option<halt::Halt>,
     /// `--timeout`.
-    pub timeout: Option<Duration>,
+    pub timeout: Option<timeout::Timeout>,
     /// `--joblog`.
     pub joblog: Option<joblog::Writer>,
     /// `--resume`/`--resume-failed`.

@@ -12,6 +12,7 @@ use super::action::{Action, AttemptEvent, Now, Rules};
 use super::core::{self, Capacity, Job};
 use super::executor::AttemptId;
 use super::halt::Tally;
+use super::timeout::Remedian;
 use crate::model::JobSignal;
 use crate::output::report::Event;
 use crate::worker::{JobRun, WorkerEvent};
@@ -64,6 +65,8 @@ pub struct RunState {
     abandon_deadline: Option<Instant>,
     /// The attempts' `--timeout` deadlines, earliest first.
     timeouts: BTreeSet<(Instant, AttemptId)>,
+    /// `--timeout N%`: the median runtime of the jobs that succeeded.
+    runtimes: Remedian,
     abandoned: bool,
     sources_open: usize,
     lost: Vec<String>,
@@ -94,6 +97,7 @@ impl RunState {
             grace_deadline: None,
             abandon_deadline: None,
             timeouts: BTreeSet::new(),
+            runtimes: Remedian::default(),
             abandoned: false,
             sources_open: sources,
             lost: Vec::new(),

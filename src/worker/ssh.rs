@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{JobRun, RunError, Worker, WorkerEvent, WorkerSource};
-use crate::model::{JobExit, JobSignal, OutputTx};
+use crate::model::{JobExit, JobSignal, JobSlots, OutputTx};
 use crate::ssh::{ClientConfig, Connection, ExecError, SshLogin};
 
 /// A worker that runs jobs on channels of one SSH connection.
@@ -104,13 +104,14 @@ impl Worker for SshWorker {
 pub struct SshSource {
     logins: Vec<SshLogin>,
     config: ClientConfig,
-    /// `-j`: slots per host when the sshlogin does not say `N/`; `None` asks the host for its number of CPUs.
-    jobs: Option<usize>,
+    /// `-j`: slots per host when the sshlogin does not say `N/`, resolved against the host's number of CPUs
+    /// (`None`: as many as it has).
+    jobs: Option<JobSlots>,
 }
 
 impl SshSource {
     /// A source for `logins`.
-    pub fn new(logins: Vec<SshLogin>, config: ClientConfig, jobs: Option<usize>) -> Self {
+    pub fn new(logins: Vec<SshLogin>, config: ClientConfig, jobs: Option<JobSlots>) -> Self {
         SshSource {
             logins,
             config,
@@ -151,11 +152,15 @@ impl WorkerSource for SshSource {
 async fn connect_worker(
     login: &SshLogin,
     config: &ClientConfig,
-    jobs: Option<usize>,
+    jobs: Option<JobSlots>,
 ) -> crate::ssh::Result<SshWorker> {
     let conn = Connection::connect(login, config).await?;
     let probe = probe(&conn).await;
-    let slots = login.slots.or(jobs).or(probe.cpus).unwrap_or(1).max(1);
+    let cpus = probe.cpus.unwrap_or(1);
+    let slots = login
+        .slots
+        .unwrap_or_else(|| jobs.map_or(cpus, |j| j.resolve(cpus)))
+        .max(1);
     let worker = SshWorker::new(login_name(login), conn, slots, None);
     Ok(if probe.kb_agent {
         worker

@@ -34,6 +34,7 @@ pub fn with_odd(head: &[&'static str]) -> Vec<&'static str> {
 pub fn all() -> Vec<Case> {
     let mut all = input_cases();
     all.extend(super::cases_run::run_cases());
+    all.extend(super::cases_run::syntax_cases());
     all
 }
 

@@ -445,3 +445,78 @@ pub fn run_cases() -> Vec<Case> {
         .sorted(),
     ]
 }
+
+/// GNU's syntax as typed: its spellings, `-j` forms, `$PARALLEL` and profiles (every case runs without `--`).
+pub fn syntax_cases() -> Vec<Case> {
+    vec![
+        case(
+            "max_procs_spelling",
+            "-P N / --max-procs N: the same as -j N (the last one counts)",
+            &["-P", "1", "--max-procs", "2", "-k", "sleep 0.3; echo {%}", ":::", "a", "b"],
+        ),
+        case(
+            "gnu_spellings",
+            "--keeporder, --linebuffer, --jl are -k, --line-buffer, --joblog",
+            &["--keeporder", "--linebuffer", "--jl", "log", "echo", ":::", "a", "b"],
+        )
+        .joblog("log"),
+        case(
+            "dryrun_spelling",
+            "--dryrun: the same as --dry-run",
+            &["--dryrun", "-k", "echo", "{}", ":::", "a", "b c"],
+        ),
+        case(
+            "jobs_zero",
+            "-j 0: run as many jobs as possible at once",
+            &["-j", "0", "-k", "sleep 0.3; echo {%}", ":::", "a", "b", "c"],
+        ),
+        case(
+            "jobs_percent",
+            "-j N%: N percent of the CPUs, rounded up",
+            &["-j", "1%", "-k", "sleep 0.2; echo {%}", ":::", "a", "b"],
+        ),
+        case(
+            "jobs_plus",
+            "-j +N: the CPUs plus N",
+            &["-j", "+2", "-k", "sleep 0.3; echo {%}", ":::", "a", "b", "c"],
+        ),
+        case(
+            "jobs_minus",
+            "-j -N: the CPUs minus N; none left is an error (exit 255)",
+            &["-j", "-1000", "-k", "sleep 0.2; echo {%}", ":::", "a", "b"],
+        ),
+        case(
+            "retries_zero",
+            "--retries 0: one try, as --retries 1",
+            &["--retries", "0", "echo {}; exit 1", ":::", "a"],
+        ),
+        case(
+            "env_parallel",
+            "$PARALLEL: options (split as a shell would) before the command line",
+            &["echo", ":::", "a", "b"],
+        )
+        .env("PARALLEL", "-k --tagstring 'x y'"),
+        case(
+            "profile_config",
+            "$PARALLEL_HOME/config: default options, before $PARALLEL and the command line",
+            &["-k", "echo", ":::", "a", "b"],
+        )
+        .file("ph/config", b"# comment\n--tag\n")
+        .env("PARALLEL_HOME", "ph")
+        .env("PARALLEL", "--tagstring T"),
+        case(
+            "profile_named",
+            "-J NAME: options from $PARALLEL_HOME/NAME instead of config",
+            &["-J", "fast", "echo", ":::", "a", "b"],
+        )
+        .file("ph/config", b"--tag\n")
+        .file("ph/fast", b"-k --tagstring 'F G'\n")
+        .env("PARALLEL_HOME", "ph"),
+        case(
+            "timeout_percent",
+            "--timeout N%: kill jobs that take more than N% of the median runtime of the successful ones",
+            &["--joblog", "log", "-k", "--timeout", "200%", "sleep {}; echo {}", ":::", "0.2", "0.2", "0.2", "3"],
+        )
+        .joblog("log"),
+    ]
+}

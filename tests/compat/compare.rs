@@ -1,7 +1,7 @@
 //! Compares what GNU parallel and kb did in one case.
 //!
 //! Normalisations (each also listed in docs/gnu-compat.md):
-//! - N1 local slots: GNU gets `-j N`, kb gets `--local-procs N` (kb's `-j` counts slots per SSH host).
+//! - N1 (none left): both tools get `-j N` for local slots, as kb reads `-j` as GNU does.
 //! - N2 diagnostics: lines that the tool itself writes to stderr (GNU: `parallel: ...`, kb: `kb: ...` or
 //!   `kb parallel: ...`, plus the command line that follows a diagnostic ending in `:`, as in GNU's
 //!   `parallel: This job failed:`) are compared by presence only: both print some or both print none. Their

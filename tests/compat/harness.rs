@@ -51,6 +51,8 @@ pub struct Case {
     pub order: Order,
     /// Part of the subset that also runs over SSH.
     pub ssh: bool,
+    /// Environment variables for both tools (a relative path in a value is relative to the case's directory).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// Builds a case with one step.
@@ -68,6 +70,7 @@ pub fn case(name: &'static str, doc: &'static str, args: &[&str]) -> Case {
         joblog: None,
         order: Order::Exact,
         ssh: false,
+        env: Vec::new(),
     }
 }
 
@@ -116,6 +119,12 @@ impl Case {
     /// Compares stdout as sorted lines.
     pub fn sorted(mut self) -> Case {
         self.order = Order::Sorted;
+        self
+    }
+
+    /// Sets an environment variable for both tools.
+    pub fn env(mut self, name: &'static str, value: &'static str) -> Case {
+        self.env.push((name, value));
         self
     }
 
@@ -173,7 +182,11 @@ pub fn run(case: &Case, tool: Tool, target: &Target) -> Run {
         .tempdir()
         .expect("temp dir");
     for (name, content) in &case.files {
-        std::fs::write(dir.path().join(name), content).expect("write a case file");
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a case file's directory");
+        }
+        std::fs::write(path, content).expect("write a case file");
     }
     let home = tempfile::tempdir().expect("temp home");
     let steps = case
@@ -222,7 +235,8 @@ fn run_step(
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_kb"));
             cmd.arg("parallel");
             match target {
-                Target::Local => cmd.arg("--local-procs").arg(case.jobs.to_string()),
+                // GNU's syntax: local slots with -j (the home is as empty as GNU's, for ~/.parallel).
+                Target::Local => cmd.env("HOME", home).arg(format!("-j{}", case.jobs)),
                 Target::Ssh {
                     kb_login, kb_home, ..
                 } => cmd
@@ -235,9 +249,12 @@ fn run_step(
     };
     cmd.args(&step.args).current_dir(dir);
     for (key, _) in std::env::vars() {
-        if key == "PARALLEL" || key.starts_with("PARALLEL_") {
+        if key == "PARALLEL" || key.starts_with("PARALLEL_") || key.starts_with("XDG_CONFIG") {
             cmd.env_remove(key);
         }
+    }
+    for (key, value) in &case.env {
+        cmd.env(key, value);
     }
     let output = run_with_timeout(cmd, step.stdin.as_deref());
     (

@@ -15,17 +15,31 @@ Exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than 10
 /// Options of `kb parallel` (GNU parallel's names and meanings).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParallelOpts {
-    /// Job slots per worker (per SSH host; local slots come from --local-procs).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
-    pub jobs: Option<usize>,
+    /// Job slots: on this machine when no worker is named (default: its CPU count), else per worker (per SSH
+    /// host, container or pod). N, 0 (as many as possible: 1024), N% (of the CPUs), +N or -N (CPUs plus or
+    /// minus N).
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        short_alias = 'P',
+        alias = "max-procs",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub jobs: Option<crate::model::JobSlots>,
     /// Print output in the order of the input, not of completion.
-    #[arg(short = 'k', long = "keep-order")]
+    #[arg(short = 'k', long = "keep-order", alias = "keeporder")]
     pub keep_order: bool,
     /// Print a job's output when it ends, stdout then stderr (the default).
     #[arg(long, conflicts_with_all = ["line_buffer", "ungroup"])]
     pub group: bool,
     /// Print whole lines as soon as they are complete.
-    #[arg(long = "line-buffer", visible_alias = "lb", conflicts_with = "ungroup")]
+    #[arg(
+        long = "line-buffer",
+        visible_alias = "lb",
+        alias = "linebuffer",
+        conflicts_with = "ungroup"
+    )]
     pub line_buffer: bool,
     /// Print output as soon as it arrives, even half lines.
     #[arg(short = 'u', long)]
@@ -37,7 +51,7 @@ pub struct ParallelOpts {
     #[arg(long, value_name = "STR")]
     pub tagstring: Option<String>,
     /// Write GNU parallel's tab-separated job log; `+FILE` appends.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "jl", value_name = "FILE")]
     pub joblog: Option<String>,
     /// Skip jobs already in the joblog.
     #[arg(long, requires = "joblog")]
@@ -51,11 +65,12 @@ pub struct ParallelOpts {
     /// When to stop: `now|soon,fail|success|done=N|N%`, or GNU's short forms 0, 1, 2.
     #[arg(long, visible_alias = "halt-on-error", value_name = "WHEN")]
     pub halt: Option<String>,
-    /// Kill a job that runs longer than this (seconds, or with a unit: 90s, 5m, 2h).
+    /// Kill a job that runs longer than this (seconds, or with a unit: 90s, 5m, 2h), or than N% of the median
+    /// runtime of the jobs that succeeded (`200%`).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Print the commands instead of running them.
-    #[arg(long = "dry-run")]
+    #[arg(long = "dry-run", alias = "dryrun")]
     pub dry_run: bool,
     /// Show a progress bar on stderr (only on a terminal).
     #[arg(long)]
@@ -112,6 +127,19 @@ pub struct ParallelOpts {
     /// follows it, `kb status` shows its exit status, `kb finish ID` removes it.
     #[arg(long = "async", requires = "pods")]
     pub r#async: bool,
+    /// Read options from the profile `$PARALLEL_HOME/NAME` (or `~/.parallel/NAME`) instead of `config`
+    /// (repeatable; read before the command line is parsed).
+    #[arg(short = 'J', long = "profile", value_name = "NAME")]
+    pub profile: Vec<String>,
+    /// Ignore `$PARALLEL`, `~/.parallel/config` and profiles.
+    #[arg(long)]
+    pub plain: bool,
+    /// Accepted for GNU parallel's scripts; kb asks for no citation.
+    #[arg(long = "will-cite", alias = "bibtex", hide = true)]
+    pub will_cite: bool,
+    /// Says that kb asks for no citation, and exits.
+    #[arg(long, hide = true)]
+    pub citation: bool,
     /// Seconds to wait after SIGTERM before SIGKILL on the first Ctrl-C.
     #[arg(long = "grace", value_name = "SECONDS", default_value_t = 10.0)]
     pub grace: f64,
@@ -150,5 +178,6 @@ pub fn pod_flags_given(matches: &clap::ArgMatches) -> Vec<&'static str> {
 #[command(name = "kb")]
 pub enum ParallelLine {
     /// `kb parallel`.
+    #[command(args_override_self = true)]
     Parallel(Box<ParallelOpts>),
 }

@@ -26,7 +26,7 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
         source: std::io::Error::other(e),
     })??;
     let command_line = opts.command.join(" ");
-    let slots = opts.pods.procs_per_pod.or(opts.jobs);
+    let slots = opts.pods.procs_per_pod.or(super::run::jobs_here(&opts));
     let request = opts.pods.request(
         "parallel",
         &command_line,

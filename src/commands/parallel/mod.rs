@@ -1,8 +1,10 @@
-//! `kb parallel`: `args` (its options), `run` (build the input, the template and the workers, then hand them to
+//! `kb parallel`: `args` (its options), `profile` (`$PARALLEL`, `~/.parallel/config` and `-J` profiles as words
+//! in front of the command line), `run` (build the input, the template and the workers, then hand them to
 //! the scheduler), `handover` (`--async`: hand the run to a coordinator pod).
 
 mod args;
 mod handover;
+pub mod profile;
 mod run;
 
 pub use args::{AFTER_HELP, POD_ONLY_FLAGS, ParallelLine, ParallelOpts, pod_flags_given};

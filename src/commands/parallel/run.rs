@@ -12,6 +12,7 @@ use crate::input::{InputSpec, Inputs, Source};
 use crate::output::printer::{Mode, Printer};
 use crate::output::progress::Progress;
 use crate::output::report::Reporter;
+use crate::sched::timeout::Timeout;
 use crate::sched::{self, RunSpec, halt};
 use crate::ssh::{ClientConfig, SshLogin};
 use crate::template::Template;
@@ -27,6 +28,11 @@ pub async fn exec(opts: ParallelOpts) -> Result<u8> {
 /// Runs `kb parallel`; with `attach`, on the pods of that existing task (`kb coordinate`) instead of a new one.
 pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result<u8> {
     refuse_pod_flags(&opts)?;
+    if opts.citation {
+        // GNU parallel asks to be cited in academic work; kb does not.
+        eprintln!("kb: nothing to cite: kb parallel asks for no citation");
+        return Ok(crate::error::exit::SUCCESS);
+    }
     if attach.is_none() && (opts.pods.pods.is_some() || opts.containers.is_some()) {
         // kb.toml's image, share, namespace and limits, where no flag or variable says otherwise.
         let pods = &mut opts.pods;
@@ -35,101 +41,149 @@ pub async fn exec_with(mut opts: ParallelOpts, attach: Option<String>) -> Result
     if opts.r#async && !opts.dry_run {
         return super::handover::exec(opts).await;
     }
-    let (words, sources) = crate::input::split_command(&opts.command);
-    let spec = input_spec(&opts, sources);
-    // With no command, each input line is a command, as in GNU parallel.
-    let template = if words.is_empty() {
-        Template::parse_tagstring("{}")
-    } else {
-        Template::parse(&words)
-    };
-    let halt = match &opts.halt {
-        Some(value) => halt::parse(value)
-            .map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
-        None => None,
-    };
-    let timeout = opts.timeout.as_deref().map(parse_timeout).transpose()?;
-    // kb.toml's limits are in `opts` already (see above), taken as if given on the command line.
-    let lifetime = opts
-        .pods
-        .shape
-        .to_shape()
-        .lifetime(crate::k8s::LifetimeFallback::default())?;
-    let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
-        (Some(path), true) => Some(crate::joblog::read_resume(
-            path.trim_start_matches('+'),
-            opts.resume_failed,
-        )?),
-        _ => None,
-    };
+    let plan = Plan::new(&opts)?;
     if opts.dry_run {
-        let inputs = Inputs::open(spec)?;
-        return dry_run(
-            &template,
-            inputs,
-            resume.as_ref(),
-            opts.jobs.or(opts.local_procs).unwrap_or(1),
-        );
+        let inputs = Inputs::open(plan.spec)?;
+        let slots = local_slots(&opts).unwrap_or_else(cpu_count);
+        return dry_run(&plan.run.template, inputs, plan.run.resume.as_ref(), slots);
     }
-    let mut workers = worker_sources(&opts)?;
-    let joblog = match &opts.joblog {
-        // --resume appends to the log it resumes from, as GNU parallel does.
-        Some(path) if let Some(resume) = &resume => {
-            Some(crate::joblog::Writer::open_resuming(path, resume)?)
-        }
-        Some(path) => Some(crate::joblog::Writer::open(path)?),
-        None => None,
-    };
-    let tag = match (&opts.tagstring, opts.tag) {
+    let workers = worker_sources(&opts)?;
+    let inputs = Inputs::open(plan.spec)?;
+    // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
+    let mut signals = crate::signal::SignalHandler::standard();
+    let task = start_task(
+        &opts,
+        attach,
+        plan.lifetime,
+        &plan.run.reporter,
+        &mut signals,
+    )
+    .await?;
+    run_on(plan.run, inputs, workers, signals, task).await
+}
+
+/// What the options say before any worker is contacted: the input, the run's rules and the pods' lifetime.
+struct Plan {
+    spec: InputSpec,
+    run: RunSpec,
+    lifetime: crate::k8s::Lifetime,
+}
+
+impl Plan {
+    fn new(opts: &ParallelOpts) -> Result<Plan> {
+        let (words, sources) = crate::input::split_command(&opts.command);
+        let spec = input_spec(opts, sources);
+        // With no command, each input line is a command, as in GNU parallel.
+        let template = if words.is_empty() {
+            Template::parse_tagstring("{}")
+        } else {
+            Template::parse(&words)
+        };
+        let halt = match &opts.halt {
+            Some(value) => halt::parse(value)
+                .map_err(|e| Error::usage(e.to_string(), "see `kb parallel --help`"))?,
+            None => None,
+        };
+        // kb.toml's limits are in `opts` already (see `exec_with`), taken as if given on the command line.
+        let lifetime = opts
+            .pods
+            .shape
+            .to_shape()
+            .lifetime(crate::k8s::LifetimeFallback::default())?;
+        let resume = match (&opts.joblog, opts.resume || opts.resume_failed) {
+            (Some(path), true) => Some(crate::joblog::read_resume(
+                path.trim_start_matches('+'),
+                opts.resume_failed,
+            )?),
+            _ => None,
+        };
+        let joblog = match &opts.joblog {
+            // --dry-run writes no joblog; --resume appends to the log it resumes from, as GNU parallel does.
+            _ if opts.dry_run => None,
+            Some(path) if let Some(resume) = &resume => {
+                Some(crate::joblog::Writer::open_resuming(path, resume)?)
+            }
+            Some(path) => Some(crate::joblog::Writer::open(path)?),
+            None => None,
+        };
+        let run = RunSpec {
+            template,
+            tag: tag_template(opts),
+            printer: Printer::new(output_mode(opts), opts.keep_order),
+            retries: opts.retries,
+            halt,
+            timeout: opts.timeout.as_deref().map(parse_timeout).transpose()?,
+            joblog,
+            resume,
+            grace: Duration::from_secs_f64(opts.grace.max(0.0)),
+            reporter: Reporter::new(Progress::new(opts.bar, opts.eta, opts.progress)),
+            observer: None,
+        };
+        Ok(Plan {
+            spec,
+            run,
+            lifetime,
+        })
+    }
+}
+
+fn tag_template(opts: &ParallelOpts) -> Option<Template> {
+    match (&opts.tagstring, opts.tag) {
         (Some(s), _) => Some(Template::parse_tagstring(s)),
         (None, true) => Some(Template::parse_tagstring("{}")),
         (None, false) => None,
-    };
-    let mode = if opts.ungroup {
+    }
+}
+
+fn output_mode(opts: &ParallelOpts) -> Mode {
+    if opts.ungroup {
         Mode::Ungroup
     } else if opts.line_buffer {
         Mode::LineBuffer
     } else {
         Mode::Group
+    }
+}
+
+/// Creates (or, with `attach`, joins) the task of pods or containers the options ask for, if any.
+async fn start_task(
+    opts: &ParallelOpts,
+    attach: Option<String>,
+    lifetime: crate::k8s::Lifetime,
+    reporter: &Reporter,
+    signals: &mut crate::signal::SignalHandler,
+) -> Result<Option<Box<dyn Task>>> {
+    let Some((backend, slots)) = backend(opts, lifetime, reporter) else {
+        return Ok(None);
     };
-    let mut run = RunSpec {
-        template,
-        tag,
-        printer: Printer::new(mode, opts.keep_order),
-        retries: opts.retries,
-        halt,
-        timeout,
-        joblog,
-        resume,
-        grace: Duration::from_secs_f64(opts.grace.max(0.0)),
-        reporter: Reporter::new(Progress::new(opts.bar, opts.eta, opts.progress)),
-        observer: None,
+    let task = match &attach {
+        Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
+        None => {
+            let command_line = opts.command.join(" ");
+            let count = opts.pods.pods.or(opts.containers).unwrap_or(1);
+            let request = opts.pods.request("parallel", &command_line, slots, count);
+            create_task(backend.as_ref(), request, signals).await?
+        }
     };
-    let inputs = Inputs::open(spec)?;
-    // Interrupts are ours from here on, so a Ctrl-C while pods are being created still removes them.
-    let mut signals = crate::signal::SignalHandler::standard();
-    let task = match backend(&opts, lifetime, &run.reporter) {
-        Some((backend, slots)) => Some(match &attach {
-            Some(id) => backend.attach(id, slots.unwrap_or(1)).await?,
-            None => {
-                let command_line = opts.command.join(" ");
-                let count = opts.pods.pods.or(opts.containers).unwrap_or(1);
-                let request = opts.pods.request("parallel", &command_line, slots, count);
-                create_task(backend.as_ref(), request, &mut signals).await?
-            }
-        }),
-        None => None,
-    };
+    Ok(Some(task))
+}
+
+/// Runs the jobs on `workers` and the task's, then brings the task's files back and removes it.
+async fn run_on(
+    mut run: RunSpec,
+    inputs: Inputs,
+    mut workers: Vec<Box<dyn WorkerSource>>,
+    signals: crate::signal::SignalHandler,
+    task: Option<Box<dyn Task>>,
+) -> Result<u8> {
     if let Some(task) = &task {
         workers.push(task.workers());
         run.observer = task.observer();
         eprintln!("{}", task.announcement());
     }
     let result = sched::run(run, inputs, workers, signals).await;
-    if let Some(task) = &task {
-        task.syncback().await;
-    }
     if let Some(task) = task {
+        task.syncback().await;
         let id = task.id().to_string();
         if let Err(err) = task.finish().await {
             eprintln!(
@@ -150,14 +204,32 @@ fn backend(
 ) -> Option<(Box<dyn TaskBackend>, Option<usize>)> {
     if opts.pods.pods.is_some() {
         let backend = Kubernetes::new(opts.pods.target(), lifetime, reporter.clone());
-        return Some((Box::new(backend), opts.pods.procs_per_pod.or(opts.jobs)));
+        return Some((
+            Box::new(backend),
+            opts.pods.procs_per_pod.or(jobs_here(opts)),
+        ));
     }
     opts.containers?;
     let backend = Containers {
         agent_binary: opts.agent_binary.clone(),
         orphan_timeout: lifetime.orphan_timeout,
     };
-    Some((Box::new(backend), opts.jobs))
+    Some((Box::new(backend), jobs_here(opts)))
+}
+
+/// The number of CPUs of this machine, which `-j` counts from (GNU parallel's default is one slot per CPU).
+pub(crate) fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `-j` resolved against this machine's CPUs (pods and containers count from them too).
+pub(crate) fn jobs_here(opts: &ParallelOpts) -> Option<usize> {
+    opts.jobs.map(|j| j.resolve(cpu_count()))
+}
+
+/// The local slots when jobs run on this machine only: `--local-procs`, else `-j` (default: the CPU count).
+fn local_slots(opts: &ParallelOpts) -> Option<usize> {
+    opts.local_procs.or_else(|| jobs_here(opts))
 }
 
 /// With `--containers`, the pod-only flags typed on the command line are refused, not ignored (environment
@@ -212,24 +284,36 @@ pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> I
     )
 }
 
-fn parse_timeout(value: &str) -> Result<Duration> {
+/// `--timeout`: seconds, a duration with units, or GNU parallel's `N%` of the median runtime.
+fn parse_timeout(value: &str) -> Result<Timeout> {
     let bad = || {
         Error::usage(
             format!("invalid --timeout `{value}`"),
-            "give seconds (`30`, `2.5`) or a duration with a unit (`90s`, `5m`, `1h30m`)",
+            "give seconds (`30`, `2.5`), a duration with a unit (`90s`, `5m`, `1h30m`) or a percentage of the \
+             median runtime (`200%`)",
         )
     };
+    if let Some(percent) = value.strip_suffix('%') {
+        let (int, frac) = percent.split_once('.').unwrap_or((percent, "0"));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        return match percent.parse::<f64>() {
+            Ok(p) if digits(int) && digits(frac) && p > 0.0 => Ok(Timeout::OfMedian(p / 100.0)),
+            _ => Err(bad()),
+        };
+    }
     if let Ok(secs) = value.parse::<f64>() {
         return if secs > 0.0 && secs.is_finite() {
-            Ok(Duration::from_secs_f64(secs))
+            Ok(Timeout::After(Duration::from_secs_f64(secs)))
         } else {
             Err(bad())
         };
     }
-    humantime::parse_duration(value).map_err(|_| bad())
+    humantime::parse_duration(value)
+        .map(Timeout::After)
+        .map_err(|_| bad())
 }
 
-/// The workers the options ask for; at least one kind must be given.
+/// The workers the options ask for; with none named, this machine.
 fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     let mut logins = Vec::new();
     let mut local = opts.local_procs;
@@ -249,8 +333,22 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
     for value in &opts.sshlogin {
         collect_login(value.trim(), opts, &mut logins, &mut local)?;
     }
+    let remote = !logins.is_empty() || opts.pods.pods.is_some() || opts.containers.is_some();
+    if local.is_none() && !remote {
+        // No worker named: this machine, with `-j` slots (default: one per CPU), as GNU parallel.
+        local = Some(local_slots(opts).unwrap_or_else(cpu_count));
+    }
     let mut sources: Vec<Box<dyn WorkerSource>> = Vec::new();
     if let Some(n) = local {
+        if n == 0 && opts.local_procs.is_none() {
+            return Err(Error::usage(
+                "cannot run any jobs: -j leaves no job slots on this machine",
+                format!(
+                    "this machine has {} CPUs; give -j N with N >= 1",
+                    cpu_count()
+                ),
+            ));
+        }
         if n == 0 {
             return Err(Error::usage(
                 "--local-procs must be at least 1",
@@ -266,13 +364,6 @@ fn worker_sources(opts: &ParallelOpts) -> Result<Vec<Box<dyn WorkerSource>>> {
         };
         check_identities(&opts.identity)?;
         sources.push(Box::new(SshSource::new(logins, config, opts.jobs)));
-    }
-    if sources.is_empty() && opts.pods.pods.is_none() && opts.containers.is_none() {
-        return Err(Error::usage(
-            "no workers: say where the jobs run",
-            "give --pods N (Kubernetes), --containers N (local Docker), -S [user@]host (SSH hosts) or \
-             --local-procs N (this machine)",
-        ));
     }
     Ok(sources)
 }
@@ -291,8 +382,8 @@ fn collect_login(
         // GNU parallel's `-S :` is this machine.
         let slots = login
             .slots
-            .or(opts.jobs)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            .or_else(|| jobs_here(opts))
+            .unwrap_or_else(cpu_count);
         *local = Some(local.unwrap_or(0) + slots);
     } else {
         logins.push(login);

@@ -61,6 +61,9 @@ impl RunState {
             });
         }
         self.log(&run, exit, now);
+        if exit.success() && !run.timed_out() {
+            self.record_runtime(now.mono.duration_since(run.started.mono), now);
+        }
         if exit.success() {
             self.tally.succeeded += 1;
         } else {

@@ -8,6 +8,7 @@ use super::{RunState, Running};
 use crate::model::JobSignal;
 use crate::sched::action::{Action, Now};
 use crate::sched::executor::AttemptId;
+use crate::sched::timeout::Timeout;
 
 impl Running {
     /// Whether `--timeout` stopped (or began to stop) it.
@@ -20,8 +21,39 @@ impl RunState {
     /// Sets the `--timeout` deadline of an attempt that just started.
     pub(super) fn arm_timeout(&mut self, attempt: AttemptId, now: Now) {
         // A timeout too long to count ends never.
-        let at = self.rules.timeout.and_then(|t| now.mono.checked_add(t));
+        let at = self.timeout_limit().and_then(|t| now.mono.checked_add(t));
         self.set_timeout(attempt, at);
+    }
+
+    fn timeout_limit(&self) -> Option<Duration> {
+        let median = self.runtimes.median();
+        self.rules.timeout.and_then(|t| t.limit(median))
+    }
+
+    /// `--timeout N%`: a job that succeeded took `runtime`; the limit follows the new median, for the running
+    /// attempts too (GNU parallel measures each against the current limit).
+    pub(super) fn record_runtime(&mut self, runtime: Duration, now: Now) {
+        if !matches!(self.rules.timeout, Some(Timeout::OfMedian(_))) {
+            return;
+        }
+        self.runtimes.push(runtime.as_secs_f64());
+        let limit = self.timeout_limit();
+        let waiting: Vec<(AttemptId, Instant)> = self
+            .running
+            .iter()
+            .filter(|(_, run)| run.timeout_steps == 0)
+            .map(|(&attempt, run)| (attempt, run.started.mono))
+            .collect();
+        for (attempt, started) in waiting {
+            if let Some(run) = self.running.get_mut(&attempt)
+                && let Some(at) = run.timeout_at.take()
+            {
+                self.timeouts.remove(&(at, attempt));
+            }
+            let at = limit.and_then(|t| started.checked_add(t));
+            self.set_timeout(attempt, at);
+        }
+        self.fire_timeouts(now);
     }
 
     /// Forgets the deadline of an attempt that ended.

@@ -267,7 +267,9 @@ fn other_output_errors_are_warnings() {
 #[test]
 fn timeout_sends_sigterm_twice_then_sigkill_and_the_job_is_logged_with_exitval_minus_1() {
     let mut sim = Sim::new(Rules {
-        timeout: Some(Duration::from_secs(1)),
+        timeout: Some(crate::sched::timeout::Timeout::After(Duration::from_secs(
+            1,
+        ))),
         ..rules()
     });
     sim.join("w", 2);
@@ -311,7 +313,9 @@ fn timeout_sends_sigterm_twice_then_sigkill_and_the_job_is_logged_with_exitval_m
 #[test]
 fn a_job_that_ends_before_its_timeout_is_not_signalled() {
     let mut sim = Sim::new(Rules {
-        timeout: Some(Duration::from_secs(1)),
+        timeout: Some(crate::sched::timeout::Timeout::After(Duration::from_secs(
+            1,
+        ))),
         ..rules()
     });
     sim.join("w", 1);
@@ -322,4 +326,27 @@ fn a_job_that_ends_before_its_timeout_is_not_signalled() {
     sim.advance(Duration::from_secs(2));
     assert!(sim.signals.is_empty() && sim.events.is_empty());
     assert_eq!(sim.log[0].exitval, 0);
+}
+
+#[test]
+fn a_percent_timeout_follows_the_median_of_the_jobs_that_succeeded() {
+    let mut sim = Sim::new(Rules {
+        timeout: Some(crate::sched::timeout::Timeout::OfMedian(2.0)),
+        ..rules()
+    });
+    sim.join("w", 2);
+    sim.records(3);
+    let start = sim.now.mono;
+    assert_eq!(sim.core.next_deadline(), None, "no limit before a median");
+    sim.advance(Duration::from_secs(1));
+    sim.exit(2, 0);
+    // Median 1 s, limit 2 s: job 1 (started at 0) is due at 2 s, job 3 (started at 1 s) at 3 s.
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(start + Duration::from_secs(2))
+    );
+    sim.advance(Duration::from_millis(999));
+    assert!(sim.signals.is_empty());
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.signals, [(1, JobSignal::Term)]);
 }
