@@ -487,8 +487,8 @@ pub fn syntax_cases() -> Vec<Case> {
         ),
         case(
             "retries_zero",
-            "--retries 0: one try, as --retries 1",
-            &["--retries", "0", "echo {}; exit 1", ":::", "a"],
+            "--retries 0: accepted; each job runs once (GNU 20221122 retries a failing job forever)",
+            &["-k", "--retries", "0", "echo {}", ":::", "a", "b"],
         ),
         case(
             "env_parallel",
