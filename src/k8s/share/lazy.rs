@@ -312,7 +312,7 @@ async fn connect_relay(
 )> {
     // The client key as a file, for the SSH client; gone once logged in.
     let key_file = tempfile::NamedTempFile::new()
-        .and_then(|f| std::fs::write(f.path(), &client_key).map(|()| f))
+        .and_then(|f| std::fs::write(f.path(), client_key).map(|()| f))
         .map_err(|e| failed(kube, "keep the client key", e))?;
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let mut forward = pods
