@@ -23,23 +23,52 @@ pub struct FinishOpts {
     pub kube: KubeOpts,
 }
 
+/// Per backend: what it reported, or why it could not be reached.
+type Failures = Vec<Option<crate::backend::Error>>;
+
 /// Runs `kb finish`.
 pub async fn exec(opts: FinishOpts) -> Result<u8> {
     let backends = opts.kube.backends();
-    let mut ids = Vec::new();
-    for id in &opts.ids {
+    let ids = valid_ids(&opts.ids);
+    let (orphans, failed) = list_orphans(&backends, opts.orphaned, opts.all).await;
+    let (found, failed) = finish_everywhere(&backends, &ids, &orphans, failed).await;
+    let mut failed: Vec<crate::backend::Error> = failed.into_iter().flatten().collect();
+    let orphan_count: usize = orphans.iter().map(Vec::len).sum();
+    // A backend that cannot be reached fails the command only when no other one had anything to remove.
+    if !failed.is_empty() && found.is_empty() && orphan_count == 0 {
+        return Err(failed.remove(0).into());
+    }
+    for err in &failed {
+        eprintln!("kb: warning: {}", crate::error::chain(err));
+    }
+    report(&opts, &backends, &ids, &orphans, &found);
+    Ok(crate::error::exit::SUCCESS)
+}
+
+/// The ids that can name a task; each other one gets a line saying so, and the command goes on without it.
+fn valid_ids(ids: &[String]) -> Vec<String> {
+    let mut valid = Vec::new();
+    for id in ids {
         if is_task_id(id) {
-            ids.push(id.clone());
+            valid.push(id.clone());
         } else {
             eprintln!("kb: `{id}` is not a task id (`kb status` lists them)");
         }
     }
-    // Per backend: its orphans (with --orphaned), or why it could not be reached.
+    valid
+}
+
+/// Per backend: its orphans (with `--orphaned`; none without), or why it could not be reached.
+async fn list_orphans(
+    backends: &[Box<dyn crate::backend::TaskBackend>],
+    orphaned: bool,
+    all: bool,
+) -> (Vec<Vec<TaskRow>>, Failures) {
     let mut orphans: Vec<Vec<TaskRow>> = vec![Vec::new(); backends.len()];
-    let mut failed: Vec<Option<crate::backend::Error>> = backends.iter().map(|_| None).collect();
-    if opts.orphaned {
+    let mut failed: Failures = backends.iter().map(|_| None).collect();
+    if orphaned {
         for (index, backend) in backends.iter().enumerate() {
-            match backend.list(opts.all).await {
+            match backend.list(all).await {
                 Ok(rows) => {
                     orphans[index] = rows
                         .into_iter()
@@ -50,12 +79,23 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
             }
         }
     }
+    (orphans, failed)
+}
+
+/// Asks every backend that could be reached to finish `ids` and its own orphans: the ids some backend found,
+/// and the failures so far, with those of this step added.
+async fn finish_everywhere(
+    backends: &[Box<dyn crate::backend::TaskBackend>],
+    ids: &[String],
+    orphans: &[Vec<TaskRow>],
+    mut failed: Failures,
+) -> (Vec<String>, Failures) {
     let mut found: Vec<String> = Vec::new();
     for (index, backend) in backends.iter().enumerate() {
         if failed[index].is_some() {
             continue;
         }
-        let mut mine = ids.clone();
+        let mut mine = ids.to_vec();
         mine.extend(
             orphans[index]
                 .iter()
@@ -76,15 +116,18 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
             Err(err) => failed[index] = Some(err),
         }
     }
-    let mut failed: Vec<crate::backend::Error> = failed.into_iter().flatten().collect();
+    (found, failed)
+}
+
+/// Says what became of each task asked for and each orphan, then how many orphans each backend lost.
+fn report(
+    opts: &FinishOpts,
+    backends: &[Box<dyn crate::backend::TaskBackend>],
+    ids: &[String],
+    orphans: &[Vec<TaskRow>],
+    found: &[String],
+) {
     let orphan_count: usize = orphans.iter().map(Vec::len).sum();
-    // A backend that cannot be reached fails the command only when no other one had anything to remove.
-    if !failed.is_empty() && found.is_empty() && orphan_count == 0 {
-        return Err(failed.remove(0).into());
-    }
-    for err in &failed {
-        eprintln!("kb: warning: {}", crate::error::chain(err));
-    }
     let scopes: Vec<String> = backends.iter().filter_map(|b| b.scope()).collect();
     let anywhere = scopes.join(" or in ");
     if opts.orphaned && orphan_count == 0 {
@@ -106,7 +149,7 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
             (false, _) => eprintln!("kb: task `{id}` has nothing left in {anywhere}"),
         }
     }
-    for (backend, rows) in backends.iter().zip(&orphans) {
+    for (backend, rows) in backends.iter().zip(orphans) {
         if rows.is_empty() {
             continue;
         }
@@ -115,7 +158,6 @@ pub async fn exec(opts: FinishOpts) -> Result<u8> {
         let scope = backend.scope().unwrap_or_default();
         eprintln!("kb: finished {count} orphaned task{plural} in {scope}");
     }
-    Ok(crate::error::exit::SUCCESS)
 }
 
 /// Ids are label values kb made (`[a-z0-9]`); anything else would not select a task, or would change the selector.

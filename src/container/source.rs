@@ -9,9 +9,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptionsBuilder;
-use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +17,7 @@ use super::error::{Error, Result};
 use super::spec::AGENT_PORT;
 use crate::ssh::{ClientConfig, Connection, SshLogin};
 use crate::worker::ssh::SshWorker;
-use crate::worker::{WorkerEvent, WorkerSource};
+use crate::worker::{EventTx, SourceFuture, WorkerEvent, WorkerSource};
 
 /// How long a container's agent has to answer, unless `KB_START_TIMEOUT` (seconds) says otherwise.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -182,11 +180,7 @@ impl ContainerSource {
 }
 
 impl WorkerSource for ContainerSource {
-    fn start(
-        self: Box<Self>,
-        events: mpsc::Sender<WorkerEvent>,
-        cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    fn start(self: Box<Self>, events: EventTx, cancel: CancellationToken) -> SourceFuture {
         async move {
             let this: Arc<Self> = Arc::from(self);
             let mut joining = JoinSet::new();

@@ -141,6 +141,21 @@ async fn plugin_client(socket: PathBuf) -> tonic::client::Grpc<tonic::transport:
     tonic::client::Grpc::new(channel)
 }
 
+/// Opens the ListAndWatch stream, as the kubelet does once a plugin has registered.
+async fn list_and_watch(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+) -> tonic::codec::Streaming<ListAndWatchResponse> {
+    grpc.ready().await.unwrap();
+    grpc.server_streaming(
+        Request::new(Empty {}),
+        PathAndQuery::from_static(path::LIST_AND_WATCH),
+        ProstCodec::<Empty, ListAndWatchResponse>::default(),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 #[tokio::test]
 async fn registers_and_answers_what_a_kubelet_asks() {
     let mut s = start();
@@ -160,16 +175,7 @@ async fn registers_and_answers_what_a_kubelet_asks() {
         .unwrap()
         .into_inner();
     assert_eq!(options, Plugin::options());
-    grpc.ready().await.unwrap();
-    let mut stream = grpc
-        .server_streaming(
-            Request::new(Empty {}),
-            PathAndQuery::from_static(path::LIST_AND_WATCH),
-            ProstCodec::<Empty, ListAndWatchResponse>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = list_and_watch(&mut grpc).await;
     let list = stream.message().await.unwrap().unwrap();
     assert_eq!(list.devices.len(), 4);
     grpc.ready().await.unwrap();
@@ -231,16 +237,7 @@ async fn registers_again_when_the_kubelet_drops_list_and_watch() {
     let mut s = start();
     let request = next_registration(&mut s.registered).await;
     let mut grpc = plugin_client(s.dir.path().join(&request.endpoint)).await;
-    grpc.ready().await.unwrap();
-    let mut stream = grpc
-        .server_streaming(
-            Request::new(Empty {}),
-            PathAndQuery::from_static(path::LIST_AND_WATCH),
-            ProstCodec::<Empty, ListAndWatchResponse>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = list_and_watch(&mut grpc).await;
     stream.message().await.unwrap().unwrap();
     drop(stream);
     drop(grpc);

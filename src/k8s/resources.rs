@@ -8,19 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
-    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
-};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, NFSVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount,
+    Capabilities, PodTemplateSpec, ResourceRequirements, Secret, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+mod pod;
+
+pub use pod::{ORPHANED_EXIT, STOPPED_EXIT, build_agent_command};
+use pod::{build_pod_failure_policy, build_pod_spec};
 
 /// The label every object kb creates carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kb");
@@ -219,174 +218,6 @@ pub fn build_job(spec: &TaskSpec) -> Job {
     }
 }
 
-fn build_pod_spec(spec: &TaskSpec) -> PodSpec {
-    let bin_volume = "kb-bin";
-    let keys_volume = "kb-keys";
-    let install =
-        format!("{AGENT_IMAGE_BUSYBOX} cp {AGENT_IMAGE_KB} {AGENT_IMAGE_BUSYBOX} /kb-install/");
-    PodSpec {
-        restart_policy: Some("Never".into()),
-        // The agent stops on SIGTERM; a short grace makes `kb finish` quick.
-        termination_grace_period_seconds: Some(3),
-        // The workers never talk to the API server.
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        volumes: Some(
-            [
-                Volume {
-                    name: bin_volume.into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                Volume {
-                    name: keys_volume.into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(spec.name()),
-                        default_mode: Some(0o400),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]
-            .into_iter()
-            .chain(spec.nfs.as_ref().map(|export| Volume {
-                name: NFS_VOLUME.into(),
-                nfs: Some(NFSVolumeSource {
-                    server: export.server.clone(),
-                    path: export.path.clone(),
-                    read_only: Some(false),
-                }),
-                ..Default::default()
-            }))
-            .collect(),
-        ),
-        init_containers: Some(vec![Container {
-            name: "kb-install".into(),
-            image: Some(spec.agent_image.clone()),
-            command: Some(vec![
-                AGENT_IMAGE_BUSYBOX.into(),
-                "sh".into(),
-                "-c".into(),
-                install,
-            ]),
-            volume_mounts: Some(vec![mount(bin_volume, "/kb-install", false)]),
-            ..Default::default()
-        }]),
-        containers: vec![Container {
-            name: MAIN_CONTAINER.into(),
-            image: Some(spec.image.clone()),
-            command: Some(build_agent_command(spec.orphan_timeout_secs)),
-            ports: Some(vec![ContainerPort {
-                container_port: i32::from(AGENT_PORT),
-                name: Some("kb-agent".into()),
-                ..Default::default()
-            }]),
-            readiness_probe: Some(Probe {
-                tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::Int(i32::from(AGENT_PORT)),
-                    host: None,
-                }),
-                period_seconds: Some(1),
-                ..Default::default()
-            }),
-            resources: Some(build_resources(spec)),
-            security_context: spec.fuse.then(|| SecurityContext {
-                capabilities: Some(Capabilities {
-                    add: Some(vec!["SYS_ADMIN".into()]),
-                    drop: None,
-                }),
-                ..Default::default()
-            }),
-            env: Some(vec![EnvVar {
-                name: "KB_TASK_ID".into(),
-                value: Some(spec.id.clone()),
-                ..Default::default()
-            }]),
-            volume_mounts: Some(
-                [
-                    mount(bin_volume, AGENT_DIR, true),
-                    mount(keys_volume, KEYS_DIR, true),
-                ]
-                .into_iter()
-                .chain(
-                    spec.nfs
-                        .as_ref()
-                        .map(|_| mount(NFS_VOLUME, &spec.pwd, false)),
-                )
-                .collect(),
-            ),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// The exit status of the main container when it was asked to stop (128 + SIGTERM).
-pub const STOPPED_EXIT: i32 = 143;
-
-/// The main container's command: kb's agent, from the emptyDir, with the task's keys, under busybox's `sh`, which
-/// never exits 0. A Job with no `completions` stops replacing pods once one succeeds, and the agent exits 0 on
-/// SIGTERM; so a stopped agent makes the pod exit [`STOPPED_EXIT`] (which the pod failure policy does not count)
-/// and a crashed one exits non-zero, and the Job replaces both.
-pub fn build_agent_command(orphan_timeout_secs: Option<u64>) -> Vec<String> {
-    let mut agent = format!(
-        "{AGENT_DIR}/kb agent --listen 0.0.0.0:{AGENT_PORT} --host-key {KEYS_DIR}/{HOST_KEY} \
-         --authorized-key {KEYS_DIR}/{AUTHORIZED_KEY}"
-    );
-    if let Some(secs) = orphan_timeout_secs {
-        agent.push_str(&format!(" --orphan-timeout {secs}"));
-    }
-    let script = format!(
-        "{agent} & pid=$!; trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit {STOPPED_EXIT}' TERM INT; \
-         wait $pid; status=$?; [ $status -eq 0 ] && status=1; exit $status"
-    );
-    vec![
-        format!("{AGENT_DIR}/busybox"),
-        "sh".into(),
-        "-c".into(),
-        script,
-    ]
-}
-
-/// The exit status of an agent whose client was gone for `--orphan-timeout` (`error::exit::ORPHANED`).
-pub const ORPHANED_EXIT: i32 = crate::error::exit::ORPHANED as i32;
-
-/// Pods that were stopped (evicted, preempted, deleted) are replaced without counting toward `backoffLimit`;
-/// agents that crash count; an agent that ended because its client was gone fails the whole Job, which stops
-/// every pod of the task at once (the Job itself goes `ttlSecondsAfterFinished` later).
-fn build_pod_failure_policy() -> PodFailurePolicy {
-    PodFailurePolicy {
-        rules: vec![
-            PodFailurePolicyRule {
-                action: "FailJob".into(),
-                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(MAIN_CONTAINER.into()),
-                    operator: "In".into(),
-                    values: vec![ORPHANED_EXIT],
-                }),
-                ..Default::default()
-            },
-            PodFailurePolicyRule {
-                action: "Ignore".into(),
-                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                    type_: "DisruptionTarget".into(),
-                    status: "True".into(),
-                }]),
-                ..Default::default()
-            },
-            PodFailurePolicyRule {
-                action: "Ignore".into(),
-                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(MAIN_CONTAINER.into()),
-                    operator: "In".into(),
-                    values: vec![STOPPED_EXIT],
-                }),
-                ..Default::default()
-            },
-        ],
-    }
-}
-
 /// Requests and limits from `(resource, quantity)` pairs; no limits when `limits` is empty.
 pub fn quantities(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
     let map = |pairs: &[(&str, &str)]| {
@@ -420,7 +251,7 @@ pub fn locked_down() -> SecurityContext {
 /// Asserts what [`locked_down`] promises, for the tests of the manifests that use it.
 #[cfg(test)]
 #[track_caller]
-pub(crate) fn assert_locked_down(container: &Container) {
+pub(crate) fn assert_locked_down(container: &k8s_openapi::api::core::v1::Container) {
     let security = container.security_context.clone().unwrap_or_default();
     assert_eq!(security.privileged, Some(false), "{security:?}");
     assert_eq!(
@@ -436,36 +267,6 @@ pub(crate) fn assert_locked_down(container: &Container) {
     let caps = security.capabilities.unwrap_or_default();
     assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
     assert_eq!(caps.add, None);
-}
-
-fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: volume.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
-        ..Default::default()
-    }
-}
-
-fn build_resources(spec: &TaskSpec) -> ResourceRequirements {
-    let requests = BTreeMap::from([
-        ("cpu".to_string(), Quantity(spec.cpu.clone())),
-        ("memory".to_string(), Quantity(spec.mem.clone())),
-    ]);
-    let mut limits = spec
-        .mem_limit
-        .then(|| BTreeMap::from([("memory".to_string(), Quantity(spec.mem.clone()))]));
-    if spec.fuse {
-        limits.get_or_insert_with(BTreeMap::new).insert(
-            crate::deviceplugin::FUSE_RESOURCE.to_string(),
-            Quantity("1".into()),
-        );
-    }
-    ResourceRequirements {
-        requests: Some(requests),
-        limits,
-        ..Default::default()
-    }
 }
 
 /// The task's Secret, owned by its Job so that deleting the Job deletes it.

@@ -70,82 +70,93 @@ pub fn build_statefulset(namespace: &str, image: &str) -> StatefulSet {
                     labels: Some(labels()),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        run_as_non_root: Some(true),
-                        fs_group: Some(RUN_AS),
-                        // Port 111 is below 1024. Rather than give the server NET_BIND_SERVICE (a capability, and
-                        // one that only takes effect for a non-root user with ambient capabilities), let this
-                        // pod's network namespace allow anyone to bind low ports: a namespaced sysctl on
-                        // Kubernetes' safe list (since 1.22), so it needs no kubelet flag and affects nothing
-                        // outside this pod, whose only listeners are the server's.
-                        sysctls: Some(vec![Sysctl {
-                            name: "net.ipv4.ip_unprivileged_port_start".into(),
-                            value: "0".into(),
-                        }]),
-                        ..Default::default()
-                    }),
-                    containers: vec![Container {
-                        name: "server".into(),
-                        image: Some(image.into()),
-                        command: Some(vec![
-                            SERVER_KB.into(),
-                            "share".into(),
-                            "server".into(),
-                            "--store".into(),
-                            DEFAULT_STORE.into(),
-                            "--listen".into(),
-                            format!("0.0.0.0:{SERVER_PORT}"),
-                        ]),
-                        ports: Some(
-                            ports()
-                                .into_iter()
-                                .map(|(name, port)| ContainerPort {
-                                    container_port: i32::from(port),
-                                    name: Some(name.into()),
-                                    protocol: Some("TCP".into()),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        ),
-                        readiness_probe: Some(Probe {
-                            tcp_socket: Some(TCPSocketAction {
-                                port: IntOrString::Int(i32::from(SERVER_PORT)),
-                                host: None,
-                            }),
-                            period_seconds: Some(2),
-                            ..Default::default()
-                        }),
-                        resources: Some(quantities(&[("cpu", "100m"), ("memory", "64Mi")], &[])),
-                        security_context: Some(locked_down()),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "store".into(),
-                            mount_path: DEFAULT_STORE.into(),
-                            ..Default::default()
-                        }]),
-                        ..Default::default()
-                    }],
-                    volumes: Some(vec![Volume {
-                        name: "store".into(),
-                        // A cache: losing it on a restart costs one full upload, nothing more.
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity(format!(
-                                "{}Gi",
-                                crate::share::store::STORE_LIMIT_GIB
-                            ))),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
+                spec: Some(build_pod_spec(image)),
             },
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The server's pod: one unprivileged container, its store in an emptyDir. The one pod-level setting beyond the
+/// user is the sysctl that lets it bind the portmapper's low port without a capability.
+fn build_pod_spec(image: &str) -> PodSpec {
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            run_as_non_root: Some(true),
+            fs_group: Some(RUN_AS),
+            // Port 111 is below 1024. Rather than give the server NET_BIND_SERVICE (a capability, and
+            // one that only takes effect for a non-root user with ambient capabilities), let this
+            // pod's network namespace allow anyone to bind low ports: a namespaced sysctl on
+            // Kubernetes' safe list (since 1.22), so it needs no kubelet flag and affects nothing
+            // outside this pod, whose only listeners are the server's.
+            sysctls: Some(vec![Sysctl {
+                name: "net.ipv4.ip_unprivileged_port_start".into(),
+                value: "0".into(),
+            }]),
+            ..Default::default()
+        }),
+        containers: vec![build_container(image)],
+        volumes: Some(vec![Volume {
+            name: "store".into(),
+            // A cache: losing it on a restart costs one full upload, nothing more.
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(format!(
+                    "{}Gi",
+                    crate::share::store::STORE_LIMIT_GIB
+                ))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// The container running `kb share server`, serving SSH, NFS and the portmapper, ready once SSH answers.
+fn build_container(image: &str) -> Container {
+    Container {
+        name: "server".into(),
+        image: Some(image.into()),
+        command: Some(vec![
+            SERVER_KB.into(),
+            "share".into(),
+            "server".into(),
+            "--store".into(),
+            DEFAULT_STORE.into(),
+            "--listen".into(),
+            format!("0.0.0.0:{SERVER_PORT}"),
+        ]),
+        ports: Some(
+            ports()
+                .into_iter()
+                .map(|(name, port)| ContainerPort {
+                    container_port: i32::from(port),
+                    name: Some(name.into()),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(SERVER_PORT)),
+                host: None,
+            }),
+            period_seconds: Some(2),
+            ..Default::default()
+        }),
+        resources: Some(quantities(&[("cpu", "100m"), ("memory", "64Mi")], &[])),
+        security_context: Some(locked_down()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "store".into(),
+            mount_path: DEFAULT_STORE.into(),
+            ..Default::default()
+        }]),
         ..Default::default()
     }
 }

@@ -9,7 +9,6 @@ use std::pin::pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -29,7 +28,7 @@ use super::worker::{AgentAccess, PodWorker, api_answers, join_pod, reconnect_lim
 use crate::config::LazyMount;
 use crate::k8s::share::PodShare;
 use crate::output::report::{self, Reporter};
-use crate::worker::{Worker, WorkerEvent, WorkerSource};
+use crate::worker::{EventTx, SourceFuture, Worker, WorkerEvent, WorkerSource};
 
 /// Announces the pods of one task as workers.
 pub struct PodSource {
@@ -94,11 +93,7 @@ type Joining = (String, bool, Duration, super::Result<PodWorker>);
 const LOST_CHECK: Duration = Duration::from_secs(1);
 
 impl WorkerSource for PodSource {
-    fn start(
-        self: Box<Self>,
-        events: mpsc::Sender<WorkerEvent>,
-        cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    fn start(self: Box<Self>, events: EventTx, cancel: CancellationToken) -> SourceFuture {
         async move {
             self.run(&events, cancel).await;
             let _ = events.send(WorkerEvent::Done).await;

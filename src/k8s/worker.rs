@@ -6,17 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Portforwarder};
-use tokio::sync::mpsc;
 
 use super::error::{Error, Result};
 use super::resources::AGENT_PORT;
-use crate::model::{JobExit, JobSignal, OutputTx};
 use crate::ssh::{ClientConfig, Connection};
 use crate::worker::ssh::SshWorker;
-use crate::worker::{JobRun, RunError, Worker};
+use crate::worker::{JobAttempt, JobFuture, Worker};
 
 /// How many times kb tries to reach the agent of a Ready pod before it gives up on the pod.
 const CONNECT_TRIES: u32 = 3;
@@ -56,13 +53,8 @@ impl Worker for PodWorker {
         self.inner.slots()
     }
 
-    fn run(
-        self: Arc<Self>,
-        job: JobRun,
-        out: OutputTx,
-        signals: mpsc::UnboundedReceiver<JobSignal>,
-    ) -> BoxFuture<'static, Result<JobExit, RunError>> {
-        self.inner.clone().run(job, out, signals)
+    fn run(self: Arc<Self>, attempt: JobAttempt) -> JobFuture {
+        self.inner.clone().run(attempt)
     }
 
     fn is_gone(&self) -> bool {

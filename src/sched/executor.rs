@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::model::{JobExit, JobSignal, Stream};
-use crate::worker::{JobRun, RunError, Worker};
+use crate::worker::{JobAttempt, JobRun, RunError, Worker};
 
 /// Identifies one attempt of one job within a run (numbered from 0 in the order they start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,7 +44,11 @@ pub async fn execute(
 ) {
     let (out_tx, mut out_rx) = mpsc::channel(64);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-    let run = worker.run(job, out_tx, sig_rx);
+    let run = worker.run(JobAttempt {
+        job,
+        out: out_tx,
+        signals: sig_rx,
+    });
     tokio::pin!(run);
     let mut sig_tx = Some(sig_tx);
     let mut control_open = true;

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use super::{JobRun, RunError, Worker, WorkerEvent, WorkerSource};
+use super::{JobAttempt, JobFuture, RunError, Worker, WorkerEvent, WorkerSource};
 use crate::model::{JobExit, JobSignal, OutputTx, Stream};
 
 /// The local machine as a worker with a fixed number of slots.
@@ -40,22 +40,17 @@ impl Worker for LocalWorker {
         self.slots
     }
 
-    fn run(
-        self: Arc<Self>,
-        job: JobRun,
-        out: OutputTx,
-        signals: mpsc::UnboundedReceiver<JobSignal>,
-    ) -> BoxFuture<'static, Result<JobExit, RunError>> {
-        async move { run_local(&self.shell, job, out, signals).await }.boxed()
+    fn run(self: Arc<Self>, attempt: JobAttempt) -> JobFuture {
+        async move { run_local(&self.shell, attempt).await }.boxed()
     }
 }
 
-async fn run_local(
-    shell: &str,
-    job: JobRun,
-    out: OutputTx,
-    mut signals: mpsc::UnboundedReceiver<JobSignal>,
-) -> Result<JobExit, RunError> {
+async fn run_local(shell: &str, attempt: JobAttempt) -> Result<JobExit, RunError> {
+    let JobAttempt {
+        job,
+        out,
+        mut signals,
+    } = attempt;
     let mut child = tokio::process::Command::new(shell)
         .arg("-c")
         .arg(&job.command)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{JobExit, JobSignal, OutputTx};
 
@@ -27,6 +28,26 @@ pub struct JobRun {
     /// The full shell command line, already rendered and quoted.
     pub command: String,
 }
+
+/// What [`Worker::run`] is handed: the job and the two channels that connect it to its executor. They travel
+/// together so that every worker's `run` takes one argument and the executor builds them in one place.
+pub struct JobAttempt {
+    /// The job to run.
+    pub job: JobRun,
+    /// Where the job's output goes, in order.
+    pub out: OutputTx,
+    /// Signals for the job's process group; closed when the job is to be killed.
+    pub signals: mpsc::UnboundedReceiver<JobSignal>,
+}
+
+/// The future [`Worker::run`] returns: the attempt's exit status, or why it has none.
+pub type JobFuture = BoxFuture<'static, Result<JobExit, RunError>>;
+
+/// Where a [`WorkerSource`] announces its workers.
+pub type EventTx = mpsc::Sender<WorkerEvent>;
+
+/// The future [`WorkerSource::start`] returns; it ends when the source is done.
+pub type SourceFuture = BoxFuture<'static, ()>;
 
 /// Why an attempt did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +79,9 @@ pub trait Worker: Send + Sync + 'static {
     /// How many jobs it runs at once.
     fn slots(&self) -> usize;
 
-    /// Runs one job to its end, writing its output to `out` in order. Signals received on `signals` go to the
-    /// job's whole process group; when `signals` is closed and the job still runs, the job is killed.
-    fn run(
-        self: Arc<Self>,
-        job: JobRun,
-        out: OutputTx,
-        signals: mpsc::UnboundedReceiver<JobSignal>,
-    ) -> BoxFuture<'static, Result<JobExit, RunError>>;
+    /// Runs one job to its end, writing its output to `attempt.out` in order. Signals received on `attempt.signals`
+    /// go to the job's whole process group; when `signals` is closed and the job still runs, the job is killed.
+    fn run(self: Arc<Self>, attempt: JobAttempt) -> JobFuture;
 
     /// True once the worker can no longer run jobs (its connection is closed).
     fn is_gone(&self) -> bool {
@@ -100,9 +116,5 @@ pub enum WorkerEvent {
 /// Announces the workers of a run on `events` until it has no more to give or `cancel` fires.
 pub trait WorkerSource: Send + 'static {
     /// Starts announcing; the future ends when the source is done (after sending [`WorkerEvent::Done`]).
-    fn start(
-        self: Box<Self>,
-        events: mpsc::Sender<WorkerEvent>,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> BoxFuture<'static, ()>;
+    fn start(self: Box<Self>, events: EventTx, cancel: CancellationToken) -> SourceFuture;
 }

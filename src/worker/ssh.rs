@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobRun, RunError, Worker, WorkerEvent, WorkerSource};
-use crate::model::{JobExit, JobSignal, JobSlots, OutputTx};
+use super::{
+    EventTx, JobAttempt, JobFuture, RunError, SourceFuture, Worker, WorkerEvent, WorkerSource,
+};
+use crate::model::JobSlots;
 use crate::ssh::{ClientConfig, Connection, ExecError, SshLogin};
 
 /// A worker that runs jobs on channels of one SSH connection.
@@ -61,12 +62,8 @@ impl Worker for SshWorker {
         self.slots
     }
 
-    fn run(
-        self: Arc<Self>,
-        job: JobRun,
-        out: OutputTx,
-        signals: mpsc::UnboundedReceiver<JobSignal>,
-    ) -> BoxFuture<'static, Result<JobExit, RunError>> {
+    fn run(self: Arc<Self>, attempt: JobAttempt) -> JobFuture {
+        let JobAttempt { job, out, signals } = attempt;
         async move {
             // The environment goes in the command, not in `env` requests: OpenSSH's sshd accepts only the variables
             // its `AcceptEnv` lists, and both sshd and kb's agent run the command through a POSIX shell.
@@ -121,11 +118,7 @@ impl SshSource {
 }
 
 impl WorkerSource for SshSource {
-    fn start(
-        self: Box<Self>,
-        events: mpsc::Sender<WorkerEvent>,
-        cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    fn start(self: Box<Self>, events: EventTx, cancel: CancellationToken) -> SourceFuture {
         async move {
             let config = Arc::new(self.config);
             let mut connecting = JoinSet::new();

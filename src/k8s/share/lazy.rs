@@ -71,85 +71,9 @@ impl LazyShare {
         task: &str,
         mount: LazyMount,
     ) -> Result<LazyShare> {
-        let (client, pod) = (
-            crate::ssh::task_keys::generate(),
-            crate::ssh::task_keys::generate(),
-        );
-        let encode = |key: &russh::keys::PrivateKey| {
-            key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
-                .map(|k| k.to_string())
-                .map_err(|e| failed(kube, "encode a key", e))
-        };
-        let public = |key: &russh::keys::PrivateKey| {
-            key.public_key()
-                .to_openssh()
-                .map_err(|e| failed(kube, "encode a key", e))
-        };
-        let pod_key = encode(&pod)?;
-        let client_key = encode(&client)?;
-        let (client_public, pod_public) = (public(&client)?, public(&pod)?);
-        let reply = server_exec(
-            kube,
-            &crate::share::protocol::Request::LazyAllow {
-                task,
-                client_key: &client_public,
-                pod_key: &pod_public,
-            },
-            Input::Bytes(Vec::new()),
-            "let the task's keys in",
-        )
-        .await?;
-        // The host key, then (from a server that exports NFS) the task's export path.
-        let reply = String::from_utf8_lossy(&reply);
-        let mut lines = reply.lines().map(str::trim);
-        let host_public = lines.next().unwrap_or_default().to_string();
-        let nfs_export = lines
-            .next()
-            .filter(|l| l.starts_with("/kb/"))
-            .map(str::to_string);
-        if !host_public.starts_with("ssh-") {
-            return Err(failed(
-                kube,
-                "let the task's keys in",
-                format!("unexpected answer `{host_public}`"),
-            ));
-        }
-        // The client key as a file, for the SSH client; gone once logged in.
-        let key_file = tempfile::NamedTempFile::new()
-            .and_then(|f| std::fs::write(f.path(), &client_key).map(|()| f))
-            .map_err(|e| failed(kube, "keep the client key", e))?;
-        let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
-        let mut forward = pods
-            .portforward(SERVER_POD, &[SERVER_PORT])
-            .await
-            .map_err(|e| {
-                failed(
-                    kube,
-                    "be reached over a port-forward",
-                    crate::error::chain(&e),
-                )
-            })?;
-        let stream = forward
-            .take_stream(SERVER_PORT)
-            .ok_or_else(|| failed(kube, "be reached over a port-forward", "no stream"))?;
-        let config = ClientConfig {
-            identities: vec![key_file.path().to_owned()],
-            pinned_host_keys: vec![host_public.clone()],
-            known_hosts: Vec::new(),
-        };
-        let conn = Connection::connect_stream(stream, "kb", SERVER_POD, &config)
-            .await
-            .map_err(|e| failed(kube, "log in the task's client", crate::error::chain(&e)))?;
-        drop(key_file);
-        let channel = conn
-            .open_session()
-            .await
-            .map_err(|e| failed(kube, "open the lazy share's channel", e))?;
-        // The client key's forced command (`lazy-host`) runs whatever is asked.
-        channel
-            .exec(true, "lazy-host")
-            .await
-            .map_err(|e| failed(kube, "start the relay", e))?;
+        let allowed = allow_task(kube, task).await?;
+        let (conn, forward, channel) =
+            connect_relay(kube, &allowed.client_key, &allowed.host_public).await?;
         let root = dir.to_owned();
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(async move {
@@ -163,10 +87,10 @@ impl LazyShare {
             task: task.to_string(),
             dir: dir.to_owned(),
             address,
-            host_public,
-            nfs_export,
+            host_public: allowed.host_public,
+            nfs_export: allowed.nfs_export,
             mount,
-            pod_key,
+            pod_key: allowed.pod_key,
             _conn: conn,
             _forward: forward,
             serving,
@@ -307,4 +231,120 @@ fn mounts_escape(path: &str) -> String {
         }
     }
     out
+}
+
+/// What the share server answered when it let a task in, with the keys kb made for it.
+struct Allowed {
+    /// The task's client key (OpenSSH private key), with which this client reaches the relay.
+    client_key: String,
+    /// The task's pod key (OpenSSH private key), with which each pod reaches the relay.
+    pod_key: String,
+    /// The server's host key, to pin.
+    host_public: String,
+    /// The task's NFS export, if the server exports NFS.
+    nfs_export: Option<String>,
+}
+
+/// Makes the task's client and pod keys and lets them in on the share server (`lazy-allow`, through the exec
+/// API); the server answers with its host key and, when it exports NFS, the task's export path.
+async fn allow_task(kube: &Kube, task: &str) -> Result<Allowed> {
+    let (client, pod) = (
+        crate::ssh::task_keys::generate(),
+        crate::ssh::task_keys::generate(),
+    );
+    let encode = |key: &russh::keys::PrivateKey| {
+        key.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .map(|k| k.to_string())
+            .map_err(|e| failed(kube, "encode a key", e))
+    };
+    let public = |key: &russh::keys::PrivateKey| {
+        key.public_key()
+            .to_openssh()
+            .map_err(|e| failed(kube, "encode a key", e))
+    };
+    let pod_key = encode(&pod)?;
+    let client_key = encode(&client)?;
+    let (client_public, pod_public) = (public(&client)?, public(&pod)?);
+    let reply = server_exec(
+        kube,
+        &crate::share::protocol::Request::LazyAllow {
+            task,
+            client_key: &client_public,
+            pod_key: &pod_public,
+        },
+        Input::Bytes(Vec::new()),
+        "let the task's keys in",
+    )
+    .await?;
+    // The host key, then (from a server that exports NFS) the task's export path.
+    let reply = String::from_utf8_lossy(&reply);
+    let mut lines = reply.lines().map(str::trim);
+    let host_public = lines.next().unwrap_or_default().to_string();
+    let nfs_export = lines
+        .next()
+        .filter(|l| l.starts_with("/kb/"))
+        .map(str::to_string);
+    if !host_public.starts_with("ssh-") {
+        return Err(failed(
+            kube,
+            "let the task's keys in",
+            format!("unexpected answer `{host_public}`"),
+        ));
+    }
+    Ok(Allowed {
+        client_key,
+        pod_key,
+        host_public,
+        nfs_export,
+    })
+}
+
+/// Reaches the share server's SSH port over a port-forward, logs in with the task's client key and starts the
+/// relay (`lazy-host`) on a channel, which then carries the SFTP session.
+async fn connect_relay(
+    kube: &Kube,
+    client_key: &str,
+    host_public: &str,
+) -> Result<(
+    Connection,
+    kube::api::Portforwarder,
+    russh::Channel<russh::client::Msg>,
+)> {
+    // The client key as a file, for the SSH client; gone once logged in.
+    let key_file = tempfile::NamedTempFile::new()
+        .and_then(|f| std::fs::write(f.path(), client_key).map(|()| f))
+        .map_err(|e| failed(kube, "keep the client key", e))?;
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
+    let mut forward = pods
+        .portforward(SERVER_POD, &[SERVER_PORT])
+        .await
+        .map_err(|e| {
+            failed(
+                kube,
+                "be reached over a port-forward",
+                crate::error::chain(&e),
+            )
+        })?;
+    let stream = forward
+        .take_stream(SERVER_PORT)
+        .ok_or_else(|| failed(kube, "be reached over a port-forward", "no stream"))?;
+    let config = ClientConfig {
+        identities: vec![key_file.path().to_owned()],
+        pinned_host_keys: vec![host_public.to_string()],
+        known_hosts: Vec::new(),
+    };
+    let conn = Connection::connect_stream(stream, "kb", SERVER_POD, &config)
+        .await
+        .map_err(|e| failed(kube, "log in the task's client", crate::error::chain(&e)))?;
+    drop(key_file);
+    let channel = conn
+        .open_session()
+        .await
+        .map_err(|e| failed(kube, "open the lazy share's channel", e))?;
+    // The client key's forced command (`lazy-host`) runs whatever is asked.
+    channel
+        .exec(true, "lazy-host")
+        .await
+        .map_err(|e| failed(kube, "start the relay", e))?;
+    Ok((conn, forward, channel))
 }

@@ -6,18 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::BoxFuture;
-
 use super::RunState;
 use crate::joblog;
-use crate::model::{JobExit, JobSignal, OutputTx, Stream};
+use crate::model::{JobExit, JobSignal, Stream};
 use crate::output::printer::{JobBuffer, Mode, Printer};
 use crate::output::report::Event;
 use crate::sched::action::{Action, AttemptEvent, Now, Rules};
 use crate::sched::executor::AttemptId;
 use crate::sched::halt;
 use crate::template::Template;
-use crate::worker::{JobRun, RunError, Worker, WorkerEvent};
+use crate::worker::{JobAttempt, JobFuture, RunError, Worker, WorkerEvent};
 
 mod faults;
 mod halts;
@@ -36,12 +34,7 @@ impl Worker for FakeWorker {
         self.slots
     }
 
-    fn run(
-        self: Arc<Self>,
-        _job: JobRun,
-        _out: OutputTx,
-        _signals: tokio::sync::mpsc::UnboundedReceiver<JobSignal>,
-    ) -> BoxFuture<'static, Result<JobExit, RunError>> {
+    fn run(self: Arc<Self>, _attempt: JobAttempt) -> JobFuture {
         Box::pin(std::future::pending())
     }
 }

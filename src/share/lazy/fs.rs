@@ -53,6 +53,12 @@ impl ShareFs {
     }
 }
 
+/// The permissions a new file or directory gets: the requested `mode` less the caller's `umask`, as the kernel
+/// applies them to a local file.
+fn creation_mode(mode: u32, umask: u32) -> u32 {
+    mode & !umask & 0o7777
+}
+
 /// Replies to `reply` with the result: `$ok` on success, the errno otherwise.
 macro_rules! answer {
     ($reply:ident, $result:expr, |$v:ident| $ok:expr) => {
@@ -162,7 +168,7 @@ impl fuser::Filesystem for ShareFs {
             let result = async {
                 let path = path?;
                 let attrs = FileAttributes {
-                    permissions: Some(mode & !umask & 0o7777),
+                    permissions: Some(creation_mode(mode, umask)),
                     ..Default::default()
                 };
                 s.remote
@@ -430,7 +436,7 @@ impl fuser::Filesystem for ShareFs {
                     .open(
                         &path,
                         sftp_flags(flags) | SftpOpen::CREATE,
-                        Some(mode & !umask & 0o7777),
+                        Some(creation_mode(mode, umask)),
                     )
                     .await?;
                 Ok::<_, Errno>((s.entry(&path).await?, fh))
