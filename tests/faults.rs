@@ -333,3 +333,84 @@ fn second_interrupt_kills_at_once_jobs_that_ignore_sigterm() {
         || processes_with(&marker).is_empty(),
     );
 }
+
+/// SIGHUP (the terminal went away): as GNU parallel, no new job starts, the running ones finish and print, and the
+/// exit status counts failed jobs only. GNU parallel itself is run the same way beside kb as the reference.
+fn hangup_lets_running_jobs_finish(
+    program: &str,
+    remote: Option<&SshServer>,
+) -> support::process::Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = match remote {
+        Some(server) => {
+            let mut cmd = kb_parallel(&[server], &dir.path().join("home"));
+            cmd.args(["-S", &server.login]);
+            cmd
+        }
+        None if program == "kb" => {
+            let mut cmd = kb_command();
+            cmd.env("HOME", dir.path()).arg("parallel");
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.env("HOME", dir.path()).arg("--will-cite");
+            cmd
+        }
+    };
+    // Each job leaves a file as it starts (the jobs run in the same directory, locally or on the loopback host).
+    let child = cmd
+        .current_dir(dir.path())
+        .args(["-j", "2", "-k"])
+        .arg(format!(
+            "touch {}/{{}}.started; sleep 1.5; echo {{}}",
+            dir.path().display()
+        ))
+        .args([":::", "1", "2", "3", "4", "5"])
+        .start();
+    let started = || {
+        std::fs::read_dir(dir.path())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".started"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("two jobs running", Duration::from_secs(20), || {
+        started() >= 2
+    });
+    child.signal(Signal::SIGHUP);
+    let out = child.wait(Duration::from_secs(30));
+    out.assert_code(0);
+    let stdout: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    out.check(
+        stdout == ["1", "2"],
+        "the two running jobs finished and printed, no other started",
+    );
+    out.check(
+        out.stderr
+            .contains("SIGHUP received. No new jobs will be started.")
+            && out
+                .stderr
+                .contains("Waiting for these 2 jobs to finish. Send SIGTERM to stop now."),
+        "GNU parallel's notice",
+    );
+    out
+}
+
+#[test]
+fn hangup_lets_running_jobs_finish_as_gnu_parallel_does() {
+    hangup_lets_running_jobs_finish("parallel", None);
+    hangup_lets_running_jobs_finish("kb", None);
+}
+
+#[test]
+fn hangup_lets_running_remote_jobs_finish() {
+    let server = Agent::start();
+    hangup_lets_running_jobs_finish("kb", Some(&server));
+}

@@ -71,6 +71,11 @@ pub enum Event {
         /// Jobs still running.
         running: usize,
     },
+    /// SIGHUP: no more jobs start; the running ones finish (GNU parallel's notice, with their command lines).
+    HungUp {
+        /// The command lines of the jobs still running.
+        running: Vec<String>,
+    },
     /// The first interrupt: no more jobs start and the running ones got SIGTERM.
     Interrupted {
         /// Jobs that got SIGTERM.
@@ -255,6 +260,17 @@ pub fn render(event: &Event) -> Option<String> {
         Event::Counted { notice, command } => format!("kb: {}\n{command}", notice_text(*notice)),
         Event::HaltWaiting { running } => {
             format!("kb: Starting no more jobs. Waiting for {running} jobs to finish.")
+        }
+        Event::HungUp { running } => {
+            let mut text = format!(
+                "kb: SIGHUP received. No new jobs will be started.\nkb: Waiting for these {} jobs to finish. Send \
+                 SIGTERM to stop now.",
+                running.len()
+            );
+            for command in running {
+                text.push_str(&format!("\nkb: {command}"));
+            }
+            text
         }
         Event::Interrupted { running } => format!(
             "kb: interrupted: starting no more jobs, sent SIGTERM to {running} running; press Ctrl-C again to \

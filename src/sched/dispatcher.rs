@@ -19,7 +19,7 @@ use crate::joblog;
 use crate::model::JobSignal;
 use crate::output::printer::{JobBuffer, Printer};
 use crate::output::report::{Event, Reporter};
-use crate::signal::SignalHandler;
+use crate::signal::{Interrupt, SignalHandler};
 use crate::worker::{Worker, WorkerEvent, WorkerSource};
 
 /// Records read from the input, one value per source.
@@ -116,8 +116,11 @@ impl Dispatcher {
                 Some(event) = exec_rx.recv() => this.on_exec(event),
                 record = input.recv(), if want_input => this.on_record(record)?,
                 event = worker_rx.recv(), if this.core.sources_open() => this.on_worker(event),
-                () = signals.recv() => {
-                    let actions = this.core.on_interrupt(now());
+                signal = signals.recv() => {
+                    let actions = match signal {
+                        Interrupt::Stop => this.core.on_interrupt(now()),
+                        Interrupt::HangUp => this.core.on_hangup(),
+                    };
                     this.apply(actions);
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {

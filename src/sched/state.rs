@@ -60,6 +60,8 @@ pub struct RunState {
     tally: Tally,
     halted: Option<u8>,
     interrupts: u32,
+    /// SIGHUP arrived: no more jobs start, the running ones finish (GNU parallel's `start_no_new_jobs`).
+    hung_up: bool,
     grace_deadline: Option<Instant>,
     /// After SIGKILL was sent: when to stop waiting for attempts to report their end.
     abandon_deadline: Option<Instant>,
@@ -94,6 +96,7 @@ impl RunState {
             tally: Tally::default(),
             halted: None,
             interrupts: 0,
+            hung_up: false,
             grace_deadline: None,
             abandon_deadline: None,
             timeouts: BTreeSet::new(),
@@ -220,6 +223,17 @@ impl RunState {
             self.grace_deadline = now.mono.checked_add(self.rules.grace);
         } else {
             self.kill_all(now);
+        }
+        self.take()
+    }
+
+    /// SIGHUP: no more jobs start and the running ones finish, as GNU parallel does; the exit status counts the
+    /// failed jobs as usual. A run that is already stopping takes no notice.
+    pub fn on_hangup(&mut self) -> Vec<Action> {
+        if !self.stopping() {
+            self.hung_up = true;
+            let running = self.running.values().map(|r| r.command.clone()).collect();
+            self.report(Event::HungUp { running });
         }
         self.take()
     }

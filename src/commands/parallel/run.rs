@@ -262,7 +262,7 @@ async fn create_task(
     let task = loop {
         tokio::select! {
             task = &mut create => break task?,
-            () = signals.recv(), if !interrupted => {
+            _ = signals.recv(), if !interrupted => {
                 interrupted = true;
                 eprintln!("kb: interrupted: removing the task being created");
             }

@@ -86,7 +86,11 @@ impl RunState {
     }
 
     pub(super) fn stopping(&self) -> bool {
-        self.halted.is_some() || self.interrupts > 0 || self.broken_pipe || self.stopped.is_some()
+        self.halted.is_some()
+            || self.interrupts > 0
+            || self.hung_up
+            || self.broken_pipe
+            || self.stopped.is_some()
     }
 
     pub(super) fn free_capacity(&self) -> usize {

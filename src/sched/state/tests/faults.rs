@@ -350,3 +350,33 @@ fn a_percent_timeout_follows_the_median_of_the_jobs_that_succeeded() {
     sim.advance(Duration::from_millis(1));
     assert_eq!(sim.signals, [(1, JobSignal::Term)]);
 }
+
+#[test]
+fn hangup_starts_no_more_jobs_and_lets_the_running_ones_finish() {
+    let mut sim = Sim::new(rules());
+    sim.join("w", 2);
+    sim.records(4);
+    let actions = sim.core.on_hangup();
+    sim.apply(actions);
+    assert!(
+        matches!(sim.events.last(), Some(Event::HungUp { running }) if running.len() == 2),
+        "{:?}",
+        sim.events
+    );
+    assert!(sim.signals.is_empty(), "the running jobs are left alone");
+    assert!(!sim.core.wants_input());
+    sim.exit(1, 0);
+    sim.exit(2, 1);
+    assert_eq!(sim.starts.len(), 2, "nothing more started");
+    assert!(sim.core.finished());
+    assert_eq!(
+        sim.core.outcome().unwrap(),
+        1,
+        "the failed job counts, the ones never started do not"
+    );
+    // A second SIGHUP says nothing more.
+    let before = sim.events.len();
+    let actions = sim.core.on_hangup();
+    sim.apply(actions);
+    assert_eq!(sim.events.len(), before);
+}
