@@ -17,6 +17,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::ask::{Answers, ask_yes_no, project_name};
 use super::run::*;
 use super::stdin::StdinPump;
 use crate::commands::error::{Error, Result};
