@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::commands::error::{Error, Result};
 use crate::commands::options::KubeOpts;
-use crate::k8s::client::{LOGS_RIGHTS, classify, connect};
+use crate::k8s::client::{Kube, LOGS_RIGHTS, classify, connect};
 use crate::k8s::coordinator::{COORDINATOR, coordinator_name, recorded_exit};
 
 /// Options of `kb logs`.
@@ -33,19 +33,27 @@ pub async fn exec(opts: LogsOpts) -> Result<u8> {
     let kube = connect(&opts.kube.target(), LOGS_RIGHTS).await?;
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let name = coordinator_name(&opts.id);
+    await_coordinator(&kube, &pods, &name, &opts.id).await?;
+    if !copy_log(&kube, &pods, &name, opts.follow).await? {
+        return Ok(crate::error::exit::SUCCESS);
+    }
+    exit_status(&kube, &opts).await
+}
+
+/// Waits for the coordinator's container to start (up to the start timeout): a log cannot be read before.
+async fn await_coordinator(kube: &Kube, pods: &Api<Pod>, name: &str, id: &str) -> Result<()> {
     let no_task = || {
         Error::K8s(crate::k8s::Error::NoSuchTask {
-            id: format!("{} (an --async task)", opts.id),
+            id: format!("{id} (an --async task)"),
             namespace: kube.namespace.clone(),
         })
     };
-    // The coordinator may still be starting: wait for its container (up to the start timeout) before reading.
     let start = tokio::time::Instant::now();
     loop {
         let pod = pods
-            .get_opt(&name)
+            .get_opt(name)
             .await
-            .map_err(|e| classify(&kube, &format!("read pod `{name}`"), e))?
+            .map_err(|e| classify(kube, &format!("read pod `{name}`"), e))?
             .ok_or_else(no_task)?;
         let started = pod
             .status
@@ -56,25 +64,30 @@ pub async fn exec(opts: LogsOpts) -> Result<u8> {
                     .any(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_none()))
             });
         if started {
-            break;
+            return Ok(());
         }
         if start.elapsed() > crate::k8s::task::DEFAULT_START_TIMEOUT {
             return Err(Error::K8s(crate::k8s::Error::Timeout {
-                what: format!("the coordinator of task `{}` to start", opts.id),
+                what: format!("the coordinator of task `{id}` to start"),
                 seconds: crate::k8s::task::DEFAULT_START_TIMEOUT.as_secs(),
             }));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Copies the coordinator's log to stdout. Returns false when stdout was closed (a broken pipe), which `kb logs`
+/// treats as a quiet success, the way `kb logs ID | head` expects.
+async fn copy_log(kube: &Kube, pods: &Api<Pod>, name: &str, follow: bool) -> Result<bool> {
     let params = LogParams {
         container: Some(COORDINATOR.into()),
-        follow: opts.follow,
+        follow,
         ..Default::default()
     };
     let stream = pods
-        .log_stream(&name, &params)
+        .log_stream(name, &params)
         .await
-        .map_err(|e| classify(&kube, &format!("read the log of pod `{name}`"), e))?;
+        .map_err(|e| classify(kube, &format!("read the log of pod `{name}`"), e))?;
     let mut lines = stream.lines();
     let mut stdout = tokio::io::stdout();
     while let Some(line) = futures::StreamExt::next(&mut lines).await {
@@ -88,7 +101,7 @@ pub async fn exec(opts: LogsOpts) -> Result<u8> {
         };
         if let Err(err) = written.await {
             if err.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(crate::error::exit::SUCCESS);
+                return Ok(false);
             }
             return Err(Error::Io {
                 action: "write to stdout".into(),
@@ -97,11 +110,17 @@ pub async fn exec(opts: LogsOpts) -> Result<u8> {
         }
     }
     let _ = stdout.flush().await;
+    Ok(true)
+}
+
+/// The task's exit status from its lease once the log ended. Without one, a followed task is an error (its
+/// coordinator ended without recording it), and an unfollowed one is still running.
+async fn exit_status(kube: &Kube, opts: &LogsOpts) -> Result<u8> {
     let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &kube.namespace);
     let lease = leases
         .get_opt(&format!("kb-{}", opts.id))
         .await
-        .map_err(|e| classify(&kube, "read the task's lease", e))?;
+        .map_err(|e| classify(kube, "read the task's lease", e))?;
     match lease.as_ref().and_then(recorded_exit) {
         Some(status) => Ok(status),
         None if opts.follow => Err(Error::K8s(crate::k8s::Error::CannotStart {

@@ -115,15 +115,42 @@ pub fn build_row(
         .as_ref()
         .map(|t| show_age(now.as_second(), t.0.as_second()))
         .unwrap_or_else(|| "-".into());
-    let progress = match (
+    let progress = build_progress(job, lease);
+    let status = build_status(job, pods, ready, desired);
+    let (status, exit_status) = with_lease(status, lease, now);
+    TaskRow {
+        exit_status,
+        id: label(job, TASK_ID),
+        backend: PODS.into(),
+        age,
+        status,
+        cpu: request("cpu"),
+        mem: request("memory"),
+        health: format!("{ready}/{desired}"),
+        progress,
+        pwd: annotation(job, PWD).unwrap_or_default(),
+        command: annotation(job, COMMAND).unwrap_or_default(),
+        origin: label(job, ORIGIN),
+        kind: annotation(job, KIND).unwrap_or_default(),
+        namespace: namespace.to_string(),
+    }
+}
+
+/// The task's progress: what its heartbeat lease last said, else `-/TOTAL` when the Job knows the total.
+fn build_progress(job: &Job, lease: Option<&Lease>) -> String {
+    match (
         lease.and_then(|l| l.metadata.annotations.as_ref()?.get(PROGRESS)),
         annotation(job, TOTAL),
     ) {
         (Some(progress), _) => progress.clone(),
         (None, Some(total)) => format!("-/{total}"),
         (None, None) => "-".into(),
-    };
-    let mut status = build_status(job, pods, ready, desired);
+    }
+}
+
+/// `status` with what the heartbeat lease adds: ORPHANED for a live task whose client stopped renewing it, and
+/// EXITED(code) once an --async task recorded its exit status. Returns the status and that code.
+fn with_lease(mut status: String, lease: Option<&Lease>, now: Timestamp) -> (String, Option<u8>) {
     let renewed = lease
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
         .map(|t| t.0);
@@ -142,22 +169,7 @@ pub fn build_row(
     if let Some(code) = exit_status {
         status = format!("EXITED({code})");
     }
-    TaskRow {
-        exit_status,
-        id: label(job, TASK_ID),
-        backend: PODS.into(),
-        age,
-        status,
-        cpu: request("cpu"),
-        mem: request("memory"),
-        health: format!("{ready}/{desired}"),
-        progress,
-        pwd: annotation(job, PWD).unwrap_or_default(),
-        command: annotation(job, COMMAND).unwrap_or_default(),
-        origin: label(job, ORIGIN),
-        kind: annotation(job, KIND).unwrap_or_default(),
-        namespace: namespace.to_string(),
-    }
+    (status, exit_status)
 }
 
 fn build_status(job: &Job, pods: &[PodState], ready: i32, desired: i32) -> String {

@@ -89,6 +89,34 @@ struct State {
     ended: bool,
 }
 
+impl State {
+    /// Sends the client's answer to request `id` back to the pod that asked, under the pod's own id. An answer to
+    /// an OPEN or OPENDIR is a handle the pod now holds: it is remembered so that it can be closed when the pod goes.
+    fn route_answer(&mut self, id: u32, mut packet: Vec<u8>) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        if pending.opens
+            && packet.first() == Some(&FXP_HANDLE)
+            && let Some(handle) = string_at(&packet, 5)
+        {
+            let handle = handle.to_vec();
+            self.handles.entry(pending.pod).or_default().push(handle);
+        }
+        set_id(&mut packet, pending.id);
+        if let Some(pod) = self.pods.get(&pending.pod) {
+            let _ = pod.send(packet);
+        }
+    }
+
+    /// Ends every pod's session and lets no new pod join: the client's session is gone.
+    fn end(&mut self) {
+        self.ended = true;
+        self.pods.clear();
+        self.pending.clear();
+    }
+}
+
 /// The client's SFTP session, shared by the pods of one task.
 #[derive(Clone)]
 pub struct Relay {
@@ -134,23 +162,10 @@ impl Relay {
             };
             let downward = async {
                 loop {
-                    let mut packet = read_packet(&mut reader).await?;
+                    let packet = read_packet(&mut reader).await?;
                     let Some(id) = id_of(&packet) else { continue };
                     let mut state = state.lock().map_err(|_| invalid("relay state poisoned"))?;
-                    let Some(pending) = state.pending.remove(&id) else {
-                        continue;
-                    };
-                    if pending.opens
-                        && packet.first() == Some(&FXP_HANDLE)
-                        && let Some(handle) = string_at(&packet, 5)
-                    {
-                        let handle = handle.to_vec();
-                        state.handles.entry(pending.pod).or_default().push(handle);
-                    }
-                    set_id(&mut packet, pending.id);
-                    if let Some(pod) = state.pods.get(&pending.pod) {
-                        let _ = pod.send(packet);
-                    }
+                    state.route_answer(id, packet);
                 }
             };
             let result: std::io::Result<()> = tokio::select! {
@@ -159,9 +174,7 @@ impl Relay {
             };
             // The client is gone: every pod's session ends with it.
             if let Ok(mut state) = state.lock() {
-                state.ended = true;
-                state.pods.clear();
-                state.pending.clear();
+                state.end();
             }
             match result {
                 Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
@@ -181,20 +194,7 @@ impl Relay {
         if init.first() != Some(&FXP_INIT) {
             return Err(invalid("a pod's session did not start with INIT"));
         }
-        let key = self
-            .next_pod
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        {
-            let mut state = self.lock()?;
-            if state.ended {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::BrokenPipe,
-                    "the client's session has ended",
-                ));
-            }
-            state.pods.insert(key, tx);
-        }
+        let (key, mut rx) = self.register_pod()?;
         write_packet(&mut writer, &self.version).await?;
         let downward = async move {
             while let Some(packet) = rx.recv().await {
@@ -208,42 +208,8 @@ impl Relay {
         };
         let upward = async {
             loop {
-                let mut packet = read_packet(&mut reader).await?;
-                let Some(id) = id_of(&packet) else {
-                    return Err(invalid("an SFTP request without an id"));
-                };
-                let opens = matches!(packet.first(), Some(&FXP_OPEN | &FXP_OPENDIR));
-                let closes = (packet.first() == Some(&FXP_CLOSE))
-                    .then(|| string_at(&packet, 5).map(<[u8]>::to_vec))
-                    .flatten();
-                {
-                    let mut state = self.lock()?;
-                    if !state.pods.contains_key(&key) {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::BrokenPipe,
-                            "the client's session ended",
-                        ));
-                    }
-                    let up_id = state.next_id;
-                    state.next_id = state.next_id.wrapping_add(1);
-                    state.pending.insert(
-                        up_id,
-                        Pending {
-                            pod: key,
-                            id,
-                            opens,
-                        },
-                    );
-                    if let Some(handle) = closes
-                        && let Some(open) = state.handles.get_mut(&key)
-                    {
-                        open.retain(|h| *h != handle);
-                    }
-                    set_id(&mut packet, up_id);
-                }
-                self.up
-                    .send(packet)
-                    .map_err(|_| invalid("the client's session ended"))?;
+                let packet = read_packet(&mut reader).await?;
+                self.forward_up(key, packet)?;
             }
         };
         let result = tokio::select! {
@@ -255,6 +221,64 @@ impl Relay {
             Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
             other => other,
         }
+    }
+
+    /// Gives a new pod a key and a way back for its answers; refused once the client's session has ended, since
+    /// nothing would answer the pod.
+    fn register_pod(&self) -> std::io::Result<(u64, mpsc::UnboundedReceiver<Vec<u8>>)> {
+        let key = self
+            .next_pod
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let mut state = self.lock()?;
+        if state.ended {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client's session has ended",
+            ));
+        }
+        state.pods.insert(key, tx);
+        Ok((key, rx))
+    }
+
+    /// Sends one of pod `key`'s requests to the client under a relay-wide id, remembering whose it was so that the
+    /// answer finds its way back; a CLOSE also drops the handle from the pod's open ones.
+    fn forward_up(&self, key: u64, mut packet: Vec<u8>) -> std::io::Result<()> {
+        let Some(id) = id_of(&packet) else {
+            return Err(invalid("an SFTP request without an id"));
+        };
+        let opens = matches!(packet.first(), Some(&FXP_OPEN | &FXP_OPENDIR));
+        let closes = (packet.first() == Some(&FXP_CLOSE))
+            .then(|| string_at(&packet, 5).map(<[u8]>::to_vec))
+            .flatten();
+        {
+            let mut state = self.lock()?;
+            if !state.pods.contains_key(&key) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the client's session ended",
+                ));
+            }
+            let up_id = state.next_id;
+            state.next_id = state.next_id.wrapping_add(1);
+            state.pending.insert(
+                up_id,
+                Pending {
+                    pod: key,
+                    id,
+                    opens,
+                },
+            );
+            if let Some(handle) = closes
+                && let Some(open) = state.handles.get_mut(&key)
+            {
+                open.retain(|h| *h != handle);
+            }
+            set_id(&mut packet, up_id);
+        }
+        self.up
+            .send(packet)
+            .map_err(|_| invalid("the client's session ended"))
     }
 
     fn lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, State>> {

@@ -12,6 +12,8 @@ use crate::model::{JobExit, JobSignal, OutputTx, Stream, signal_number};
 /// How long to wait for the server's answer after kb closed a channel itself.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Runs the command already started on `channel` to its end: its output goes to `out`, kb's signals to the
+/// command, and the channel closes when the signal sender is dropped.
 pub(crate) async fn run_channel(
     channel: russh::Channel<client::Msg>,
     label: &str,
@@ -30,21 +32,11 @@ pub(crate) async fn run_channel(
             msg = reader.wait() => msg,
             signal = signals.recv(), if signals_open => {
                 match signal {
-                    Some(signal) if guarded => {
-                        let line = format!("{}\n", sig_name(&to_sig(signal)));
-                        let _ = channel.data(line.as_bytes()).await;
-                    }
-                    Some(signal) => {
-                        let _ = channel.signal(to_sig(signal)).await;
-                    }
+                    Some(signal) => send_signal(&channel, signal, guarded).await,
                     None => {
                         signals_open = false;
                         closing_since = Some(tokio::time::Instant::now());
-                        if guarded {
-                            // The guard kills the job's process group at EOF; the close follows.
-                            let _ = channel.eof().await;
-                        }
-                        let _ = channel.close().await;
+                        give_up(&channel, guarded).await;
                     }
                 }
                 continue;
@@ -77,9 +69,34 @@ pub(crate) async fn run_channel(
     }
     // Closed by the server, or the connection is gone, or kb closed it already.
     channel.0 = None;
+    ended(exit, closing_since.is_some(), label)
+}
+
+/// Passes a signal to the command: as a line to kb's guard when it runs under one, else as an SSH signal.
+async fn send_signal(channel: &CloseOnDrop, signal: JobSignal, guarded: bool) {
+    if guarded {
+        let line = format!("{}\n", sig_name(&to_sig(signal)));
+        let _ = channel.data(line.as_bytes()).await;
+    } else {
+        let _ = channel.signal(to_sig(signal)).await;
+    }
+}
+
+/// Closes the channel when kb gives up on the job (its signal sender is gone).
+async fn give_up(channel: &CloseOnDrop, guarded: bool) {
+    if guarded {
+        // The guard kills the job's process group at EOF; the close follows.
+        let _ = channel.eof().await;
+    }
+    let _ = channel.close().await;
+}
+
+/// How the command ended once the channel closed: its exit, else lost, by kb's close (`closed_by_kb`) or the
+/// connection's loss.
+fn ended(exit: Option<JobExit>, closed_by_kb: bool, label: &str) -> Result<JobExit, ExecError> {
     match exit {
         Some(exit) => Ok(exit),
-        None if closing_since.is_some() => Err(ExecError::Lost(format!(
+        None if closed_by_kb => Err(ExecError::Lost(format!(
             "kb closed the channel to `{label}` before the command ended"
         ))),
         None => Err(ExecError::Lost(format!(

@@ -217,37 +217,7 @@ pub(crate) async fn supervise(
     let Job { pgid, exit, io } = job;
     let (stdin_tx, stdin_rx) = mpsc::unbounded_channel::<Bytes>();
     let mut stdin_tx = Some(stdin_tx);
-    let (finished, feed, pty): (
-        futures::future::BoxFuture<'_, Option<Exit>>,
-        futures::future::BoxFuture<'_, ()>,
-        _,
-    ) = match io {
-        JobIo::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            let output = async {
-                tokio::join!(
-                    pump(stdout, &channel, None),
-                    pump(stderr, &channel, Some(1))
-                );
-            };
-            (
-                Box::pin(wait_end(exit, output, None)),
-                Box::pin(feed_pipe(stdin, stdin_rx)),
-                None,
-            )
-        }
-        JobIo::Pty(master) => {
-            let output = pump_pty(master.clone(), &channel);
-            (
-                Box::pin(wait_end(exit, output, Some(PTY_DRAIN))),
-                Box::pin(feed_pty(master.clone(), stdin_rx)),
-                Some(master),
-            )
-        }
-    };
+    let (finished, feed, pty) = start_io(exit, io, &channel, stdin_rx);
     let mut finished = finished;
     let mut feed = feed;
     let mut feeding = true;
@@ -278,6 +248,44 @@ pub(crate) async fn supervise(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The futures that carry a job's I/O: one that ends with the job (its exit once its output is sent) and one that
+/// feeds it the channel's input, plus the job's terminal when it has one, for resizes.
+fn start_io<'a>(
+    exit: oneshot::Receiver<Exit>,
+    io: JobIo,
+    channel: &'a ChannelWriteHalf<Msg>,
+    stdin_rx: mpsc::UnboundedReceiver<Bytes>,
+) -> (
+    futures::future::BoxFuture<'a, Option<Exit>>,
+    futures::future::BoxFuture<'a, ()>,
+    Option<Arc<Pty>>,
+) {
+    match io {
+        JobIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let output = async {
+                tokio::join!(pump(stdout, channel, None), pump(stderr, channel, Some(1)));
+            };
+            (
+                Box::pin(wait_end(exit, output, None)),
+                Box::pin(feed_pipe(stdin, stdin_rx)),
+                None,
+            )
+        }
+        JobIo::Pty(master) => {
+            let output = pump_pty(master.clone(), channel);
+            (
+                Box::pin(wait_end(exit, output, Some(PTY_DRAIN))),
+                Box::pin(feed_pty(master.clone(), stdin_rx)),
+                Some(master),
+            )
         }
     }
 }

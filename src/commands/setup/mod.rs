@@ -1,6 +1,7 @@
-//! `kb setup`: `args` (its options) and `run` (choose the share, a shell in a local container, commit and push).
+//! `kb setup`: `args` (its options), `ask` (its questions) and `run` (choose the share, a shell in a local container, commit and push).
 
 mod args;
+mod ask;
 mod check;
 mod run;
 mod session;

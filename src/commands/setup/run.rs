@@ -15,7 +15,7 @@
 //!    `kb setup` on this machine removes.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,9 +23,10 @@ use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 
 use super::args::SetupOpts;
+use super::ask::{Answers, ask_all};
 use super::session::Session;
 use crate::commands::error::{Error, Result};
-use crate::config::{self, ProjectConfig, Share, UserConfig};
+use crate::config::{self, ProjectConfig, UserConfig};
 use crate::docker::{self};
 
 /// The base image when neither the flag nor the project says.
@@ -80,20 +81,7 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
     let user = config::user_config()?;
     let answers = ask_all(&opts, &existing, &user)?;
 
-    eprintln!("kb setup: checking Docker and the cluster");
-    let docker = docker::connect().await?;
-    let target = crate::k8s::Target {
-        context: opts.kube.context.clone(),
-        namespace: Some(answers.namespace.clone()),
-    };
-    crate::k8s::client::connect(&target, crate::k8s::client::RUN_RIGHTS).await?;
-    remove_stale_containers(&docker).await;
-    docker::ensure_image(&docker, &answers.base_image).await?;
-    let agent_image = opts
-        .agent_image
-        .clone()
-        .unwrap_or_else(crate::k8s::task::default_agent_image);
-    docker::ensure_image(&docker, &agent_image).await?;
+    let (docker, agent_image) = prepare(&opts, &answers).await?;
     let run_as = run_as(opts.user.as_deref())?;
 
     let session = Session::new(&docker, &project_dir, &answers, run_as, terminal)?;
@@ -110,7 +98,40 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
         }
     };
 
-    // Pushed: record the choices. The user's prefix first, so a project file never names an unrecorded prefix.
+    record(&opts, &project_dir, &user, existing, &answers, &built)?;
+    Ok(crate::error::exit::SUCCESS)
+}
+
+/// Checks Docker and the cluster before the user spends time in the shell, clears containers an earlier setup
+/// left, and pulls the base and agent images. Returns Docker and the agent image.
+async fn prepare(opts: &SetupOpts, answers: &Answers) -> Result<(Docker, String)> {
+    eprintln!("kb setup: checking Docker and the cluster");
+    let docker = docker::connect().await?;
+    let target = crate::k8s::Target {
+        context: opts.kube.context.clone(),
+        namespace: Some(answers.namespace.clone()),
+    };
+    crate::k8s::client::connect(&target, crate::k8s::client::RUN_RIGHTS).await?;
+    remove_stale_containers(&docker).await;
+    docker::ensure_image(&docker, &answers.base_image).await?;
+    let agent_image = opts
+        .agent_image
+        .clone()
+        .unwrap_or_else(crate::k8s::task::default_agent_image);
+    docker::ensure_image(&docker, &agent_image).await?;
+    Ok((docker, agent_image))
+}
+
+/// Records the choices once `built` is pushed: the user's image prefix, then the project's kb.toml.
+fn record(
+    opts: &SetupOpts,
+    project_dir: &Path,
+    user: &UserConfig,
+    existing: Option<ProjectConfig>,
+    answers: &Answers,
+    built: &str,
+) -> Result<()> {
+    // The user's prefix first, so a project file never names an unrecorded prefix.
     if user.image_prefix.as_deref() != Some(answers.prefix.as_str())
         && let Some(path) = config::user_config_path()
     {
@@ -124,7 +145,7 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
     // The limits are written out so that they are seen and can be changed where the project's choices live.
     let project = ProjectConfig {
         version: config::VERSION,
-        image: Some(built.clone()),
+        image: Some(built.to_string()),
         base_image: Some(answers.base_image.clone()),
         share: Some(answers.share),
         lazy_mount: opts.lazy_mount.or(existing.lazy_mount),
@@ -144,16 +165,7 @@ pub async fn exec(opts: SetupOpts) -> Result<u8> {
         "kb setup: pushed {built}; {} records it, and `kb parallel` and `kb shell` here use it",
         path.display()
     );
-    Ok(crate::error::exit::SUCCESS)
-}
-
-/// What the user chose.
-#[derive(Debug, Clone)]
-pub(super) struct Answers {
-    pub(super) share: Share,
-    pub(super) base_image: String,
-    pub(super) prefix: String,
-    pub(super) namespace: String,
+    Ok(())
 }
 
 pub(super) fn read_project(dir: &Path) -> Result<Option<ProjectConfig>> {
@@ -162,175 +174,6 @@ pub(super) fn read_project(dir: &Path) -> Result<Option<ProjectConfig>> {
         return Ok(None);
     }
     Ok(config::find_project(dir)?.map(|found| found.config))
-}
-
-pub(super) fn ask_all(
-    opts: &SetupOpts,
-    existing: &Option<ProjectConfig>,
-    user: &UserConfig,
-) -> Result<Answers> {
-    let ask = !opts.yes;
-    let share = match opts.share {
-        Some(share) => share,
-        None => {
-            let default = existing
-                .as_ref()
-                .and_then(|c| c.share)
-                .unwrap_or(Share::Eager);
-            if ask { ask_share(default)? } else { default }
-        }
-    };
-    let base_default = existing
-        .as_ref()
-        .and_then(|c| c.base_image.clone())
-        .unwrap_or_else(|| DEFAULT_BASE_IMAGE.into());
-    let base_image = answer(
-        ask,
-        opts.base_image.clone(),
-        "The image the shell starts from (it needs /bin/sh; kb's agent is added to pods by kb)",
-        Some(base_default),
-    )?;
-    let prefix_default = user.image_prefix.clone().or_else(|| {
-        std::env::var("KB_REGISTRY")
-            .ok()
-            .filter(|r| !r.is_empty())
-            .map(|r| format!("{}/", r.trim_end_matches('/')))
-    });
-    let prefix = answer(
-        ask,
-        opts.image_prefix.clone(),
-        "Where to push the image, a registry and path prefix the cluster can pull from (remembered for you)",
-        prefix_default,
-    )?;
-    let prefix = normalize_prefix(&prefix)?;
-    let namespace_default = existing
-        .as_ref()
-        .and_then(|c| c.namespace.clone())
-        .unwrap_or_else(|| crate::k8s::manifests::DEFAULT_NAMESPACE.into());
-    let namespace = answer(
-        ask,
-        opts.kube.namespace.clone(),
-        "The namespace tasks of this project run in (`kb cluster-setup -n NS` prepares one)",
-        Some(namespace_default),
-    )?;
-    Ok(Answers {
-        share,
-        base_image,
-        prefix,
-        namespace,
-    })
-}
-
-pub(super) fn ask_share(default: Share) -> Result<Share> {
-    eprintln!(
-        "How should the pods see this directory?\n  \
-         lazy      files are read from this machine when a job opens them (not in this version yet: uploads as \
-         eager does)\n  \
-         eager     the directory is uploaded before each run (only what changed): jobs read at cluster speed\n  \
-         syncback  eager, and files the jobs write come back here after the run\n  \
-         none      jobs see only the image"
-    );
-    loop {
-        let line = prompt(&format!(
-            "share [lazy/eager/syncback/none] ({}): ",
-            default.name()
-        ))?;
-        if line.is_empty() {
-            return Ok(default);
-        }
-        match <Share as clap::ValueEnum>::from_str(&line, true) {
-            Ok(share) => return Ok(share),
-            Err(_) => eprintln!("  please answer lazy, eager, syncback or none"),
-        }
-    }
-}
-
-/// The flag's value, else the answer to `question` (empty takes `default`), else `default` with `--yes`.
-pub(super) fn answer(
-    ask: bool,
-    flag: Option<String>,
-    question: &str,
-    default: Option<String>,
-) -> Result<String> {
-    if let Some(value) = flag.filter(|v| !v.is_empty()) {
-        return Ok(value);
-    }
-    if !ask {
-        return default.ok_or_else(|| {
-            Error::usage(
-                format!("no answer for: {question}"),
-                "give it as a flag (see `kb setup --help`)",
-            )
-        });
-    }
-    loop {
-        let shown = default
-            .as_deref()
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default();
-        let line = prompt(&format!("{question}{shown}: "))?;
-        match (line.is_empty(), &default) {
-            (false, _) => return Ok(line),
-            (true, Some(d)) => return Ok(d.clone()),
-            (true, None) => eprintln!("  an answer is needed"),
-        }
-    }
-}
-
-pub(super) fn prompt(text: &str) -> Result<String> {
-    let mut err = std::io::stderr();
-    let _ = write!(err, "{text}");
-    let _ = err.flush();
-    let mut line = String::new();
-    let read = std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|source| Error::Io {
-            action: "read the answer".into(),
-            source,
-        })?;
-    if read == 0 {
-        return Err(Error::Interrupted);
-    }
-    Ok(line.trim().to_string())
-}
-
-/// `registry[/path]` with a trailing `/` (or `-`) so that `kb-<project>` can follow.
-pub(super) fn normalize_prefix(prefix: &str) -> Result<String> {
-    let prefix = prefix.trim();
-    if prefix.is_empty() || prefix.contains(char::is_whitespace) || prefix.contains('@') {
-        return Err(Error::usage(
-            format!("`{prefix}` is not an image prefix"),
-            "give a registry and path such as `registry.example.com/team/` or `127.0.0.1:5000/`",
-        ));
-    }
-    if prefix.ends_with('/') || prefix.ends_with('-') {
-        Ok(prefix.to_string())
-    } else {
-        Ok(format!("{prefix}/"))
-    }
-}
-
-/// The project's name as it may appear in an image name: lowercase letters, digits and single dashes.
-pub(super) fn project_name(dir: &Path) -> String {
-    let raw = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let mut name = String::new();
-    for c in raw.chars() {
-        if c.is_ascii_alphanumeric() {
-            name.push(c);
-        } else if !name.ends_with('-') && !name.is_empty() {
-            name.push('-');
-        }
-    }
-    let name = name.trim_end_matches('-').to_string();
-    if name.is_empty() {
-        "project".into()
-    } else {
-        name
-    }
 }
 
 /// Who the shell runs as: `None` for the image's user (root in most), else `uid:gid`.
@@ -434,17 +277,6 @@ pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-pub(super) fn ask_yes_no(question: &str) -> Result<bool> {
-    loop {
-        let line = prompt(question)?.to_lowercase();
-        match line.as_str() {
-            "y" | "yes" => return Ok(true),
-            "n" | "no" => return Ok(false),
-            _ => eprintln!("  please answer y or n"),
-        }
-    }
-}
-
 /// The variables in `end` (NUL-separated `KEY=VALUE`) that are not in `start` with the same value, minus a shell's
 /// own.
 pub(super) fn exported_diff(start: &[u8], end: &[u8]) -> BTreeMap<String, String> {
@@ -483,27 +315,6 @@ mod tests {
                 ("PATH".to_string(), "/opt/x/bin:/bin".to_string())
             ]
         );
-    }
-
-    #[test]
-    pub(super) fn prefixes_and_project_names_make_valid_image_names() {
-        assert_eq!(
-            normalize_prefix("127.0.0.1:5000").unwrap(),
-            "127.0.0.1:5000/"
-        );
-        assert_eq!(normalize_prefix("reg.io/team/").unwrap(), "reg.io/team/");
-        assert_eq!(
-            normalize_prefix("reg.io/team/x-").unwrap(),
-            "reg.io/team/x-"
-        );
-        assert!(normalize_prefix("").is_err());
-        assert!(normalize_prefix("a b").is_err());
-        assert_eq!(
-            project_name(Path::new("/home/u/My Project_2")),
-            "my-project-2"
-        );
-        assert_eq!(project_name(Path::new("/")), "project");
-        assert_eq!(project_name(Path::new("/x/--a--")), "a");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::ask::{Answers, ask_yes_no, project_name};
 use super::run::*;
 use super::stdin::StdinPump;
 use crate::commands::error::{Error, Result};
@@ -202,15 +203,7 @@ impl Session {
                     self.resize().await;
                 }
                 chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdErr { message })) => {
-                        let _ = stderr.write_all(&message).await;
-                        let _ = stderr.flush().await;
-                    }
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                        let _ = stdout.write_all(&message).await;
-                        let _ = stdout.flush().await;
-                    }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Ok(log)) => write_log(log, &mut stdout, &mut stderr).await,
                     Some(Err(err)) => {
                         tracing::debug!("attach stream: {err}");
                         break;
@@ -219,6 +212,11 @@ impl Session {
                 },
             }
         }
+        self.wait_shell().await
+    }
+
+    /// Waits for the container's shell to exit; returns its status.
+    async fn wait_shell(&self) -> Result<i64> {
         let mut wait = self.docker.wait_container(
             &self.name,
             Some(WaitContainerOptionsBuilder::default().build()),
@@ -263,38 +261,7 @@ impl Session {
         base: &bollard::models::ImageInspect,
         kept: &BTreeMap<String, String>,
     ) -> Result<String> {
-        let base_config = base.config.clone().unwrap_or_default();
-        let mut env: Vec<String> = base_config.env.clone().unwrap_or_default();
-        for (key, value) in kept {
-            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
-            env.push(format!("{key}={value}"));
-        }
-        let cmd = base_config
-            .cmd
-            .clone()
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into()]);
-        // Docker fills what the commit leaves unset from the container's config (our shell, our user): set each.
-        let config = ContainerConfig {
-            env: Some(env),
-            cmd: Some(cmd),
-            entrypoint: Some(base_config.entrypoint.clone().unwrap_or_default()),
-            user: Some(
-                base_config
-                    .user
-                    .clone()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| "0".into()),
-            ),
-            working_dir: Some(
-                base_config
-                    .working_dir
-                    .clone()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into()),
-            ),
-            ..Default::default()
-        };
+        let config = build_commit_config(base, kept);
         let options = CommitContainerOptionsBuilder::default()
             .container(&self.name)
             .comment("made by kb setup")
@@ -351,5 +318,61 @@ impl Session {
                 self.name
             );
         }
+    }
+}
+
+/// Writes one piece of the container's output to this process's stdout or stderr, flushed at once since the
+/// user is typing at a shell.
+async fn write_log(log: LogOutput, stdout: &mut tokio::io::Stdout, stderr: &mut tokio::io::Stderr) {
+    match log {
+        LogOutput::StdErr { message } => {
+            let _ = stderr.write_all(&message).await;
+            let _ = stderr.flush().await;
+        }
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            let _ = stdout.write_all(&message).await;
+            let _ = stdout.flush().await;
+        }
+        LogOutput::StdIn { .. } => {}
+    }
+}
+
+/// The committed image's config: the base image's command, entrypoint, user and working directory, and its
+/// environment with the kept variables. Docker fills what the commit leaves unset from the container's config
+/// (our shell, our user), so each is set.
+fn build_commit_config(
+    base: &bollard::models::ImageInspect,
+    kept: &BTreeMap<String, String>,
+) -> ContainerConfig {
+    let base_config = base.config.clone().unwrap_or_default();
+    let mut env: Vec<String> = base_config.env.clone().unwrap_or_default();
+    for (key, value) in kept {
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
+        env.push(format!("{key}={value}"));
+    }
+    let cmd = base_config
+        .cmd
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| vec!["/bin/sh".into()]);
+    ContainerConfig {
+        env: Some(env),
+        cmd: Some(cmd),
+        entrypoint: Some(base_config.entrypoint.clone().unwrap_or_default()),
+        user: Some(
+            base_config
+                .user
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "0".into()),
+        ),
+        working_dir: Some(
+            base_config
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+        ),
+        ..Default::default()
     }
 }

@@ -188,36 +188,14 @@ pub(crate) async fn server_exec(
         .await
         .map_err(|e| failed(crate::error::chain(&e)))?;
     // Buffered: the exec stream sends each write as a message of its own.
-    let mut stdin = tokio::io::BufWriter::with_capacity(
+    let stdin = tokio::io::BufWriter::with_capacity(
         256 * 1024,
         process.stdin().ok_or_else(|| failed("no stdin".into()))?,
     );
     let mut stdout = process.stdout().ok_or_else(|| failed("no stdout".into()))?;
     let mut stderr = process.stderr().ok_or_else(|| failed("no stderr".into()))?;
     let status = process.take_status();
-    let feed = async move {
-        match input {
-            Input::Bytes(bytes) => stdin.write_all(&bytes).await?,
-            Input::Blobs(blobs) => {
-                // Files are read on a thread of their own into large batches: one async file operation per small
-                // file would cost more than sending it.
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
-                std::thread::spawn(move || {
-                    let sent = frame_blobs(&blobs, |batch| {
-                        tx.blocking_send(Ok(batch))
-                            .map_err(|_| std::io::Error::other("upload stopped"))
-                    });
-                    let last = sent.map(|()| format!("{END}\n").into_bytes());
-                    let _ = tx.blocking_send(last);
-                });
-                while let Some(batch) = rx.recv().await {
-                    stdin.write_all(&batch?).await?;
-                }
-            }
-        }
-        stdin.flush().await?;
-        Ok::<_, std::io::Error>(stdin)
-    };
+    let feed = feed_input(stdin, input);
     let mut out = Vec::new();
     let mut err = Vec::new();
     let (fed, read_out, read_err) = tokio::join!(
@@ -241,6 +219,35 @@ pub(crate) async fn server_exec(
         ))),
         None => Ok(out),
     }
+}
+
+/// Writes `input` to the exec's stdin and flushes it. Returns stdin so that the caller holds it open until the
+/// output is read.
+async fn feed_input<W>(mut stdin: W, input: Input) -> std::io::Result<W>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    match input {
+        Input::Bytes(bytes) => stdin.write_all(&bytes).await?,
+        Input::Blobs(blobs) => {
+            // Files are read on a thread of their own into large batches: one async file operation per small
+            // file would cost more than sending it.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+            std::thread::spawn(move || {
+                let sent = frame_blobs(&blobs, |batch| {
+                    tx.blocking_send(Ok(batch))
+                        .map_err(|_| std::io::Error::other("upload stopped"))
+                });
+                let last = sent.map(|()| format!("{END}\n").into_bytes());
+                let _ = tx.blocking_send(last);
+            });
+            while let Some(batch) = rx.recv().await {
+                stdin.write_all(&batch?).await?;
+            }
+        }
+    }
+    stdin.flush().await?;
+    Ok(stdin)
 }
 
 impl ServerShare {

@@ -38,36 +38,14 @@ impl PodTask {
             .await
             .map_err(|e| classify(&kube, &format!("read job `{name}`"), e))?;
         let spec = spec_from_job(&job, id, lifetime);
-        let read = |file: &str| {
-            let path = PathBuf::from(RUN_DIR).join(file);
-            std::fs::read(&path).map_err(|source| Error::Io {
-                action: format!("read `{}`", path.display()),
-                source,
-            })
-        };
-        let host_public = String::from_utf8_lossy(&read(HOST_PUBLIC)?)
+        let host_public = String::from_utf8_lossy(&read_run_file(HOST_PUBLIC)?)
             .trim()
             .to_string();
         let archive = DirArchive {
             dir: PathBuf::from(&spec.pwd),
-            tar: read(ARCHIVE)?.into(),
+            tar: read_run_file(ARCHIVE)?.into(),
         };
-        // A tree the client put on the share server, when it did.
-        let share = match std::fs::read(PathBuf::from(RUN_DIR).join(crate::k8s::coordinator::SHARE))
-        {
-            Ok(json) => {
-                let tree: crate::share::client::TreeRef =
-                    serde_json::from_slice(&json).map_err(|e| Error::Io {
-                        action: "read the share reference".into(),
-                        source: e.into(),
-                    })?;
-                PodShare::Server(Arc::new(crate::k8s::share::server::ServerShare::from_ref(
-                    tree,
-                    kube.clone(),
-                )))
-            }
-            Err(_) => PodShare::Copy(Arc::new(archive)),
-        };
+        let share = handed_share(&kube, archive)?;
         let ssh = crate::ssh::ClientConfig {
             identities: vec![PathBuf::from(RUN_DIR).join(CLIENT_KEY)],
             pinned_host_keys: vec![host_public],
@@ -109,7 +87,6 @@ pub async fn hand_over(
     mut task: PodTask,
     mut handover: crate::k8s::coordinator::Handover,
 ) -> Result<String> {
-    use crate::k8s::coordinator::{HANDOVER_LIMIT, build_coordinator_pod, build_run_secret};
     let id = task.spec.id.clone();
     let key_file = task.key_dir.join("id_ed25519");
     handover.client_key = std::fs::read_to_string(&key_file).map_err(|source| Error::Io {
@@ -117,9 +94,56 @@ pub async fn hand_over(
         source,
     })?;
     handover.host_public = task.access.ssh.pinned_host_keys.join("\n");
+    put_share(&task.share, &mut handover)?;
+    let handover = &handover;
+    let result = create_coordinator(&task, handover).await;
+    if let Err(err) = result {
+        let _ = task.finish().await;
+        return Err(err);
+    }
+    if let Some(heartbeat) = task.heartbeat.take() {
+        heartbeat.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&task.key_dir);
+    Ok(id)
+}
+
+/// Reads `file` from the run directory, where the run Secret is mounted in the coordinator's pod.
+fn read_run_file(file: &str) -> Result<Vec<u8>> {
+    let path = PathBuf::from(crate::k8s::coordinator::RUN_DIR).join(file);
+    std::fs::read(&path).map_err(|source| Error::Io {
+        action: format!("read `{}`", path.display()),
+        source,
+    })
+}
+
+/// The share the client handed over: a tree it put on the share server, when it did, else the copy of the
+/// directory in `archive`.
+fn handed_share(kube: &crate::k8s::Kube, archive: DirArchive) -> Result<PodShare> {
+    let share = match std::fs::read(
+        PathBuf::from(crate::k8s::coordinator::RUN_DIR).join(crate::k8s::coordinator::SHARE),
+    ) {
+        Ok(json) => {
+            let tree: crate::share::client::TreeRef =
+                serde_json::from_slice(&json).map_err(|e| Error::Io {
+                    action: "read the share reference".into(),
+                    source: e.into(),
+                })?;
+            PodShare::Server(Arc::new(crate::k8s::share::server::ServerShare::from_ref(
+                tree,
+                kube.clone(),
+            )))
+        }
+        Err(_) => PodShare::Copy(Arc::new(archive)),
+    };
+    Ok(share)
+}
+
+/// Puts what the coordinator needs of the task's share into `handover`.
+fn put_share(share: &PodShare, handover: &mut crate::k8s::coordinator::Handover) -> Result<()> {
     // The coordinator copies the directory into its pods (the share server's tree is not handed over yet): a tar
     // of it travels in the run Secret, within the hand-over limit.
-    match &task.share {
+    match share {
         PodShare::Copy(archive) => handover.archive = archive.tar.to_vec(),
         // The tree is on the share server already: the coordinator's pods fetch it as the client's would.
         PodShare::Server(share) => {
@@ -136,54 +160,51 @@ pub async fn hand_over(
             });
         }
     }
-    let handover = &handover;
-    let result = async {
-        if handover.size() > HANDOVER_LIMIT {
-            return Err(Error::HandoverTooLarge {
-                size: handover.size(),
-                limit: HANDOVER_LIMIT,
-            });
-        }
-        let job = task.job.as_ref().ok_or_else(|| Error::Io {
-            action: "hand the run over: the task has no Job; this is a bug".into(),
-            source: std::io::Error::other("no job"),
+    Ok(())
+}
+
+/// Creates the run Secret and then the coordinator pod of `task`, once the hand-over is known to fit.
+async fn create_coordinator(
+    task: &PodTask,
+    handover: &crate::k8s::coordinator::Handover,
+) -> Result<()> {
+    use crate::k8s::coordinator::{HANDOVER_LIMIT, build_coordinator_pod, build_run_secret};
+    let id = &task.spec.id;
+    if handover.size() > HANDOVER_LIMIT {
+        return Err(Error::HandoverTooLarge {
+            size: handover.size(),
+            limit: HANDOVER_LIMIT,
+        });
+    }
+    let job = task.job.as_ref().ok_or_else(|| Error::Io {
+        action: "hand the run over: the task has no Job; this is a bug".into(),
+        source: std::io::Error::other("no job"),
+    })?;
+    let ns = &task.kube.namespace;
+    let secrets: Api<Secret> = Api::namespaced(task.kube.client.clone(), ns);
+    let secret = build_run_secret(&task.spec, job, handover);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(|e| {
+            classify(
+                &task.kube,
+                &format!("create the run secret of task `{id}`"),
+                e,
+            )
         })?;
-        let ns = &task.kube.namespace;
-        let secrets: Api<Secret> = Api::namespaced(task.kube.client.clone(), ns);
-        let secret = build_run_secret(&task.spec, job, handover);
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .map_err(|e| {
-                classify(
-                    &task.kube,
-                    &format!("create the run secret of task `{id}`"),
-                    e,
-                )
-            })?;
-        let pods: Api<Pod> = Api::namespaced(task.kube.client.clone(), ns);
-        let pod = build_coordinator_pod(&task.spec, job, ns);
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .map_err(|e| {
-                classify(
-                    &task.kube,
-                    &format!("create the coordinator pod of task `{id}`"),
-                    e,
-                )
-            })?;
-        Ok(())
-    }
-    .await;
-    if let Err(err) = result {
-        let _ = task.finish().await;
-        return Err(err);
-    }
-    if let Some(heartbeat) = task.heartbeat.take() {
-        heartbeat.stop().await;
-    }
-    let _ = std::fs::remove_dir_all(&task.key_dir);
-    Ok(id)
+    let pods: Api<Pod> = Api::namespaced(task.kube.client.clone(), ns);
+    let pod = build_coordinator_pod(&task.spec, job, ns);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .map_err(|e| {
+            classify(
+                &task.kube,
+                &format!("create the coordinator pod of task `{id}`"),
+                e,
+            )
+        })?;
+    Ok(())
 }
 
 /// What a coordinator needs to know of the task it attached to, read back from its Job.

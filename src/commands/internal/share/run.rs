@@ -21,83 +21,60 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
         hint: None,
     })?;
     match opts.request {
-        ShareRequest::Init(s) => {
-            Store::open(&s.store).map_err(io("open the store"))?;
-        }
+        ShareRequest::Init(s) => on_store(&s.store, "open the store", |_| Ok(()))?,
         ShareRequest::Server {
             store,
             listen,
             nfs_listen,
             nfs_deadline,
         } => serve(&store.store, listen, &nfs_listen, nfs_deadline).await?,
-        ShareRequest::Have(s) => Store::open(&s.store)
-            .and_then(|st| st.have(stdin(), stdout()))
-            .map_err(io("answer `have`"))?,
-        ShareRequest::Put(s) => Store::open(&s.store)
-            .and_then(|st| st.put(stdin(), stdout()))
-            .map_err(io("store the blobs"))?,
+        ShareRequest::Have(s) => {
+            on_store(&s.store, "answer `have`", |st| st.have(stdin(), stdout()))?
+        }
+        ShareRequest::Put(s) => {
+            on_store(&s.store, "store the blobs", |st| st.put(stdin(), stdout()))?
+        }
         ShareRequest::Patch {
             store,
             base,
             manifest,
-        } => Store::open(&store.store)
-            .and_then(|st| st.patch(&base, &manifest, stdin(), stdout()))
-            .map_err(io("apply the delta"))?,
+        } => on_store(&store.store, "apply the delta", |st| {
+            st.patch(&base, &manifest, stdin(), stdout())
+        })?,
         ShareRequest::LazyAllow {
             store,
             task,
             client_key,
             pod_key,
         } => lazy_allow(&store.store, &task, &client_key, &pod_key)?,
-        ShareRequest::LazyHost { store, task } => {
-            let store = Store::open(&store.store).map_err(io("open the store"))?;
-            crate::share::relay::host(&store, &task)
-                .await
-                .map_err(io("relay the lazy share"))?
-        }
-        ShareRequest::LazyAttach { store, task } => {
-            let store = Store::open(&store.store).map_err(io("open the store"))?;
-            crate::share::relay::attach(&store, &task)
-                .await
-                .map_err(io("reach the task's lazy share"))?
-        }
+        ShareRequest::LazyHost { store, task } => lazy_host(&store.store, &task).await?,
+        ShareRequest::LazyAttach { store, task } => lazy_attach(&store.store, &task).await?,
         ShareRequest::Commit {
             store,
             task,
             key,
             manifest,
         } => commit(&store.store, &task, &key, &manifest)?,
-        ShareRequest::Serve { store, task } => Store::open(&store.store)
-            .and_then(|st| st.serve(&task, stdout()))
-            .map_err(io("serve the task's tree"))?,
-        ShareRequest::Drop { store, task } => Store::open(&store.store)
-            .and_then(|st| st.drop_task(&task))
-            .map_err(io("forget the task"))?,
+        ShareRequest::Serve { store, task } => {
+            on_store(&store.store, "serve the task's tree", |st| {
+                st.serve(&task, stdout())
+            })?
+        }
+        ShareRequest::Drop { store, task } => {
+            on_store(&store.store, "forget the task", |st| st.drop_task(&task))?
+        }
         ShareRequest::Connect {
             server,
             host_key_pub,
             key,
-        } => crate::share::client::connect_stdio(&server, &host_key_pub, &key)
-            .await
-            .map_err(io("carry the session to the share server"))?,
+        } => connect(&server, &host_key_pub, &key).await?,
         ShareRequest::Fetch {
             server,
             host_key_pub,
             into,
             base,
-        } => {
-            let key = crate::share::pod::read_key(std::io::stdin().lock())
-                .map_err(io("read the pod key"))?;
-            crate::share::client::fetch(&server, &host_key_pub, &key, &into, &base)
-                .await
-                .map_err(io("fetch the working directory from the share server"))?;
-        }
-        ShareRequest::SftpServe { root } => {
-            let stream = crate::share::lazy::stdio().map_err(io("open stdin and stdout"))?;
-            crate::share::lazy::serve_sftp(stream, &root)
-                .await
-                .map_err(io(&format!("serve `{}` over SFTP", root.display())))?;
-        }
+        } => fetch(&server, &host_key_pub, &into, &base).await?,
+        ShareRequest::SftpServe { root } => sftp_serve(&root).await?,
         ShareRequest::Mount(opts) => return mount(opts).await,
         ShareRequest::Changes { base, dir } => changes(&base, &dir)?,
     }
@@ -107,6 +84,55 @@ pub async fn exec(opts: ShareOpts) -> Result<u8> {
 fn io(action: &str) -> impl FnOnce(std::io::Error) -> Error {
     let action = action.to_string();
     move |source| Error::Io { action, source }
+}
+
+/// Opens the store and runs one request on it, reporting an error in either step as `action`.
+fn on_store(
+    store: &Path,
+    action: &str,
+    request: impl FnOnce(Store) -> std::io::Result<()>,
+) -> Result<()> {
+    Store::open(store).and_then(request).map_err(io(action))
+}
+
+/// `kb share connect`: carries stdin and stdout over a channel to the share server, logged in with `key`.
+async fn connect(server: &str, host_key_pub: &str, key: &Path) -> Result<()> {
+    crate::share::client::connect_stdio(server, host_key_pub, key)
+        .await
+        .map_err(io("carry the session to the share server"))
+}
+
+/// `kb share lazy-host`: relays the task's lazy share from the store's side.
+async fn lazy_host(store: &Path, task: &str) -> Result<()> {
+    let store = Store::open(store).map_err(io("open the store"))?;
+    crate::share::relay::host(&store, task)
+        .await
+        .map_err(io("relay the lazy share"))
+}
+
+/// `kb share lazy-attach`: joins the relay the task's pod is hosting.
+async fn lazy_attach(store: &Path, task: &str) -> Result<()> {
+    let store = Store::open(store).map_err(io("open the store"))?;
+    crate::share::relay::attach(&store, task)
+        .await
+        .map_err(io("reach the task's lazy share"))
+}
+
+/// `kb share fetch`: reads the pod key from stdin, then unpacks the task's tree from the share server.
+async fn fetch(server: &str, host_key_pub: &str, into: &Path, base: &Path) -> Result<()> {
+    let key =
+        crate::share::pod::read_key(std::io::stdin().lock()).map_err(io("read the pod key"))?;
+    crate::share::client::fetch(server, host_key_pub, &key, into, base)
+        .await
+        .map_err(io("fetch the working directory from the share server"))
+}
+
+/// `kb share sftp-serve`: serves `root` over SFTP on stdin and stdout, the lazy share's server end.
+async fn sftp_serve(root: &Path) -> Result<()> {
+    let stream = crate::share::lazy::stdio().map_err(io("open stdin and stdout"))?;
+    crate::share::lazy::serve_sftp(stream, root)
+        .await
+        .map_err(io(&format!("serve `{}` over SFTP", root.display())))
 }
 
 /// `kb share server`: kb's agent on the store's host key and `authorized_keys`, with the NFS server beside it.

@@ -164,33 +164,58 @@ async fn send_tree(
     let patched = match incremental {
         Some((base, delta)) => {
             missing.retain(|hash| new_contents.contains(hash));
-            // The manifest is rebuilt from the base, not from the contents: both at once, one round trip.
-            let mut patch_stats = UploadStats::default();
-            let (put, patched) = tokio::join!(
-                put_contents(kube, manifest, dir, &missing, None, stats),
-                patch(kube, &base.hash, manifest_hash, delta, &mut patch_stats),
-            );
-            put?;
-            stats.sent_meta += patch_stats.sent_meta;
-            patched
+            send_incremental(kube, dir, scanned, base, delta, &missing, stats).await?
         }
         None => false,
     };
     // The manifest's JSON goes at most once; upload needs no more of it.
     let whole = Some((manifest_hash.clone(), std::mem::take(&mut scanned.json)));
-    if !patched && ask_all {
-        put_contents(kube, manifest, dir, &missing, whole, stats).await?;
-    } else if !patched {
-        // The whole list of contents, and the whole manifest.
-        let missing = have(kube, blobs.keys().map(String::as_str), stats).await?;
-        tracing::debug!(
-            "share: {} contents missing, at {:?}",
-            missing.len(),
-            clock.elapsed()
-        );
+    if !patched {
+        // The whole list of contents (unless it was asked about already), and the whole manifest.
+        if !ask_all {
+            missing = have_every_content(kube, &blobs, stats, clock).await?;
+        }
         put_contents(kube, manifest, dir, &missing, whole, stats).await?;
     }
     Ok(())
+}
+
+/// Which of the manifest's contents (`blobs`) the server lacks, asked about all at once.
+async fn have_every_content(
+    kube: &Kube,
+    blobs: &std::collections::BTreeMap<String, u64>,
+    stats: &mut UploadStats,
+    clock: std::time::Instant,
+) -> Result<BTreeSet<String>> {
+    let missing = have(kube, blobs.keys().map(String::as_str), stats).await?;
+    tracing::debug!(
+        "share: {} contents missing, at {:?}",
+        missing.len(),
+        clock.elapsed()
+    );
+    Ok(missing)
+}
+
+/// Sends the `missing` new contents and, at the same time, a patch that turns `base` into the scanned manifest:
+/// the server rebuilds the manifest from the base, not from the contents, so both go in one round trip. Returns
+/// whether the server applied the patch.
+async fn send_incremental(
+    kube: &Kube,
+    dir: &Path,
+    scanned: &Scanned,
+    base: &crate::share::delta::Base,
+    delta: &crate::share::delta::Delta,
+    missing: &BTreeSet<String>,
+    stats: &mut UploadStats,
+) -> Result<bool> {
+    let mut patch_stats = UploadStats::default();
+    let (put, patched) = tokio::join!(
+        put_contents(kube, &scanned.manifest, dir, missing, None, stats),
+        patch(kube, &base.hash, &scanned.hash, delta, &mut patch_stats),
+    );
+    put?;
+    stats.sent_meta += patch_stats.sent_meta;
+    Ok(patched)
 }
 
 /// What committing a task's tree gave: the pods' private key, the server's host key, the server pod's UID.
