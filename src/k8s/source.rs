@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::pin;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -19,15 +18,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::lifetime::{build_stop_reason, show_duration};
-use super::pod_state::observe;
+use super::lifetime::show_duration;
 use super::progress::PodProgress;
 use super::resources::task_selector;
 use super::tracker::{Action, Tracker};
-use super::worker::{AgentAccess, PodWorker, api_answers, join_pod, reconnect_limit, rejoin_pod};
+use super::worker::{AgentAccess, PodWorker, join_pod, reconnect_limit, rejoin_pod};
 use crate::config::LazyMount;
 use crate::k8s::share::PodShare;
-use crate::output::report::{self, Reporter};
+use crate::output::report::Reporter;
 use crate::worker::{EventTx, SourceFuture, Worker, WorkerEvent, WorkerSource};
 
 mod joins;

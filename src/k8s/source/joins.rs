@@ -1,7 +1,21 @@
 //! The source's state while it runs (`Joins`: the tracker, the joins under way, the workers handed out) and how
 //! it tells the user about an unreachable API server (`Outage`).
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use super::{Joining, MAX_RUNTIME_HINT, NFS_MOUNT_HINT, PodSource, Step, share_mount_failure};
+use crate::k8s::lifetime::build_stop_reason;
+use crate::k8s::pod_state::observe;
+use crate::k8s::tracker::{Action, Tracker};
+use crate::k8s::worker::{PodWorker, api_answers, reconnect_limit};
+use crate::output::report::{self, Reporter};
+use crate::worker::{Worker, WorkerEvent};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 /// The source's state while it runs: the pods' tracker, the joins under way, the workers handed out.
 pub(super) struct Joins<'a> {
