@@ -136,6 +136,33 @@ fn input_cases() -> Vec<Case> {
             "--tag with several sources: the arguments joined by spaces",
             &["-k", "--tag", "echo", "x", ":::", "a", "b", ":::", "1"],
         ),
+        // Echoing the command lines.
+        case(
+            "verbose_stdout",
+            "-v: each job's command line on stdout before its output",
+            &["-v", "-k", "echo", ":::", "a", "b c", "it's"],
+        )
+        .ssh(),
+        case(
+            "verbose_stdout_tag",
+            "-v with --tag: the command line is tagged like the output",
+            &["-v", "--tag", "-k", "echo", ":::", "a", "b"],
+        ),
+        case(
+            "verbose_stdout_ungroup",
+            "-v with -u: the command line is printed as the job starts",
+            &["-v", "-u", "echo", ":::", "a"],
+        ),
+        case(
+            "verbose_stderr",
+            "-t: each job's command line on stderr as it starts",
+            &["-t", "-k", "echo", ":::", "a", "b c"],
+        ),
+        case(
+            "verbose_long_and_v",
+            "--verbose is -t; with -v the line goes to both",
+            &["--verbose", "-v", "-k", "echo", ":::", "a"],
+        ),
         case(
             "tagstring_escapes",
             "--tagstring: \\t and the like are interpreted, positional strings work",

@@ -44,6 +44,12 @@ pub struct ParallelOpts {
     /// Print output as soon as it arrives, even half lines.
     #[arg(short = 'u', long)]
     pub ungroup: bool,
+    /// Print each job's command line on stdout before its output (`-vv` is the same for kb).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose_stdout: u8,
+    /// Print each job's command line on stderr as it starts.
+    #[arg(id = "trace", short = 't', long = "verbose")]
+    pub trace: bool,
     /// Prefix each output line with the job's arguments and a tab.
     #[arg(long)]
     pub tag: bool,

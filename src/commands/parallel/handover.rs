@@ -137,6 +137,12 @@ fn build_coordinator_args(
     if opts.ungroup {
         push("--ungroup", None);
     }
+    if opts.verbose_stdout > 0 {
+        push("-v", None);
+    }
+    if opts.trace {
+        push("--verbose", None);
+    }
     if opts.tag {
         push("--tag", None);
     }

@@ -109,7 +109,8 @@ impl Plan {
         let run = RunSpec {
             template,
             tag: tag_template(opts),
-            printer: Printer::new(output_mode(opts), opts.keep_order),
+            printer: Printer::new(output_mode(opts), opts.keep_order)
+                .with_echo(opts.verbose_stdout > 0, opts.trace),
             retries: opts.retries,
             halt,
             timeout: opts.timeout.as_deref().map(parse_timeout).transpose()?,
