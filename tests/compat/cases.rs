@@ -136,6 +136,64 @@ fn input_cases() -> Vec<Case> {
             "--tag with several sources: the arguments joined by spaces",
             &["-k", "--tag", "echo", "x", ":::", "a", "b", ":::", "1"],
         ),
+        // Another replacement string for `{}`.
+        case(
+            "replace_str",
+            "-I str: str replaces {}; {} and {n} are then text, {.} and {#} still work",
+            &[
+                "-k", "-I", ",", "echo", ",", "{}", "{.}", "{1}", "{#}", ":::", "a.x", "b c",
+            ],
+        ),
+        case(
+            "replace_str_inside_word",
+            "-I str: str inside words, repeated",
+            &["-k", "-I", "XX", "echo", "preXXpost", "XXXX", ":::", "a"],
+        ),
+        case(
+            "replace_str_appended",
+            "-I str: without str in the command, the arguments are appended",
+            &["-k", "-I", ",", "echo", "{1}", ":::", "a", ":::", "b"],
+        ),
+        case(
+            "replace_i_attached",
+            "-iSTR is -I STR",
+            &["-k", "-iZ", "echo", "Z", "{}", ":::", "a"],
+        ),
+        case(
+            "replace_long",
+            "--replace=STR is -I STR; --replace WORD takes WORD as STR",
+            &[
+                "-k",
+                "--replace=@",
+                "--replace",
+                "X",
+                "echo",
+                "X",
+                "@",
+                ":::",
+                "a",
+            ],
+        ),
+        case(
+            "replace_i_alone",
+            "-i alone is -I {}",
+            &["-k", "-i", "-k", "echo", "{}", ":::", "a"],
+        ),
+        case(
+            "replace_str_tagstring",
+            "-I str applies to --tagstring too",
+            &[
+                "-k",
+                "-I",
+                ",",
+                "--tagstring",
+                "<,>",
+                "echo",
+                ",",
+                ":::",
+                "a",
+            ],
+        ),
         // Echoing the command lines.
         case(
             "verbose_stdout",

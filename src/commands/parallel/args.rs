@@ -87,6 +87,18 @@ pub struct ParallelOpts {
     /// Show progress per worker on stderr (only on a terminal).
     #[arg(long)]
     pub progress: bool,
+    /// Use STR instead of `{}` as the replacement string (`{n}` then no longer works, as in GNU parallel).
+    #[arg(short = 'I', value_name = "STR")]
+    pub replace_str: Option<String>,
+    /// `-I STR`, and `-I {}` without STR (GNU's `-i`; the next word is taken as STR unless it starts with `-`).
+    #[arg(
+        short = 'i',
+        long = "replace",
+        value_name = "STR",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub replace: Option<String>,
     /// Read input from FILE (repeatable: each is one input source).
     #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
     pub arg_files: Vec<PathBuf>,
@@ -113,7 +125,7 @@ pub struct ParallelOpts {
     #[arg(long = "sshloginfile", visible_alias = "slf", value_name = "FILE")]
     pub sshloginfile: Vec<PathBuf>,
     /// SSH private key to log in with (repeatable); default: ssh-agent, then ~/.ssh/id_*.
-    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    #[arg(long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
     /// Also run N jobs at a time on this machine.
     #[arg(long = "local-procs", value_name = "N")]
@@ -186,4 +198,16 @@ pub enum ParallelLine {
     /// `kb parallel`.
     #[command(args_override_self = true)]
     Parallel(Box<ParallelOpts>),
+}
+
+impl ParallelOpts {
+    /// The replacement string of the input value: `-i STR`, else `-I STR`, else `{}` (GNU applies `-I`, then a
+    /// non-empty `-i`).
+    pub fn value_replacement(&self) -> &str {
+        self.replace
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self.replace_str.as_deref())
+            .unwrap_or("{}")
+    }
 }

@@ -146,6 +146,9 @@ fn build_coordinator_args(
     if opts.tag {
         push("--tag", None);
     }
+    if opts.value_replacement() != "{}" {
+        push("-I", Some(opts.value_replacement().to_string()));
+    }
     if let Some(tag) = &opts.tagstring {
         push("--tagstring", Some(tag.clone()));
     }

@@ -77,7 +77,7 @@ impl Plan {
         let template = if words.is_empty() {
             Template::parse_tagstring("{}")
         } else {
-            Template::parse(&words)
+            Template::parse_replacing(&words, opts.value_replacement())
         };
         let halt = match &opts.halt {
             Some(value) => halt::parse(value)
@@ -130,7 +130,10 @@ impl Plan {
 
 fn tag_template(opts: &ParallelOpts) -> Option<Template> {
     match (&opts.tagstring, opts.tag) {
-        (Some(s), _) => Some(Template::parse_tagstring(s)),
+        (Some(s), _) => Some(Template::parse_tagstring_replacing(
+            s,
+            opts.value_replacement(),
+        )),
         (None, true) => Some(Template::parse_tagstring("{}")),
         (None, false) => None,
     }
@@ -397,7 +400,7 @@ fn check_identities(paths: &[PathBuf]) -> Result<()> {
         if !path.is_file() {
             return Err(Error::usage(
                 format!("identity file `{}` does not exist", path.display()),
-                "give -i the path of an SSH private key",
+                "give --identity the path of an SSH private key",
             ));
         }
     }
