@@ -25,7 +25,7 @@ struct Member {
 }
 
 impl Member {
-    fn open(source: &Source, separator: &Separator) -> Result<Member> {
+    fn open(source: &Source, separator: &Separator, eof: Option<&str>) -> Result<Member> {
         let (reader, path) = match source {
             Source::Stdin => (
                 ItemReader::new(std::io::stdin(), separator),
@@ -57,6 +57,7 @@ impl Member {
                 )
             }
         };
+        let reader = reader.with_eof(eof);
         Ok(Member {
             reader,
             path,
@@ -186,7 +187,7 @@ impl Inputs {
         };
         let mut groups: Vec<Group> = Vec::new();
         for (source, linked) in &sources {
-            let member = Member::open(source, &spec.separator)?;
+            let member = Member::open(source, &spec.separator, spec.eof.as_deref())?;
             match groups.last_mut() {
                 Some(group) if *linked => group.members.push(member),
                 _ => groups.push(Group {

@@ -72,6 +72,8 @@ pub struct InputSpec {
     pub sources: Vec<(Source, bool)>,
     /// The item separator for files and stdin.
     pub separator: Separator,
+    /// `-E STR`: each source ends at an item equal to STR (None, or an empty STR: no end string, as GNU).
+    pub eof: Option<String>,
 }
 
 impl InputSpec {
@@ -91,6 +93,7 @@ impl InputSpec {
         InputSpec {
             sources,
             separator: Separator::from_opts(null, delimiter),
+            eof: None,
         }
     }
 }

@@ -351,6 +351,31 @@ fn input_cases() -> Vec<Case> {
         )
         .stdin(b"a\\xb\\xc"),
         case(
+            "eof_string_stdin",
+            "-E str: input ends at a line equal to str",
+            &["-E", "X", "-k", "echo"],
+        )
+        .stdin(b"a\nXY\nX\nb\n"),
+        case(
+            "eof_string_each_source",
+            "-E str: each input source ends at its own str",
+            &[
+                "-E", "X", "-k", "echo", ":::", "a", "X", "b", ":::", "1", "2", "X",
+            ],
+        ),
+        case(
+            "eof_e_forms",
+            "-eSTR is -E STR, for files too",
+            &["-k", "-eX", "echo", ":::", "a", "X", "b", "::::", "f1"],
+        )
+        .file("f1", b"1\nX\n2\n"),
+        case(
+            "eof_empty_string",
+            "-E '': an empty str ends nothing",
+            &["-E", "", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"a\n\nb\n"),
+        case(
             "args_split_on_separator",
             "::: values are written to a file and read back with the separator",
             &["-k", "echo", ":::", "a\nb", "c"],

@@ -99,6 +99,18 @@ pub struct ParallelOpts {
         default_missing_value = ""
     )]
     pub replace: Option<String>,
+    /// Input (each source) ends at an item equal to STR.
+    #[arg(short = 'E', value_name = "STR")]
+    pub eof_str: Option<String>,
+    /// `-E STR` (GNU's `-e`; the next word is taken as STR unless it starts with `-`; an empty STR ends nothing).
+    #[arg(
+        short = 'e',
+        long = "eof",
+        value_name = "STR",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub eof: Option<String>,
     /// Read input from FILE (repeatable: each is one input source).
     #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
     pub arg_files: Vec<PathBuf>,
@@ -209,5 +221,11 @@ impl ParallelOpts {
             .filter(|s| !s.is_empty())
             .or(self.replace_str.as_deref())
             .unwrap_or("{}")
+    }
+
+    /// The end-of-input string: GNU's `-E` and `-e`/`--eof` set the same option, the last one given wins; kb
+    /// takes `-e`/`--eof` over `-E`.
+    pub fn eof_value(&self) -> Option<&str> {
+        self.eof.as_deref().or(self.eof_str.as_deref())
     }
 }

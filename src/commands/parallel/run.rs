@@ -280,12 +280,14 @@ async fn create_task(
 }
 
 pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
-    InputSpec::from_opts(
+    let mut spec = InputSpec::from_opts(
         &opts.arg_files,
         sources,
         opts.null,
         opts.delimiter.as_deref(),
-    )
+    );
+    spec.eof = opts.eof_value().map(str::to_string);
+    spec
 }
 
 /// `--timeout`: seconds, a duration with units, or GNU parallel's `N%` of the median runtime.
