@@ -26,6 +26,7 @@ fn from_words(words: &str) -> Vec<String> {
         sources,
         separator: Separator::Newline,
         eof: None,
+        trim: Default::default(),
     })
 }
 
@@ -78,6 +79,7 @@ fn args_containing_the_separator_are_split_like_gnu() {
         sources,
         separator: Separator::Delimiter(",".into()),
         eof: None,
+        trim: Default::default(),
     };
     assert_eq!(records(spec), ["a", "b", "c"]);
     let (_, sources) = split_command(&w("::: a\nb c"));
@@ -86,6 +88,7 @@ fn args_containing_the_separator_are_split_like_gnu() {
             sources,
             separator: Separator::Nul,
             eof: None,
+            trim: Default::default(),
         }),
         ["a\nb", "c"]
     );
@@ -269,6 +272,7 @@ fn separators_match_live_gnu_parallel() {
             sources: vec![(Source::File(f.path().to_path_buf()), false)],
             separator,
             eof: None,
+            trim: Default::default(),
         };
         let template = crate::template::Template::parse(&w("echo"));
         let mine: String = Inputs::open(spec)

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use super::spec::Separator;
+use super::spec::{Separator, Trim};
 
 /// Bytes buffered per source.
 const BUFFER: usize = 64 * 1024;
@@ -26,6 +26,8 @@ pub(crate) struct ItemReader {
     eof: Option<Vec<u8>>,
     /// The end item was met.
     ended: bool,
+    /// `--trim`.
+    trim: Trim,
 }
 
 impl ItemReader {
@@ -37,12 +39,19 @@ impl ItemReader {
             buf: Vec::new(),
             eof: None,
             ended: false,
+            trim: Trim::None,
         }
     }
 
     /// Ends the input at an item equal to `eof` (GNU parallel's `-E`; an empty string ends nothing, as in GNU).
     pub fn with_eof(mut self, eof: Option<&str>) -> ItemReader {
         self.eof = eof.filter(|e| !e.is_empty()).map(|e| e.as_bytes().to_vec());
+        self
+    }
+
+    /// Trims each value as `trim` says (after the `-E` check, as GNU).
+    pub fn with_trim(mut self, trim: Trim) -> ItemReader {
+        self.trim = trim;
         self
     }
 
@@ -76,6 +85,10 @@ impl ItemReader {
             Ok(s) => s,
             // kb's values are strings: invalid UTF-8 is replaced (GNU passes the bytes through).
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let value = match self.trim.apply(&value) {
+            trimmed if trimmed.len() == value.len() => value,
+            trimmed => trimmed.to_string(),
         };
         Ok(Some(Item { value, ends_in_cr }))
     }

@@ -376,6 +376,29 @@ fn input_cases() -> Vec<Case> {
         )
         .stdin(b"a\n\nb\n"),
         case(
+            "trim_both",
+            "--trim lr: white space removed at both ends of each value",
+            &["--trim", "lr", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"  a b \t\n\tc  \n \n"),
+        case(
+            "trim_left",
+            "--trim l: white space removed at the start",
+            &["--trim", "l", "-k", "echo", "[{}]", ":::", " x ", "\ty"],
+        ),
+        case(
+            "trim_right_tag",
+            "--trim r: white space removed at the end, in --tag too",
+            &[
+                "--trim", "r", "--tag", "-k", "echo", "[{}]", ":::", " x ", "y\t",
+            ],
+        ),
+        case(
+            "trim_none",
+            "--trim n: values kept as they are",
+            &["--trim", "n", "-k", "echo", "[{}]", ":::", " x "],
+        ),
+        case(
             "args_split_on_separator",
             "::: values are written to a file and read back with the separator",
             &["-k", "echo", ":::", "a\nb", "c"],

@@ -111,6 +111,9 @@ pub struct ParallelOpts {
         default_missing_value = ""
     )]
     pub eof: Option<String>,
+    /// Remove white space around each input value: n (none), l (left), r (right), lr or rl (both).
+    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = ["n", "l", "r", "lr", "rl"])]
+    pub trim: Option<String>,
     /// Read input from FILE (repeatable: each is one input source).
     #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
     pub arg_files: Vec<PathBuf>,

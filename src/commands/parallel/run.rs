@@ -287,6 +287,11 @@ pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> I
         opts.delimiter.as_deref(),
     );
     spec.eof = opts.eof_value().map(str::to_string);
+    spec.trim = opts
+        .trim
+        .as_deref()
+        .and_then(crate::input::Trim::parse)
+        .unwrap_or_default();
     spec
 }
 
