@@ -69,7 +69,7 @@ fn parallel_usage_errors_exit_255_and_say_what_to_do() {
         (
             vec![
                 "parallel",
-                "-i",
+                "--identity",
                 "/nonexistent/key",
                 "-S",
                 "host",

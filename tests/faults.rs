@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use support::process::{CommandExt as _, kb_command, wait_until};
 use support::{Agent, SshServer, Sshd};
 
-/// A `kb parallel` command with `HOME` holding the known_hosts of `servers` and `-i` for each client key.
+/// A `kb parallel` command with `HOME` holding the known_hosts of `servers` and `--identity` for each client key.
 fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
     let ssh = home.join(".ssh");
     std::fs::create_dir_all(&ssh).expect("home/.ssh");
@@ -28,7 +28,7 @@ fn kb_parallel(servers: &[&SshServer], home: &Path) -> Command {
         .env_remove("SSH_AUTH_SOCK")
         .arg("parallel");
     for s in servers {
-        cmd.arg("-i").arg(&s.client_key);
+        cmd.arg("--identity").arg(&s.client_key);
     }
     cmd
 }

@@ -25,7 +25,8 @@ struct Member {
 }
 
 impl Member {
-    fn open(source: &Source, separator: &Separator) -> Result<Member> {
+    fn open(source: &Source, spec: &InputSpec) -> Result<Member> {
+        let separator = &spec.separator;
         let (reader, path) = match source {
             Source::Stdin => (
                 ItemReader::new(std::io::stdin(), separator),
@@ -57,6 +58,7 @@ impl Member {
                 )
             }
         };
+        let reader = reader.with_eof(spec.eof.as_deref()).with_trim(spec.trim);
         Ok(Member {
             reader,
             path,
@@ -178,15 +180,15 @@ pub struct Inputs {
 impl Inputs {
     /// Opens the sources; stdin is used when `spec.sources` is empty. Files are opened now (so a missing file is
     /// an error before any job runs); nothing is read until the first record is asked for.
-    pub fn open(spec: InputSpec) -> Result<Inputs> {
+    pub fn open(mut spec: InputSpec) -> Result<Inputs> {
         let sources = if spec.sources.is_empty() {
             vec![(Source::Stdin, false)]
         } else {
-            spec.sources
+            std::mem::take(&mut spec.sources)
         };
         let mut groups: Vec<Group> = Vec::new();
         for (source, linked) in &sources {
-            let member = Member::open(source, &spec.separator)?;
+            let member = Member::open(source, &spec)?;
             match groups.last_mut() {
                 Some(group) if *linked => group.members.push(member),
                 _ => groups.push(Group {

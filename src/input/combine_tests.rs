@@ -25,6 +25,8 @@ fn from_words(words: &str) -> Vec<String> {
     records(InputSpec {
         sources,
         separator: Separator::Newline,
+        eof: None,
+        trim: Default::default(),
     })
 }
 
@@ -76,13 +78,17 @@ fn args_containing_the_separator_are_split_like_gnu() {
     let spec = InputSpec {
         sources,
         separator: Separator::Delimiter(",".into()),
+        eof: None,
+        trim: Default::default(),
     };
     assert_eq!(records(spec), ["a", "b", "c"]);
     let (_, sources) = split_command(&w("::: a\nb c"));
     assert_eq!(
         records(InputSpec {
             sources,
-            separator: Separator::Nul
+            separator: Separator::Nul,
+            eof: None,
+            trim: Default::default(),
         }),
         ["a\nb", "c"]
     );
@@ -265,6 +271,8 @@ fn separators_match_live_gnu_parallel() {
         let spec = InputSpec {
             sources: vec![(Source::File(f.path().to_path_buf()), false)],
             separator,
+            eof: None,
+            trim: Default::default(),
         };
         let template = crate::template::Template::parse(&w("echo"));
         let mine: String = Inputs::open(spec)

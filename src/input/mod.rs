@@ -8,5 +8,5 @@ mod spec;
 mod split;
 
 pub use combine::Inputs;
-pub use spec::{Error, InputSpec, Result, Separator, Source};
+pub use spec::{Error, InputSpec, Result, Separator, Source, Trim};
 pub use split::split_command;

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use super::spec::Separator;
+use super::spec::{Separator, Trim};
 
 /// Bytes buffered per source.
 const BUFFER: usize = 64 * 1024;
@@ -22,6 +22,12 @@ pub(crate) struct ItemReader {
     inner: Box<dyn BufRead + Send>,
     separator: Vec<u8>,
     buf: Vec<u8>,
+    /// `-E`: the item that ends the input (it and the rest are not read).
+    eof: Option<Vec<u8>>,
+    /// The end item was met.
+    ended: bool,
+    /// `--trim`.
+    trim: Trim,
 }
 
 impl ItemReader {
@@ -31,12 +37,30 @@ impl ItemReader {
             inner: Box::new(BufReader::with_capacity(BUFFER, inner)),
             separator: separator.as_bytes().to_vec(),
             buf: Vec::new(),
+            eof: None,
+            ended: false,
+            trim: Trim::None,
         }
+    }
+
+    /// Ends the input at an item equal to `eof` (GNU parallel's `-E`; an empty string ends nothing, as in GNU).
+    pub fn with_eof(mut self, eof: Option<&str>) -> ItemReader {
+        self.eof = eof.filter(|e| !e.is_empty()).map(|e| e.as_bytes().to_vec());
+        self
+    }
+
+    /// Trims each value as `trim` says (after the `-E` check, as GNU).
+    pub fn with_trim(mut self, trim: Trim) -> ItemReader {
+        self.trim = trim;
+        self
     }
 
     /// The next item, or `None` at the end of the stream.
     pub fn next_item(&mut self) -> std::io::Result<Option<Item>> {
         self.buf.clear();
+        if self.ended {
+            return Ok(None);
+        }
         let found = if self.separator.is_empty() {
             self.read_paragraph()?
         } else {
@@ -53,10 +77,18 @@ impl ItemReader {
         } else if self.buf.ends_with(&self.separator) {
             self.buf.truncate(self.buf.len() - self.separator.len());
         }
+        if self.eof.as_deref() == Some(&self.buf[..]) {
+            self.ended = true;
+            return Ok(None);
+        }
         let value = match String::from_utf8(std::mem::take(&mut self.buf)) {
             Ok(s) => s,
             // kb's values are strings: invalid UTF-8 is replaced (GNU passes the bytes through).
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let value = match self.trim.apply(&value) {
+            trimmed if trimmed.len() == value.len() => value,
+            trimmed => trimmed.to_string(),
         };
         Ok(Some(Item { value, ends_in_cr }))
     }
@@ -114,6 +146,22 @@ impl ItemReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_eof_item_ends_the_input() {
+        let read = |input: &'static [u8], eof: Option<&str>| {
+            let mut r = ItemReader::new(input, &Separator::Newline).with_eof(eof);
+            let mut v = Vec::new();
+            while let Some(item) = r.next_item().unwrap() {
+                v.push(item.value);
+            }
+            v
+        };
+        assert_eq!(read(b"a\nX\nb\nX\n", Some("X")), ["a"]);
+        assert_eq!(read(b"a\nXY\nX", Some("X")), ["a", "XY"]);
+        assert_eq!(read(b"a\n\nb", Some("")), ["a", "", "b"]);
+        assert_eq!(read(b"X\nb", Some("X")), Vec::<String>::new());
+    }
 
     fn items(input: &[u8], separator: Separator) -> Vec<String> {
         let mut reader = ItemReader::new(std::io::Cursor::new(input.to_vec()), &separator);

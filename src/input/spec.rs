@@ -72,6 +72,49 @@ pub struct InputSpec {
     pub sources: Vec<(Source, bool)>,
     /// The item separator for files and stdin.
     pub separator: Separator,
+    /// `-E STR`: each source ends at an item equal to STR (None, or an empty STR: no end string, as GNU).
+    pub eof: Option<String>,
+    /// `--trim`: the white space removed around each value.
+    pub trim: Trim,
+}
+
+/// GNU parallel's `--trim`: which ends of each input value lose their white space (Perl's `\s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trim {
+    /// `n` (the default): nothing.
+    #[default]
+    None,
+    /// `l`: the start.
+    Left,
+    /// `r`: the end.
+    Right,
+    /// `lr` or `rl`: both.
+    Both,
+}
+
+impl Trim {
+    /// GNU's `--trim` values: `n`, `l`, `r`, `lr`, `rl`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Trim> {
+        match s {
+            "n" => Some(Trim::None),
+            "l" => Some(Trim::Left),
+            "r" => Some(Trim::Right),
+            "lr" | "rl" => Some(Trim::Both),
+            _ => None,
+        }
+    }
+
+    /// `value` without the white space this trim removes.
+    pub fn apply(self, value: &str) -> &str {
+        // Perl's `\s` on bytes: space, \t, \n, \x0b, \x0c, \r.
+        let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+        match self {
+            Trim::None => value,
+            Trim::Left => value.trim_start_matches(space),
+            Trim::Right => value.trim_end_matches(space),
+            Trim::Both => value.trim_matches(space),
+        }
+    }
 }
 
 impl InputSpec {
@@ -91,6 +134,8 @@ impl InputSpec {
         InputSpec {
             sources,
             separator: Separator::from_opts(null, delimiter),
+            eof: None,
+            trim: Trim::None,
         }
     }
 }
@@ -119,6 +164,17 @@ mod tests {
 
     #[test]
     fn arg_files_come_first() {
+        assert_eq!(Trim::parse("rl"), Some(Trim::Both));
+        assert_eq!(Trim::parse("x"), None);
+        assert_eq!(Trim::Both.apply(" \t\r\x0ba b\n\x0c"), "a b");
+        assert_eq!(Trim::Left.apply("  a "), "a ");
+        assert_eq!(Trim::Right.apply("  a \t"), "  a");
+        assert_eq!(Trim::None.apply(" a "), " a ");
+        assert_eq!(
+            Trim::Both.apply("\u{a0}a"),
+            "\u{a0}a",
+            "only Perl's ASCII \\s"
+        );
         let spec = InputSpec::from_opts(
             &[PathBuf::from("f")],
             vec![(Source::Args(vec!["a".into()]), false)],

@@ -26,7 +26,7 @@ use super::worker::{AgentAccess, PodWorker, join_pod, reconnect_limit, rejoin_po
 use crate::config::LazyMount;
 use crate::k8s::share::PodShare;
 use crate::output::report::Reporter;
-use crate::worker::{EventTx, SourceFuture, Worker, WorkerEvent, WorkerSource};
+use crate::worker::{EventTx, SourceFuture, WorkerEvent, WorkerSource};
 
 mod joins;
 

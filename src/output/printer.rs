@@ -57,6 +57,10 @@ pub struct Printer<O: Write = io::BufWriter<io::Stdout>, E: Write = io::Stderr> 
     /// With `-k`: the next sequence number to print, and finished jobs waiting for it (`None`: nothing to print).
     next_seq: u64,
     waiting: BTreeMap<u64, Option<JobBuffer>>,
+    /// `-v`: each job's command line is the first line of its stdout.
+    echo_stdout: bool,
+    /// `-t`/`--verbose`: each job's command line goes to stderr when it starts.
+    echo_stderr: bool,
 }
 
 impl Printer {
@@ -81,7 +85,30 @@ impl<O: Write, E: Write> Printer<O, E> {
             err,
             next_seq: 1,
             waiting: BTreeMap::new(),
+            echo_stdout: false,
+            echo_stderr: false,
         }
+    }
+
+    /// Echoes each job's command line as GNU parallel's `-v` (on the job's stdout, before its output: tagged,
+    /// grouped and ordered with it) and `-t`/`--verbose` (on stderr as the job starts, untagged).
+    pub fn with_echo(mut self, stdout: bool, stderr: bool) -> Self {
+        self.echo_stdout = stdout;
+        self.echo_stderr = stderr;
+        self
+    }
+
+    /// Takes the start of an attempt running `command`: echoes it as [`Printer::with_echo`] says.
+    pub fn started(&mut self, seq: u64, buf: &mut JobBuffer, command: &str) -> io::Result<()> {
+        if self.echo_stderr {
+            self.err.write_all(format!("{command}\n").as_bytes())?;
+            self.err.flush()?;
+        }
+        if self.echo_stdout {
+            // Not the job's output: the joblog's `Receive` does not count it.
+            self.take(seq, buf, Stream::Stdout, format!("{command}\n").as_bytes())?;
+        }
+        Ok(())
     }
 
     /// The writers, for tests that read what was printed.
@@ -98,6 +125,17 @@ impl<O: Write, E: Write> Printer<O, E> {
         data: &[u8],
     ) -> io::Result<()> {
         buf.received += data.len() as u64;
+        self.take(seq, buf, stream, data)
+    }
+
+    /// Prints what the mode allows of `data` now and keeps the rest in `buf`.
+    fn take(
+        &mut self,
+        seq: u64,
+        buf: &mut JobBuffer,
+        stream: Stream,
+        data: &[u8],
+    ) -> io::Result<()> {
         let live = match self.mode {
             Mode::Group => false,
             Mode::Ungroup => true,
@@ -189,5 +227,49 @@ impl<O: Write, E: Write> Printer<O, E> {
             self.out.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(mode: Mode, stdout: bool, stderr: bool, tag: Option<&str>) -> (String, String) {
+        let mut p = Printer::to(mode, true, Vec::new(), Vec::new()).with_echo(stdout, stderr);
+        let mut buf = JobBuffer::new(tag.map(str::to_string));
+        p.started(1, &mut buf, "echo 'a b'").unwrap();
+        p.chunk(1, &mut buf, Stream::Stdout, b"a b\n").unwrap();
+        assert_eq!(buf.received, 4, "the echo is not job output");
+        p.finish(1, buf).unwrap();
+        let (out, err) = p.into_writers();
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn v_prints_the_command_line_before_the_output_and_tagged() {
+        assert_eq!(run(Mode::Group, true, false, None).0, "echo 'a b'\na b\n");
+        assert_eq!(
+            run(Mode::Group, true, false, Some("x")).0,
+            "x\techo 'a b'\nx\ta b\n"
+        );
+        assert_eq!(run(Mode::Ungroup, true, false, None).0, "echo 'a b'\na b\n");
+    }
+
+    #[test]
+    fn t_prints_the_command_line_on_stderr_untagged() {
+        let (out, err) = run(Mode::Group, false, true, Some("x"));
+        assert_eq!(out, "x\ta b\n");
+        assert_eq!(err, "echo 'a b'\n");
+    }
+
+    #[test]
+    fn no_echo_by_default() {
+        assert_eq!(
+            run(Mode::LineBuffer, false, false, None),
+            ("a b\n".into(), String::new())
+        );
     }
 }

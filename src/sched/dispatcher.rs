@@ -219,7 +219,7 @@ impl Dispatcher {
                 worker,
                 run,
                 tag,
-            } => self.start(attempt, worker, run, tag),
+            } => return self.start(attempt, worker, run, tag),
             Action::Signal { attempt, signal } => {
                 let attempt = self.attempts.get(&attempt);
                 if let Some(control) = attempt.and_then(|a| a.control.as_ref()) {
@@ -263,7 +263,9 @@ impl Dispatcher {
         worker: usize,
         run: crate::worker::JobRun,
         tag: Option<String>,
-    ) {
+    ) -> std::io::Result<()> {
+        let mut buf = JobBuffer::new(tag);
+        let echoed = self.printer.started(run.seq, &mut buf, &run.command);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         self.executors.spawn(executor::execute(
             self.workers[worker].clone(),
@@ -275,9 +277,10 @@ impl Dispatcher {
         let state = Attempt {
             worker,
             control: Some(control_tx),
-            buf: JobBuffer::new(tag),
+            buf,
         };
         self.attempts.insert(attempt, state);
+        echoed
     }
 
     fn log(&mut self, entry: &joblog::Entry) {

@@ -27,7 +27,7 @@ const KEEPALIVE_MAX: usize = 3;
 /// How the client authenticates and checks host keys.
 #[derive(Debug, Clone, Default)]
 pub struct ClientConfig {
-    /// Private keys from `-i`; when empty, the ssh-agent and `~/.ssh/id_*` are used.
+    /// Private keys from `--identity`; when empty, the ssh-agent and `~/.ssh/id_*` are used.
     pub identities: Vec<PathBuf>,
     /// Pinned host keys (OpenSSH public key lines); when empty, `known_hosts` files are checked.
     pub pinned_host_keys: Vec<String>,

@@ -1,4 +1,4 @@
-//! Client authentication: the `-i` identities, else the keys of the ssh-agent (`SSH_AUTH_SOCK`), else
+//! Client authentication: the `--identity` identities, else the keys of the ssh-agent (`SSH_AUTH_SOCK`), else
 //! `~/.ssh/id_ed25519`, `id_ecdsa` and `id_rsa` (`$HOME` honoured). Only public-key authentication; kb never
 //! prompts for a password or a passphrase.
 

@@ -61,8 +61,15 @@ impl Template {
     /// in GNU parallel. Replacement values are quoted, except when a replacement string is part of the first word
     /// (`parallel {} ::: 'echo a'`, `parallel {2} ...`): then GNU quotes nothing, and neither does kb.
     pub fn parse(words: &[String]) -> Template {
+        Template::parse_replacing(words, "{}")
+    }
+
+    /// [`Template::parse`] with `value` as the replacement string of the input value instead of `{}` (GNU
+    /// parallel's `-I`): `{}`, `{0}` and the positional `{n}` are then plain text, as in GNU, while `{.}`, `{n.}`,
+    /// `{#}` and the others keep working.
+    pub fn parse_replacing(words: &[String], value: &str) -> Template {
         let joined = words.join(" ");
-        let mut segments = parse_segments(&joined);
+        let mut segments = parse_segments(&joined, value);
         if !segments.iter().any(|s| matches!(s, Segment::Replace(..))) {
             if !joined.is_empty() {
                 segments.push(Segment::Literal(" ".to_string()));
@@ -76,7 +83,12 @@ impl Template {
     /// Parses a `--tagstring`: GNU's `\t` `\n` `\r` `\NNN` escapes are applied, replacement strings are substituted
     /// without quoting and nothing is appended. `--tag` alone is `parse_tagstring("{}")`.
     pub fn parse_tagstring(s: &str) -> Template {
-        Template::from_segments(parse_segments(&unquote_printf(s)), false)
+        Template::parse_tagstring_replacing(s, "{}")
+    }
+
+    /// [`Template::parse_tagstring`] with `value` instead of `{}`, as [`Template::parse_replacing`].
+    pub fn parse_tagstring_replacing(s: &str, value: &str) -> Template {
+        Template::from_segments(parse_segments(&unquote_printf(s), value), false)
     }
 
     fn from_segments(segments: Vec<Segment>, quote: bool) -> Template {
@@ -185,14 +197,34 @@ fn starts_with_replacement(segments: &[Segment]) -> bool {
     false
 }
 
-/// Splits text into literals and replacement strings, left to right.
-fn parse_segments(text: &str) -> Vec<Segment> {
+/// Splits text into literals and replacement strings, left to right; `value` is the replacement string of the
+/// input value (`{}`, or `-I`'s).
+fn parse_segments(text: &str, value: &str) -> Vec<Segment> {
+    let renamed = value != "{}";
     let mut segments = Vec::new();
     let mut literal_start = 0;
     let mut i = 0;
-    while let Some(offset) = text[i..].find('{') {
-        let open = i + offset;
-        match parse_replacement(&text[open..]) {
+    loop {
+        let brace = text[i..].find('{').map(|o| i + o);
+        let custom = if renamed && !value.is_empty() {
+            text[i..].find(value).map(|o| i + o)
+        } else {
+            None
+        };
+        let open = match (brace, custom) {
+            (_, Some(at)) if brace.is_none_or(|b| at <= b) => {
+                if literal_start < at {
+                    segments.push(Segment::Literal(text[literal_start..at].to_string()));
+                }
+                segments.push(Segment::Replace(Pos::All, Op::Value));
+                i = at + value.len();
+                literal_start = i;
+                continue;
+            }
+            (Some(open), _) => open,
+            (None, _) => break,
+        };
+        match parse_replacement(&text[open..]).filter(|&(_, _, op)| !(renamed && op == Op::Value)) {
             Some((len, pos, op)) => {
                 if literal_start < open {
                     segments.push(Segment::Literal(text[literal_start..open].to_string()));

@@ -152,3 +152,25 @@ fn render_matches_live_gnu_parallel() {
         .collect();
     assert_eq!(gnu, mine);
 }
+
+#[test]
+fn another_value_string_replaces_braces_but_not_positional_values() {
+    let t = Template::parse_replacing(
+        &words(&["echo", ",", "{}", "{.}", "{1}", "{1.}", "{0}", "{#}"]),
+        ",",
+    );
+    assert_eq!(
+        t.render(&words(&["a.x"]), 3, 1),
+        "echo a.x {} a {1} a {0} 3"
+    );
+    let t = Template::parse_replacing(&words(&["echo", "preXXpost", "XXXX"]), "XX");
+    assert_eq!(
+        t.render(&words(&["it's"]), 1, 1),
+        "echo pre'it'\"'\"'s'post 'it'\"'\"'s''it'\"'\"'s'"
+    );
+    // Not in the command: appended, as with `{}`.
+    let t = Template::parse_replacing(&words(&["echo", "{1}"]), ",");
+    assert_eq!(t.render(&words(&["a", "b"]), 1, 1), "echo {1} a b");
+    let t = Template::parse_tagstring_replacing("<,>", ",");
+    assert_eq!(t.render(&words(&["a"]), 1, 1), "<a>");
+}

@@ -136,6 +136,91 @@ fn input_cases() -> Vec<Case> {
             "--tag with several sources: the arguments joined by spaces",
             &["-k", "--tag", "echo", "x", ":::", "a", "b", ":::", "1"],
         ),
+        // Another replacement string for `{}`.
+        case(
+            "replace_str",
+            "-I str: str replaces {}; {} and {n} are then text, {.} and {#} still work",
+            &[
+                "-k", "-I", ",", "echo", ",", "{}", "{.}", "{1}", "{#}", ":::", "a.x", "b c",
+            ],
+        ),
+        case(
+            "replace_str_inside_word",
+            "-I str: str inside words, repeated",
+            &["-k", "-I", "XX", "echo", "preXXpost", "XXXX", ":::", "a"],
+        ),
+        case(
+            "replace_str_appended",
+            "-I str: without str in the command, the arguments are appended",
+            &["-k", "-I", ",", "echo", "{1}", ":::", "a", ":::", "b"],
+        ),
+        case(
+            "replace_i_attached",
+            "-iSTR is -I STR",
+            &["-k", "-iZ", "echo", "Z", "{}", ":::", "a"],
+        ),
+        case(
+            "replace_long",
+            "--replace=STR is -I STR; --replace WORD takes WORD as STR",
+            &[
+                "-k",
+                "--replace=@",
+                "--replace",
+                "X",
+                "echo",
+                "X",
+                "@",
+                ":::",
+                "a",
+            ],
+        ),
+        case(
+            "replace_i_alone",
+            "-i alone is -I {}",
+            &["-k", "-i", "-k", "echo", "{}", ":::", "a"],
+        ),
+        case(
+            "replace_str_tagstring",
+            "-I str applies to --tagstring too",
+            &[
+                "-k",
+                "-I",
+                ",",
+                "--tagstring",
+                "<,>",
+                "echo",
+                ",",
+                ":::",
+                "a",
+            ],
+        ),
+        // Echoing the command lines.
+        case(
+            "verbose_stdout",
+            "-v: each job's command line on stdout before its output",
+            &["-v", "-k", "echo", ":::", "a", "b c", "it's"],
+        )
+        .ssh(),
+        case(
+            "verbose_stdout_tag",
+            "-v with --tag: the command line is tagged like the output",
+            &["-v", "--tag", "-k", "echo", ":::", "a", "b"],
+        ),
+        case(
+            "verbose_stdout_ungroup",
+            "-v with -u: the command line is printed as the job starts",
+            &["-v", "-u", "echo", ":::", "a"],
+        ),
+        case(
+            "verbose_stderr",
+            "-t: each job's command line on stderr as it starts",
+            &["-t", "-k", "echo", ":::", "a", "b c"],
+        ),
+        case(
+            "verbose_long_and_v",
+            "--verbose is -t; with -v the line goes to both",
+            &["--verbose", "-v", "-k", "echo", ":::", "a"],
+        ),
         case(
             "tagstring_escapes",
             "--tagstring: \\t and the like are interpreted, positional strings work",
@@ -265,6 +350,54 @@ fn input_cases() -> Vec<Case> {
             &["-d", "\\x", "-k", "echo"],
         )
         .stdin(b"a\\xb\\xc"),
+        case(
+            "eof_string_stdin",
+            "-E str: input ends at a line equal to str",
+            &["-E", "X", "-k", "echo"],
+        )
+        .stdin(b"a\nXY\nX\nb\n"),
+        case(
+            "eof_string_each_source",
+            "-E str: each input source ends at its own str",
+            &[
+                "-E", "X", "-k", "echo", ":::", "a", "X", "b", ":::", "1", "2", "X",
+            ],
+        ),
+        case(
+            "eof_e_forms",
+            "-eSTR is -E STR, for files too",
+            &["-k", "-eX", "echo", ":::", "a", "X", "b", "::::", "f1"],
+        )
+        .file("f1", b"1\nX\n2\n"),
+        case(
+            "eof_empty_string",
+            "-E '': an empty str ends nothing",
+            &["-E", "", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"a\n\nb\n"),
+        case(
+            "trim_both",
+            "--trim lr: white space removed at both ends of each value",
+            &["--trim", "lr", "-k", "echo", "[{}]"],
+        )
+        .stdin(b"  a b \t\n\tc  \n \n"),
+        case(
+            "trim_left",
+            "--trim l: white space removed at the start",
+            &["--trim", "l", "-k", "echo", "[{}]", ":::", " x ", "\ty"],
+        ),
+        case(
+            "trim_right_tag",
+            "--trim r: white space removed at the end, in --tag too",
+            &[
+                "--trim", "r", "--tag", "-k", "echo", "[{}]", ":::", " x ", "y\t",
+            ],
+        ),
+        case(
+            "trim_none",
+            "--trim n: values kept as they are",
+            &["--trim", "n", "-k", "echo", "[{}]", ":::", " x "],
+        ),
         case(
             "args_split_on_separator",
             "::: values are written to a file and read back with the separator",

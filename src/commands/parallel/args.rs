@@ -44,6 +44,12 @@ pub struct ParallelOpts {
     /// Print output as soon as it arrives, even half lines.
     #[arg(short = 'u', long)]
     pub ungroup: bool,
+    /// Print each job's command line on stdout before its output (`-vv` is the same for kb).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose_stdout: u8,
+    /// Print each job's command line on stderr as it starts.
+    #[arg(id = "trace", short = 't', long = "verbose")]
+    pub trace: bool,
     /// Prefix each output line with the job's arguments and a tab.
     #[arg(long)]
     pub tag: bool,
@@ -81,6 +87,33 @@ pub struct ParallelOpts {
     /// Show progress per worker on stderr (only on a terminal).
     #[arg(long)]
     pub progress: bool,
+    /// Use STR instead of `{}` as the replacement string (`{n}` then no longer works, as in GNU parallel).
+    #[arg(short = 'I', value_name = "STR")]
+    pub replace_str: Option<String>,
+    /// `-I STR`, and `-I {}` without STR (GNU's `-i`; the next word is taken as STR unless it starts with `-`).
+    #[arg(
+        short = 'i',
+        long = "replace",
+        value_name = "STR",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub replace: Option<String>,
+    /// Input (each source) ends at an item equal to STR.
+    #[arg(short = 'E', value_name = "STR")]
+    pub eof_str: Option<String>,
+    /// `-E STR` (GNU's `-e`; the next word is taken as STR unless it starts with `-`; an empty STR ends nothing).
+    #[arg(
+        short = 'e',
+        long = "eof",
+        value_name = "STR",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub eof: Option<String>,
+    /// Remove white space around each input value: n (none), l (left), r (right), lr or rl (both).
+    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = ["n", "l", "r", "lr", "rl"])]
+    pub trim: Option<String>,
     /// Read input from FILE (repeatable: each is one input source).
     #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
     pub arg_files: Vec<PathBuf>,
@@ -107,7 +140,7 @@ pub struct ParallelOpts {
     #[arg(long = "sshloginfile", visible_alias = "slf", value_name = "FILE")]
     pub sshloginfile: Vec<PathBuf>,
     /// SSH private key to log in with (repeatable); default: ssh-agent, then ~/.ssh/id_*.
-    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    #[arg(long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
     /// Also run N jobs at a time on this machine.
     #[arg(long = "local-procs", value_name = "N")]
@@ -180,4 +213,22 @@ pub enum ParallelLine {
     /// `kb parallel`.
     #[command(args_override_self = true)]
     Parallel(Box<ParallelOpts>),
+}
+
+impl ParallelOpts {
+    /// The replacement string of the input value: `-i STR`, else `-I STR`, else `{}` (GNU applies `-I`, then a
+    /// non-empty `-i`).
+    pub fn value_replacement(&self) -> &str {
+        self.replace
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self.replace_str.as_deref())
+            .unwrap_or("{}")
+    }
+
+    /// The end-of-input string: GNU's `-E` and `-e`/`--eof` set the same option, the last one given wins; kb
+    /// takes `-e`/`--eof` over `-E`.
+    pub fn eof_value(&self) -> Option<&str> {
+        self.eof.as_deref().or(self.eof_str.as_deref())
+    }
 }

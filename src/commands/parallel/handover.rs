@@ -137,8 +137,17 @@ fn build_coordinator_args(
     if opts.ungroup {
         push("--ungroup", None);
     }
+    if opts.verbose_stdout > 0 {
+        push("-v", None);
+    }
+    if opts.trace {
+        push("--verbose", None);
+    }
     if opts.tag {
         push("--tag", None);
+    }
+    if opts.value_replacement() != "{}" {
+        push("-I", Some(opts.value_replacement().to_string()));
     }
     if let Some(tag) = &opts.tagstring {
         push("--tagstring", Some(tag.clone()));

@@ -74,7 +74,7 @@ impl Plan {
         let template = if words.is_empty() {
             Template::parse_tagstring("{}")
         } else {
-            Template::parse(&words)
+            Template::parse_replacing(&words, opts.value_replacement())
         };
         let halt = match &opts.halt {
             Some(value) => halt::parse(value)
@@ -106,7 +106,8 @@ impl Plan {
         let run = RunSpec {
             template,
             tag: tag_template(opts),
-            printer: Printer::new(output_mode(opts), opts.keep_order),
+            printer: Printer::new(output_mode(opts), opts.keep_order)
+                .with_echo(opts.verbose_stdout > 0, opts.trace),
             retries: opts.retries,
             halt,
             timeout: opts.timeout.as_deref().map(parse_timeout).transpose()?,
@@ -126,7 +127,10 @@ impl Plan {
 
 fn tag_template(opts: &ParallelOpts) -> Option<Template> {
     match (&opts.tagstring, opts.tag) {
-        (Some(s), _) => Some(Template::parse_tagstring(s)),
+        (Some(s), _) => Some(Template::parse_tagstring_replacing(
+            s,
+            opts.value_replacement(),
+        )),
         (None, true) => Some(Template::parse_tagstring("{}")),
         (None, false) => None,
     }
@@ -273,12 +277,19 @@ async fn create_task(
 }
 
 pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> InputSpec {
-    InputSpec::from_opts(
+    let mut spec = InputSpec::from_opts(
         &opts.arg_files,
         sources,
         opts.null,
         opts.delimiter.as_deref(),
-    )
+    );
+    spec.eof = opts.eof_value().map(str::to_string);
+    spec.trim = opts
+        .trim
+        .as_deref()
+        .and_then(crate::input::Trim::parse)
+        .unwrap_or_default();
+    spec
 }
 
 /// `--timeout`: seconds, a duration with units, or GNU parallel's `N%` of the median runtime.

@@ -94,7 +94,7 @@ fn check_identities(paths: &[PathBuf]) -> Result<()> {
         if !path.is_file() {
             return Err(Error::usage(
                 format!("identity file `{}` does not exist", path.display()),
-                "give -i the path of an SSH private key",
+                "give --identity the path of an SSH private key",
             ));
         }
     }
