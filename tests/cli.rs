@@ -37,6 +37,38 @@ fn parallel_without_workers_runs_here_with_gnu_syntax() {
 }
 
 #[test]
+fn delay_spaces_the_job_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let log_arg = log.display().to_string();
+    let out = kb(&[
+        "parallel", "--delay", "0.3", "-j", "3", "--joblog", &log_arg, "true", ":::", "a", "b", "c",
+    ]);
+    out.assert_success();
+    let text = std::fs::read_to_string(&log).expect("the joblog");
+    let mut starts: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split('\t')
+                .nth(2)
+                .expect("Starttime")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    out.check(
+        gaps.len() == 2 && gaps.iter().all(|g| *g >= 0.29),
+        format_args!("three starts at least 0.3 s apart with three free slots: {starts:?}"),
+    );
+    kb(&["parallel", "--delay", "soon", "true", ":::", "a"])
+        .assert_code(255)
+        .assert_stderr_contains("invalid --delay `soon`");
+}
+
+#[test]
 fn parallel_usage_errors_exit_255_and_say_what_to_do() {
     for (args, needle) in [
         (

@@ -165,6 +165,7 @@ compat_cases!(
     jobs_plus,
     jobs_minus,
     retries_zero,
+    delay,
     env_parallel,
     profile_config,
     profile_named,

@@ -54,6 +54,8 @@ pub struct Rules {
     pub timeout: Option<super::timeout::Timeout>,
     /// Whether a joblog is written (without one, the core builds no joblog lines).
     pub joblog: bool,
+    /// `--delay`: the least time between two job starts.
+    pub delay: Option<Duration>,
 }
 
 /// What an attempt's executor reported, with what the dispatcher knows of its worker at that moment.

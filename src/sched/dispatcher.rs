@@ -65,6 +65,7 @@ impl Dispatcher {
             grace: spec.grace,
             timeout: spec.timeout,
             joblog: spec.joblog.is_some(),
+            delay: spec.delay,
         };
         Dispatcher {
             core: RunState::new(rules, sources),

@@ -101,6 +101,8 @@ pub struct RunSpec {
     pub halt: Option<halt::Halt>,
     /// `--timeout`.
     pub timeout: Option<timeout::Timeout>,
+    /// `--delay`: the least time between two job starts.
+    pub delay: Option<std::time::Duration>,
     /// `--joblog`.
     pub joblog: Option<joblog::Writer>,
     /// `--resume`/`--resume-failed`.

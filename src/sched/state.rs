@@ -63,6 +63,8 @@ pub struct RunState {
     /// SIGHUP arrived: no more jobs start, the running ones finish (GNU parallel's `start_no_new_jobs`).
     hung_up: bool,
     grace_deadline: Option<Instant>,
+    /// `--delay`: no job starts before this (the last start plus the delay); `None` once it has passed.
+    next_start: Option<Instant>,
     /// After SIGKILL was sent: when to stop waiting for attempts to report their end.
     abandon_deadline: Option<Instant>,
     /// The attempts' `--timeout` deadlines, earliest first.
@@ -98,6 +100,7 @@ impl RunState {
             interrupts: 0,
             hung_up: false,
             grace_deadline: None,
+            next_start: None,
             abandon_deadline: None,
             timeouts: BTreeSet::new(),
             runtimes: Remedian::default(),
@@ -242,6 +245,11 @@ impl RunState {
     /// attempts).
     pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
         self.fire_timeouts(now);
+        if self.next_start.is_some_and(|at| at <= now.mono) {
+            self.next_start = None;
+            let started = self.start_jobs(now);
+            self.out.extend(started);
+        }
         if self.grace_deadline.is_some_and(|d| d <= now.mono) {
             self.kill_all(now);
         }
@@ -296,6 +304,10 @@ impl RunState {
 
     fn start_jobs(&mut self, now: Now) -> Vec<Action> {
         while !self.stopping() {
+            // `--delay`: the next start waits for its turn (`on_tick` comes back then).
+            if self.next_start.is_some_and(|at| at > now.mono) {
+                break;
+            }
             let caps = self.workers.iter().map(|w| Capacity {
                 free: w.capacity.saturating_sub(w.busy),
                 alive: w.alive,
@@ -311,6 +323,7 @@ impl RunState {
                 break;
             };
             self.start(job, index, now);
+            self.next_start = self.rules.delay.and_then(|d| now.mono.checked_add(d));
         }
         self.take()
     }

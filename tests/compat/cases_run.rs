@@ -486,6 +486,11 @@ pub fn syntax_cases() -> Vec<Case> {
             &["-j", "-1000", "-k", "sleep 0.2; echo {%}", ":::", "a", "b"],
         ),
         case(
+            "delay",
+            "--delay D: at least D between two job starts; the output is the same",
+            &["--delay", "0.2", "-j", "3", "-k", "echo {}", ":::", "a", "b", "c"],
+        ),
+        case(
             "retries_zero",
             "--retries 0: accepted; each job runs once (GNU 20221122 retries a failing job forever)",
             &["-k", "--retries", "0", "echo {}", ":::", "a", "b"],

@@ -75,6 +75,9 @@ pub struct ParallelOpts {
     /// runtime of the jobs that succeeded (`200%`).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Start no job sooner than this after the one before (seconds, or with a unit: 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
     /// Print the commands instead of running them.
     #[arg(long = "dry-run", alias = "dryrun")]
     pub dry_run: bool,

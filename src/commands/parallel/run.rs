@@ -111,6 +111,7 @@ impl Plan {
             retries: opts.retries,
             halt,
             timeout: opts.timeout.as_deref().map(parse_timeout).transpose()?,
+            delay: opts.delay.as_deref().map(parse_delay).transpose()?,
             joblog,
             resume,
             grace: Duration::from_secs_f64(opts.grace.max(0.0)),
@@ -290,6 +291,22 @@ pub(crate) fn input_spec(opts: &ParallelOpts, sources: Vec<(Source, bool)>) -> I
         .and_then(crate::input::Trim::parse)
         .unwrap_or_default();
     spec
+}
+
+/// `--delay`: seconds (`0.5`) or a duration with units (`500ms`, `2s`, `1m30s`), as GNU parallel's.
+fn parse_delay(value: &str) -> Result<Duration> {
+    let secs = value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0 && s.is_finite());
+    secs.map(Duration::from_secs_f64)
+        .or_else(|| humantime::parse_duration(value).ok())
+        .ok_or_else(|| {
+            Error::usage(
+                format!("invalid --delay `{value}`"),
+                "give seconds (`0.5`, `2`) or a duration with a unit (`500ms`, `2s`, `1m30s`)",
+            )
+        })
 }
 
 /// `--timeout`: seconds, a duration with units, or GNU parallel's `N%` of the median runtime.

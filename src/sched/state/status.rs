@@ -38,10 +38,19 @@ impl RunState {
     /// The next moment [`RunState::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let timeout = self.timeouts.first().map(|(at, _)| *at);
-        [self.grace_deadline, self.abandon_deadline, timeout]
-            .into_iter()
-            .flatten()
-            .min()
+        // `--delay`'s next start counts only while a job waits for it.
+        let next_start = self
+            .next_start
+            .filter(|_| !self.queue.is_empty() && !self.stopping());
+        [
+            self.grace_deadline,
+            self.abandon_deadline,
+            timeout,
+            next_start,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the run is over: nothing runs, and nothing is left or the run stops early.

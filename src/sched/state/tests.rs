@@ -71,6 +71,7 @@ fn rules() -> Rules {
         grace: Duration::from_secs(10),
         timeout: None,
         joblog: true,
+        delay: None,
     }
 }
 
@@ -366,4 +367,30 @@ fn without_keep_order_prints_as_jobs_end() {
         sim.exit(seq, 0);
     }
     assert_eq!(sim.stdout(), "out 3\nout 1\nout 2\n");
+}
+
+#[test]
+fn delay_spaces_the_starts_even_with_free_slots() {
+    let mut sim = Sim::new(Rules {
+        delay: Some(Duration::from_secs(2)),
+        ..rules()
+    });
+    sim.join("w", 4);
+    sim.records(3);
+    assert_eq!(
+        sim.starts.len(),
+        1,
+        "the first job starts at once, the others wait their turn"
+    );
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.now.mono + Duration::from_secs(2))
+    );
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.starts.len(), 1);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.starts.len(), 2);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.starts.len(), 3);
+    assert_eq!(sim.core.next_deadline(), None, "nothing waits: no deadline");
 }
