@@ -31,13 +31,12 @@ fn a_run_survives_a_restart_of_the_api_server() {
     args.extend(inputs.iter().map(String::as_str));
     let client = ns.kb(dir.path(), &args).start();
     // Once both pods run jobs, stop the API server for 8 s: every port-forward (and so every SSH connection) dies.
-    wait_until(Duration::from_secs(120), Duration::from_secs(1), || {
-        if status_rows(&ns, dir.path())
-            .first()
-            .is_none_or(|r| r["status"] != "RUNNING")
-        {
+    // The wait allows for pods of the tests before this one still terminating on the single node.
+    wait_until(Duration::from_secs(240), Duration::from_secs(1), || {
+        let rows = status_rows(&ns, dir.path());
+        if rows.first().is_none_or(|r| r["status"] != "RUNNING") {
             Err(format!(
-                "the task never ran; kb said:\n{}",
+                "the task never ran; kb status said {rows:?}; kb said:\n{}",
                 client.so_far(Pipe::Stderr)
             ))
         } else {
